@@ -1,0 +1,353 @@
+//! The receive side of a channel, sans I/O: bytes and fd batches in, whole
+//! frames with exactly their fds out.
+//!
+//! # How fds are matched to frames
+//!
+//! On a `SOCK_STREAM` Unix socket the kernel attaches the fds of one
+//! `sendmsg` to the first bytes that call wrote, hands them to the first
+//! `recvmsg` that reads any of those bytes, and ends that `recvmsg` after
+//! them, so one receive returns at most one batch of fds. arbor's sending rule
+//! (WIRE.md) is: a frame that carries fds starts its own `sendmsg`, and that
+//! call carries that frame's fds and no others.
+//!
+//! So for every batch the decoder remembers the stream offsets of the receive
+//! that delivered it, `[start, end)`. The frame that owns a batch begins
+//! inside that range, and its fds are there by the time its last byte is. A
+//! frame that names `k > 0` fds takes the front batch if that batch arrived
+//! no later than the frame began and holds exactly `k` fds; anything else is
+//! [`Error::FdCountMismatch`]. A batch still unclaimed when a frame begins at
+//! or past its `end` was sent with a frame that named no fds:
+//! [`Error::StrayFds`]. The receiver's reads and the sender's writes may be
+//! split anywhere; none of this depends on where.
+//!
+//! Every limit is checked as soon as a header is complete. On any error the
+//! caller drops the decoder, which closes every fd it still holds.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use crate::error::{Error, Result};
+use crate::frame::{Header, Limits, HEADER_LEN};
+
+/// Bytes requested from the socket when no frame asks for more.
+const READ_CHUNK: usize = 64 * 1024;
+/// A receive buffer larger than this is freed once it is drained.
+const KEEP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// A frame's header, payload and fds, before its payload is interpreted.
+#[derive(Debug)]
+pub struct RawFrame<'a> {
+    /// The checked header.
+    pub header: Header,
+    /// The payload, borrowed from the decoder's buffer.
+    pub payload: &'a [u8],
+    /// Exactly the fds the header names, close-on-exec.
+    pub fds: Vec<OwnedFd>,
+}
+
+#[derive(Debug)]
+struct FdBatch {
+    fds: Vec<OwnedFd>,
+    /// Stream offset of the first byte of the receive that delivered the batch.
+    start: u64,
+    /// Stream offset just past that receive's last byte.
+    end: u64,
+}
+
+/// Reassembles frames from a byte stream with fds attached.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    limits: Limits,
+    /// Receive buffer; `buf[head..tail]` is received and not yet consumed.
+    buf: Vec<u8>,
+    head: usize,
+    tail: usize,
+    /// Stream offset of `buf[head]`.
+    offset: u64,
+    batches: VecDeque<FdBatch>,
+}
+
+impl FrameDecoder {
+    /// A decoder that enforces `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            buf: Vec::new(),
+            head: 0,
+            tail: 0,
+            offset: 0,
+            batches: VecDeque::new(),
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Free space to receive into: the rest of the frame being assembled, or
+    /// a chunk for whatever comes next. Never empty.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let buffered = self.tail - self.head;
+        if buffered == 0 && self.buf.len() > KEEP_BUFFER {
+            // Give back what one very large frame needed.
+            self.buf = Vec::new();
+            self.head = 0;
+            self.tail = 0;
+        }
+        // A header that fails its checks is reported by next_frame before the
+        // caller reads again, so a bad length never sizes the buffer.
+        let wanted = match self.peek_header() {
+            Some(Ok(header)) => header.frame_len().max(READ_CHUNK),
+            _ => READ_CHUNK,
+        };
+        if self.buf.len() - self.head < wanted {
+            // Move the unconsumed bytes to the front, then grow if still short.
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.head = 0;
+            self.tail = buffered;
+            if self.buf.len() < wanted {
+                self.buf.resize(wanted, 0);
+            }
+        } else if self.tail == self.buf.len() {
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.head = 0;
+            self.tail = buffered;
+        }
+        if self.tail == self.buf.len() {
+            // The caller did not drain whole frames first; make room anyway.
+            self.buf.resize(self.buf.len() + READ_CHUNK, 0);
+        }
+        &mut self.buf[self.tail..]
+    }
+
+    /// Records that `len` bytes were received into [`FrameDecoder::spare`],
+    /// with the fds that arrived in the same receive.
+    pub fn commit(&mut self, len: usize, fds: Vec<OwnedFd>) {
+        assert!(self.tail + len <= self.buf.len(), "committed more than spare() offered");
+        let start = self.received();
+        self.tail += len;
+        if !fds.is_empty() {
+            self.batches.push_back(FdBatch {
+                fds,
+                start,
+                end: self.received(),
+            });
+        }
+    }
+
+    /// Total bytes received on the stream so far.
+    fn received(&self) -> u64 {
+        self.offset + (self.tail - self.head) as u64
+    }
+
+    fn peek_header(&self) -> Option<Result<Header>> {
+        let bytes = self.buf.get(self.head..self.head + HEADER_LEN)?;
+        if self.tail - self.head < HEADER_LEN {
+            return None;
+        }
+        let bytes: &[u8; HEADER_LEN] = bytes.try_into().ok()?;
+        Some(Header::decode(bytes, &self.limits))
+    }
+
+    /// The next whole frame, or `None` until more bytes arrive.
+    ///
+    /// An error means the stream is broken: drop the decoder (closing every
+    /// fd it holds) and close the channel.
+    pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>> {
+        let header = match self.peek_header() {
+            None => return Ok(None),
+            Some(header) => header?,
+        };
+        let len = header.frame_len();
+        if self.tail - self.head < len {
+            return Ok(None);
+        }
+        let fds = self.claim_fds(self.offset, usize::from(header.fd_count))?;
+        let payload = self.head + HEADER_LEN..self.head + len;
+        self.head += len;
+        self.offset += len as u64;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+        Ok(Some(RawFrame {
+            header,
+            payload: &self.buf[payload],
+            fds,
+        }))
+    }
+
+    fn claim_fds(&mut self, frame_start: u64, declared: usize) -> Result<Vec<OwnedFd>> {
+        let Some(front) = self.batches.front() else {
+            return match declared {
+                0 => Ok(Vec::new()),
+                _ => Err(Error::FdCountMismatch { declared, received: 0 }),
+            };
+        };
+        if front.end <= frame_start {
+            return Err(Error::StrayFds {
+                count: front.fds.len(),
+            });
+        }
+        match declared {
+            0 => Ok(Vec::new()),
+            _ if front.start > frame_start => Err(Error::FdCountMismatch { declared, received: 0 }),
+            _ if front.fds.len() != declared => Err(Error::FdCountMismatch {
+                declared,
+                received: front.fds.len(),
+            }),
+            _ => Ok(self.batches.pop_front().map(|batch| batch.fds).unwrap_or_default()),
+        }
+    }
+
+    /// Checks the stream's end: [`Error::Closed`] on a frame boundary with no
+    /// fds left over, otherwise what was left unfinished.
+    pub fn finish(&self) -> Error {
+        if self.tail > self.head {
+            Error::Truncated {
+                buffered: self.tail - self.head,
+            }
+        } else if let Some(batch) = self.batches.front() {
+            Error::StrayFds {
+                count: batch.fds.len(),
+            }
+        } else {
+            Error::Closed
+        }
+    }
+
+    /// Whether a frame is partly received (bytes or fds waiting for the rest).
+    pub fn is_mid_frame(&self) -> bool {
+        self.tail > self.head || !self.batches.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{encode_frame, Frame, Outgoing};
+
+    fn frame_bytes(payload: &[u8], fd_count: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame::<()>(&mut out, Outgoing::Bytes(payload), fd_count, &Limits::default()).unwrap();
+        out
+    }
+
+    fn devnull() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn feed(decoder: &mut FrameDecoder, bytes: &[u8], fds: Vec<OwnedFd>) {
+        let spare = decoder.spare();
+        spare[..bytes.len()].copy_from_slice(bytes);
+        decoder.commit(bytes.len(), fds);
+    }
+
+    fn message(frame: RawFrame<'_>) -> (Vec<u8>, usize) {
+        let Frame::Message(m) = Frame::decode(frame.header.kind, frame.payload).unwrap() else {
+            panic!("not a message")
+        };
+        (m.data, frame.fds.len())
+    }
+
+    #[test]
+    fn byte_at_a_time_reassembles_frames_and_fds() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let mut stream = frame_bytes(b"one", 2);
+        let second = stream.len();
+        stream.extend(frame_bytes(b"two", 0));
+        let mut got = Vec::new();
+        for (i, byte) in stream.iter().enumerate() {
+            let fds = if i == 0 { vec![devnull(), devnull()] } else { vec![] };
+            feed(&mut decoder, &[*byte], fds);
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                got.push((i, message(frame)));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![(second - 1, (b"one".to_vec(), 2)), (stream.len() - 1, (b"two".to_vec(), 0))]
+        );
+        assert!(matches!(decoder.finish(), Error::Closed));
+    }
+
+    #[test]
+    fn fds_for_a_frame_may_arrive_with_an_earlier_frames_bytes() {
+        // A receive that merged an fd-less frame with the start of an fd frame.
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let mut stream = frame_bytes(b"plain", 0);
+        stream.extend(frame_bytes(b"with fd", 1));
+        feed(&mut decoder, &stream, vec![devnull()]);
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()), (b"plain".to_vec(), 0));
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()), (b"with fd".to_vec(), 1));
+    }
+
+    #[test]
+    fn a_frame_naming_more_fds_than_arrived_is_a_mismatch() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        feed(&mut decoder, &frame_bytes(b"x", 2), vec![devnull()]);
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(Error::FdCountMismatch { declared: 2, received: 1 })
+        ));
+        let mut decoder = FrameDecoder::new(Limits::default());
+        feed(&mut decoder, &frame_bytes(b"x", 1), vec![]);
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(Error::FdCountMismatch { declared: 1, received: 0 })
+        ));
+    }
+
+    #[test]
+    fn fds_no_frame_names_are_stray() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        feed(&mut decoder, &frame_bytes(b"a", 0), vec![devnull()]);
+        // The frame that began the receive named no fds; it is still accepted,
+        // since a later frame in the same receive could own them...
+        assert!(decoder.next_frame().unwrap().is_some());
+        // ...but the next frame, in a later receive, shows nobody did.
+        feed(&mut decoder, &frame_bytes(b"b", 0), vec![]);
+        assert!(matches!(decoder.next_frame(), Err(Error::StrayFds { count: 1 })));
+
+        let mut decoder = FrameDecoder::new(Limits::default());
+        feed(&mut decoder, &frame_bytes(b"a", 0), vec![devnull()]);
+        assert!(decoder.next_frame().unwrap().is_some());
+        assert!(matches!(decoder.finish(), Error::StrayFds { count: 1 }));
+    }
+
+    #[test]
+    fn a_bad_header_fails_before_its_payload_arrives() {
+        let mut decoder = FrameDecoder::new(Limits::default().with_max_payload(100));
+        let bytes = frame_bytes(&[0u8; 200], 0);
+        feed(&mut decoder, &bytes[..HEADER_LEN], vec![]);
+        assert!(matches!(decoder.next_frame(), Err(Error::PayloadTooLarge { limit: 100, .. })));
+        assert!(decoder.spare().len() <= READ_CHUNK, "a refused length never sizes the buffer");
+    }
+
+    #[test]
+    fn end_of_stream_inside_a_frame_is_truncation() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let bytes = frame_bytes(b"hello", 0);
+        feed(&mut decoder, &bytes[..bytes.len() - 1], vec![]);
+        assert!(decoder.next_frame().unwrap().is_none());
+        assert!(decoder.is_mid_frame());
+        assert!(matches!(decoder.finish(), Error::Truncated { buffered } if buffered == bytes.len() - 1));
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_read_chunk_gets_room() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let payload = vec![9u8; 3 * READ_CHUNK];
+        let bytes = frame_bytes(&payload, 0);
+        let mut fed = 0;
+        while fed < bytes.len() {
+            let spare = decoder.spare();
+            let n = spare.len().min(bytes.len() - fed);
+            spare[..n].copy_from_slice(&bytes[fed..fed + n]);
+            decoder.commit(n, vec![]);
+            fed += n;
+        }
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, payload);
+    }
+}

@@ -1,0 +1,34 @@
+//! arbor's wire protocol: length-framed bincode frames that carry file
+//! descriptors over Unix stream sockets.
+//!
+//! The crate is layered so that each layer can be tested alone:
+//!
+//! - [`frame`]: the fixed 16-byte header and the receiver's [`Limits`] (pure).
+//! - [`codec`](crate::Message::decode): every bincode call, in one private module.
+//! - [`decoder`]: reassembles frames from bytes and fd batches, matching
+//!   each frame to exactly its fds (sans I/O).
+//! - [`message`]: what each frame kind's payload means ([`Frame`]).
+//! - [`blocking`] and [`nonblocking`]: the same channel over a std and a
+//!   tokio `UnixStream`, sharing one implementation of the steps.
+//!
+//! Received fds are close-on-exec from the moment they exist
+//! (`MSG_CMSG_CLOEXEC`). A broken frame is a typed [`Error`] that closes that
+//! one channel and every fd that came with it. `protocol/WIRE.md` describes
+//! the bytes for peers in other languages.
+
+#![deny(missing_docs)]
+
+pub mod blocking;
+mod channel;
+mod codec;
+pub mod decoder;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod nonblocking;
+mod sys;
+
+pub use error::{Error, Result};
+pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
+pub use message::{ErrorReport, Frame, Location, Message, Ready};
+pub use sys::is_cloexec;

@@ -1,0 +1,333 @@
+//! Typed frames: what each frame kind's payload means.
+//!
+//! This is the layer above the raw "header + bytes + fds" frames of
+//! [`crate::decoder`]: it maps a kind byte and a payload to a [`Frame`] and
+//! back, through [`crate::codec`].
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::frame::{FrameKind, Header, Limits, HEADER_LEN, PROTOCOL_VERSION};
+
+/// Sent once by a worker when its handlers are installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Highest protocol version the worker speaks.
+    pub protocol_version: u8,
+    /// The id the supervisor gave the worker (`ARBOR_WORKER_ID`).
+    pub worker_id: u64,
+    /// The worker's name (`ARBOR_WORKER_NAME`).
+    pub name: String,
+    /// The worker's process id.
+    pub pid: u32,
+}
+
+impl Ready {
+    /// A Ready for this crate's protocol version.
+    pub fn new(worker_id: u64, name: impl Into<String>, pid: u32) -> Self {
+        Self {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id,
+            name: name.into(),
+            pid,
+        }
+    }
+}
+
+/// Application bytes. The fds sent with the frame travel beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The message's bytes: opaque to arbor, or a value encoded by
+    /// [`crate::blocking::Channel::send_value`] and read back with [`Message::decode`].
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl Message {
+    /// A message carrying `data`.
+    pub fn new(data: impl Into<Vec<u8>>) -> Self {
+        Self { data: data.into() }
+    }
+
+    /// Decodes the message's bytes as a `T` that was sent with `send_value`.
+    ///
+    /// A mismatch is [`Error::MessageDecode`] (the spec's `messageerror`);
+    /// the channel stays usable.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        codec::decode_exact(&self.data).map_err(|reason| Error::MessageDecode {
+            type_name: std::any::type_name::<T>(),
+            reason,
+        })
+    }
+}
+
+/// Where in the worker's source an error was raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// Source file.
+    pub file: String,
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1.
+    pub column: u32,
+}
+
+/// A worker-side failure (a panic, an uncaught error), as the spec's `onerror` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// What went wrong.
+    pub message: String,
+    /// Where, when known.
+    pub location: Option<Location>,
+}
+
+/// One frame of the worker channel, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// See [`Ready`].
+    Ready(Ready),
+    /// See [`Message`].
+    Message(Message),
+    /// Ask the worker to run onclose and exit. Empty payload.
+    Close,
+    /// See [`ErrorReport`].
+    Error(ErrorReport),
+    /// Liveness probe with a nonce.
+    Ping(u64),
+    /// Answer to a ping, echoing its nonce.
+    Pong(u64),
+}
+
+impl Frame {
+    /// The frame's kind.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Ready(_) => FrameKind::Ready,
+            Frame::Message(_) => FrameKind::Message,
+            Frame::Close => FrameKind::Close,
+            Frame::Error(_) => FrameKind::Error,
+            Frame::Ping(_) => FrameKind::Ping,
+            Frame::Pong(_) => FrameKind::Pong,
+        }
+    }
+
+    /// Appends this frame's payload encoding to `out`.
+    fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Frame::Ready(ready) => codec::encode_into(ready, out),
+            Frame::Message(message) => codec::encode_into(message, out),
+            Frame::Close => Ok(()),
+            Frame::Error(report) => codec::encode_into(report, out),
+            Frame::Ping(nonce) | Frame::Pong(nonce) => codec::encode_into(nonce, out),
+        }
+    }
+
+    /// Decodes a frame from its header's kind byte and its payload.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Frame> {
+        let kind = FrameKind::from_byte(kind).ok_or(Error::UnknownKind { kind })?;
+        let malformed = |reason| Error::MalformedPayload {
+            kind: kind.name(),
+            reason,
+        };
+        Ok(match kind {
+            FrameKind::Ready => Frame::Ready(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Message => Frame::Message(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Close if payload.is_empty() => Frame::Close,
+            FrameKind::Close => return Err(malformed(format!("{} bytes where none belong", payload.len()))),
+            FrameKind::Error => Frame::Error(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Ping => Frame::Ping(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Pong => Frame::Pong(codec::decode_exact(payload).map_err(malformed)?),
+        })
+    }
+}
+
+/// What to put in a frame: a whole [`Frame`], or a message built in place
+/// from borrowed bytes or a serializable value (so sending never copies the
+/// caller's data into an intermediate `Vec`).
+#[derive(Debug, Clone, Copy)]
+pub enum Outgoing<'a, T: ?Sized = ()> {
+    /// A complete frame.
+    Frame(&'a Frame),
+    /// A [`FrameKind::Message`] carrying these bytes.
+    Bytes(&'a [u8]),
+    /// A [`FrameKind::Message`] carrying the encoding of this value.
+    Value(&'a T),
+}
+
+impl<T: Serialize + ?Sized> Outgoing<'_, T> {
+    fn kind(&self) -> FrameKind {
+        match self {
+            Outgoing::Frame(frame) => frame.kind(),
+            Outgoing::Bytes(_) | Outgoing::Value(_) => FrameKind::Message,
+        }
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Outgoing::Frame(frame) => frame.encode_payload(out),
+            Outgoing::Bytes(bytes) => codec::encode_into(serde_bytes::Bytes::new(bytes), out),
+            Outgoing::Value(value) => codec::encode_as_bytes(*value, out),
+        }
+    }
+}
+
+/// Appends one whole frame (header and payload) to `out`.
+///
+/// On error `out` is left as it was: a frame over `limits` or one whose value
+/// does not encode is refused before anything is queued.
+pub fn encode_frame<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    frame: Outgoing<'_, T>,
+    fd_count: usize,
+    limits: &Limits,
+) -> Result<()> {
+    if fd_count > limits.max_fds {
+        return Err(Error::TooManyFds {
+            count: fd_count,
+            limit: limits.max_fds,
+        });
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    if let Err(reason) = frame.encode_payload(out) {
+        out.truncate(start);
+        return Err(Error::Encode { reason });
+    }
+    let len = out.len() - start - HEADER_LEN;
+    if len > limits.max_payload as usize {
+        out.truncate(start);
+        return Err(Error::PayloadTooLarge {
+            len: len as u64,
+            limit: limits.max_payload,
+        });
+    }
+    let header = Header {
+        kind: frame.kind() as u8,
+        payload_len: len as u32,
+        fd_count: fd_count as u16,
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&header.encode());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::Ready(Ready::new(7, "echo", 4242)),
+            Frame::Message(Message::new(b"hello".to_vec())),
+            Frame::Message(Message::default()),
+            Frame::Close,
+            Frame::Error(ErrorReport {
+                message: "boom".into(),
+                location: Some(Location {
+                    file: "src/main.rs".into(),
+                    line: 3,
+                    column: 9,
+                }),
+            }),
+            Frame::Error(ErrorReport {
+                message: "no location".into(),
+                location: None,
+            }),
+            Frame::Ping(u64::MAX),
+            Frame::Pong(1),
+        ]
+    }
+
+    fn encode(frame: &Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame::<()>(&mut out, Outgoing::Frame(frame), 0, &Limits::default()).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        for frame in all_frames() {
+            let bytes = encode(&frame);
+            let header = Header::decode(bytes[..HEADER_LEN].try_into().unwrap(), &Limits::default()).unwrap();
+            assert_eq!(header.frame_len(), bytes.len());
+            assert_eq!(Frame::decode(header.kind, &bytes[HEADER_LEN..]).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn payload_layouts_match_wire_md() {
+        // Message: u64 length + bytes.
+        assert_eq!(
+            &encode(&Frame::Message(Message::new(b"hi".to_vec())))[HEADER_LEN..],
+            &[2, 0, 0, 0, 0, 0, 0, 0, b'h', b'i']
+        );
+        // Close: empty.
+        assert_eq!(encode(&Frame::Close).len(), HEADER_LEN);
+        // Ping: u64 nonce.
+        assert_eq!(&encode(&Frame::Ping(258))[HEADER_LEN..], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        // Ready: u8 version, u64 id, string name, u32 pid.
+        assert_eq!(
+            &encode(&Frame::Ready(Ready::new(1, "w", 2)))[HEADER_LEN..],
+            &[1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'w', 2, 0, 0, 0]
+        );
+        // Error: string message, Option<Location{string file, u32 line, u32 column}>.
+        let report = Frame::Error(ErrorReport {
+            message: "x".into(),
+            location: Some(Location {
+                file: "f".into(),
+                line: 1,
+                column: 2,
+            }),
+        });
+        assert_eq!(
+            &encode(&report)[HEADER_LEN..],
+            &[1, 0, 0, 0, 0, 0, 0, 0, b'x', 1, 1, 0, 0, 0, 0, 0, 0, 0, b'f', 1, 0, 0, 0, 2, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn outgoing_bytes_and_values_encode_as_messages() {
+        let mut direct = Vec::new();
+        encode_frame::<()>(&mut direct, Outgoing::Bytes(b"abc"), 0, &Limits::default()).unwrap();
+        assert_eq!(direct, encode(&Frame::Message(Message::new(b"abc".to_vec()))));
+
+        let mut valued = Vec::new();
+        encode_frame(&mut valued, Outgoing::Value(&(1u16, "two".to_string())), 0, &Limits::default()).unwrap();
+        let Frame::Message(message) = Frame::decode(FrameKind::Message as u8, &valued[HEADER_LEN..]).unwrap() else {
+            panic!("not a message");
+        };
+        assert_eq!(message.decode::<(u16, String)>().unwrap(), (1, "two".to_string()));
+        assert!(matches!(message.decode::<Vec<u64>>(), Err(Error::MessageDecode { .. })));
+    }
+
+    #[test]
+    fn send_side_limits_leave_the_buffer_untouched() {
+        let limits = Limits::default().with_max_payload(8);
+        let mut out = b"queued".to_vec();
+        let err = encode_frame::<()>(&mut out, Outgoing::Bytes(b"0123456789"), 0, &limits).unwrap_err();
+        assert!(matches!(err, Error::PayloadTooLarge { len: 18, limit: 8 }));
+        let err = encode_frame::<()>(&mut out, Outgoing::Bytes(b""), 254, &limits).unwrap_err();
+        assert!(matches!(err, Error::TooManyFds { count: 254, .. }));
+        assert_eq!(out, b"queued");
+    }
+
+    #[test]
+    fn bad_payloads_are_typed_errors() {
+        assert!(matches!(Frame::decode(7, &[]), Err(Error::UnknownKind { kind: 7 })));
+        assert!(matches!(Frame::decode(0, &[]), Err(Error::UnknownKind { kind: 0 })));
+        assert!(matches!(
+            Frame::decode(FrameKind::Close as u8, &[1]),
+            Err(Error::MalformedPayload { kind: "Close", .. })
+        ));
+        assert!(matches!(
+            Frame::decode(FrameKind::Ping as u8, &[1, 2, 3]),
+            Err(Error::MalformedPayload { kind: "Ping", .. })
+        ));
+        // A name that is not UTF-8.
+        let mut ready = vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 2, 0, 0, 0];
+        assert!(Frame::decode(FrameKind::Ready as u8, &ready).is_err());
+        ready.push(0);
+        assert!(Frame::decode(FrameKind::Ready as u8, &ready).is_err());
+    }
+}
