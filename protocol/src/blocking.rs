@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::channel::{close_on_fatal, DirectWrite, RecvHalf, RecvStep, SendHalf, DIRECT_AT, FLUSH_AT};
+use crate::channel::{
+    close_on_fatal, DirectWrite, RecvHalf, RecvStep, SendHalf, DIRECT_AT, FLUSH_AT,
+};
 use crate::error::Result;
 use crate::frame::Limits;
 use crate::message::{Frame, Outgoing};
@@ -116,7 +118,11 @@ impl Channel {
     }
 
     /// See [`Sender::send_value`].
-    pub fn send_value<T: Serialize + ?Sized>(&mut self, value: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    pub fn send_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         self.sender.send_value(value, fds)
     }
 
@@ -167,12 +173,20 @@ impl Sender {
 
     /// Sends a Message frame carrying `value` encoded with the wire codec;
     /// the receiver reads it back with [`crate::Message::decode`].
-    pub fn send_value<T: Serialize + ?Sized>(&mut self, value: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    pub fn send_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         self.feed_outgoing(Outgoing::Value(value), fds)?;
         self.flush()
     }
 
-    fn feed_outgoing<T: Serialize + ?Sized>(&mut self, frame: Outgoing<'_, T>, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    fn feed_outgoing<T: Serialize + ?Sized>(
+        &mut self,
+        frame: Outgoing<'_, T>,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         self.half.begin()?;
         if fds.is_empty() {
             self.half.queue(frame)?;
@@ -209,17 +223,20 @@ impl Receiver {
     /// [`crate::Error::Poisoned`].
     pub fn recv(&mut self) -> Result<(Frame, Vec<OwnedFd>)> {
         let socket = self.socket.as_fd();
-        close_on_fatal(socket, loop {
-            match self.half.step() {
-                Ok(RecvStep::Frame(frame, fds)) => break Ok((frame, fds)),
-                Ok(RecvStep::NeedRead) => match self.half.fill(socket) {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => break Err(e),
-                    Err(e) => break Err(e.into()),
-                },
-                Err(e) => break Err(e),
-            }
-        })
+        close_on_fatal(
+            socket,
+            loop {
+                match self.half.step() {
+                    Ok(RecvStep::Frame(frame, fds)) => break Ok((frame, fds)),
+                    Ok(RecvStep::NeedRead) => match self.half.fill(socket) {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => break Err(e),
+                        Err(e) => break Err(e.into()),
+                    },
+                    Err(e) => break Err(e),
+                }
+            },
+        )
     }
 
     /// The underlying socket.

@@ -62,7 +62,9 @@ impl RecvHalf {
         }
         let decoded = match self.decoder.next_frame() {
             Ok(None) => return Ok(RecvStep::NeedRead),
-            Ok(Some(raw)) => Frame::decode(raw.header.kind, raw.payload).map(|frame| (frame, raw.fds)),
+            Ok(Some(raw)) => {
+                Frame::decode(raw.header.kind, raw.payload).map(|frame| (frame, raw.fds))
+            }
             Err(e) => Err(e),
         };
         match decoded {
@@ -148,7 +150,10 @@ impl SendHalf {
         frame: Outgoing<'_, T>,
         fd_count: usize,
     ) -> Result<()> {
-        debug_assert!(!self.has_pending(), "flush before queueing a frame with fds");
+        debug_assert!(
+            !self.has_pending(),
+            "flush before queueing a frame with fds"
+        );
         encode_frame(&mut self.out, frame, fd_count, &self.limits)?;
         self.fd_frame_unsent = true;
         Ok(())
@@ -174,7 +179,11 @@ impl SendHalf {
 
     /// One `sendmsg` of queued bytes, with `fds` attached. Only call with fds
     /// when the queue starts at the frame that carries them.
-    pub(crate) fn write_step(&mut self, socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub(crate) fn write_step(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
         let n = sys::send(socket, &[IoSlice::new(&self.out[self.written..])], fds)?;
         if !fds.is_empty() {
             self.fd_frame_unsent = false;
@@ -189,7 +198,11 @@ impl SendHalf {
 
     /// Header and byte-string length prefix of a Message frame of `len` bytes,
     /// for writing large messages straight from the caller's buffer.
-    pub(crate) fn direct_prefix(&self, len: usize, fd_count: usize) -> Result<[u8; HEADER_LEN + 8]> {
+    pub(crate) fn direct_prefix(
+        &self,
+        len: usize,
+        fd_count: usize,
+    ) -> Result<[u8; HEADER_LEN + 8]> {
         let payload_len = len as u64 + 8;
         if payload_len > u64::from(self.limits.max_payload) {
             return Err(Error::PayloadTooLarge {
@@ -237,16 +250,27 @@ impl<'a> DirectWrite<'a> {
     }
 
     /// One vectored `sendmsg`; the fds go with the first one.
-    pub(crate) fn step(&mut self, socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    pub(crate) fn step(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
         let fds = if self.written == 0 { fds } else { &[] };
         let n = if self.written < self.prefix.len() {
             sys::send(
                 socket,
-                &[IoSlice::new(&self.prefix[self.written..]), IoSlice::new(self.data)],
+                &[
+                    IoSlice::new(&self.prefix[self.written..]),
+                    IoSlice::new(self.data),
+                ],
                 fds,
             )?
         } else {
-            sys::send(socket, &[IoSlice::new(&self.data[self.written - self.prefix.len()..])], fds)?
+            sys::send(
+                socket,
+                &[IoSlice::new(&self.data[self.written - self.prefix.len()..])],
+                fds,
+            )?
         };
         self.written += n;
         Ok(())

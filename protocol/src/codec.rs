@@ -26,7 +26,10 @@ const fn wire_config() -> Configuration<LittleEndian, Fixint, NoLimit> {
 }
 
 /// Appends the encoding of `value` to `out`.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     bincode::serde::encode_into_std_write(value, out, wire_config())
         .map(drop)
         .map_err(|e| e.to_string())
@@ -34,7 +37,10 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -
 
 /// Appends `value` encoded as a byte string (a `u64` length, then the bytes of
 /// its own encoding), without an intermediate buffer.
-pub(crate) fn encode_as_bytes<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn encode_as_bytes<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let len_at = out.len();
     out.extend_from_slice(&[0u8; 8]);
     if let Err(e) = encode_into(value, out) {
@@ -84,10 +90,17 @@ mod tests {
     #[test]
     fn layout_is_fixed_width_little_endian() {
         let mut out = Vec::new();
-        encode_into(&(1u32, "ab", Some(2u8), serde_bytes::Bytes::new(b"xy")), &mut out).unwrap();
+        encode_into(
+            &(1u32, "ab", Some(2u8), serde_bytes::Bytes::new(b"xy")),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(
             out,
-            [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, b'x', b'y']
+            [
+                1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', 1, 2, 2, 0, 0, 0, 0, 0, 0, 0, b'x',
+                b'y'
+            ]
         );
     }
 

@@ -124,7 +124,10 @@ impl FrameDecoder {
     /// Records that `len` bytes were received into [`FrameDecoder::spare`],
     /// with the fds that arrived in the same receive.
     pub fn commit(&mut self, len: usize, fds: Vec<OwnedFd>) {
-        assert!(self.tail + len <= self.buf.len(), "committed more than spare() offered");
+        assert!(
+            self.tail + len <= self.buf.len(),
+            "committed more than spare() offered"
+        );
         let start = self.received();
         self.tail += len;
         if !fds.is_empty() {
@@ -182,7 +185,10 @@ impl FrameDecoder {
         let Some(front) = self.batches.front() else {
             return match declared {
                 0 => Ok(Vec::new()),
-                _ => Err(Error::FdCountMismatch { declared, received: 0 }),
+                _ => Err(Error::FdCountMismatch {
+                    declared,
+                    received: 0,
+                }),
             };
         };
         if front.end <= frame_start {
@@ -192,12 +198,19 @@ impl FrameDecoder {
         }
         match declared {
             0 => Ok(Vec::new()),
-            _ if front.start > frame_start => Err(Error::FdCountMismatch { declared, received: 0 }),
+            _ if front.start > frame_start => Err(Error::FdCountMismatch {
+                declared,
+                received: 0,
+            }),
             _ if front.fds.len() != declared => Err(Error::FdCountMismatch {
                 declared,
                 received: front.fds.len(),
             }),
-            _ => Ok(self.batches.pop_front().map(|batch| batch.fds).unwrap_or_default()),
+            _ => Ok(self
+                .batches
+                .pop_front()
+                .map(|batch| batch.fds)
+                .unwrap_or_default()),
         }
     }
 
@@ -230,7 +243,13 @@ mod tests {
 
     fn frame_bytes(payload: &[u8], fd_count: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_frame::<()>(&mut out, Outgoing::Bytes(payload), fd_count, &Limits::default()).unwrap();
+        encode_frame::<()>(
+            &mut out,
+            Outgoing::Bytes(payload),
+            fd_count,
+            &Limits::default(),
+        )
+        .unwrap();
         out
     }
 
@@ -259,7 +278,11 @@ mod tests {
         stream.extend(frame_bytes(b"two", 0));
         let mut got = Vec::new();
         for (i, byte) in stream.iter().enumerate() {
-            let fds = if i == 0 { vec![devnull(), devnull()] } else { vec![] };
+            let fds = if i == 0 {
+                vec![devnull(), devnull()]
+            } else {
+                vec![]
+            };
             feed(&mut decoder, &[*byte], fds);
             while let Some(frame) = decoder.next_frame().unwrap() {
                 got.push((i, message(frame)));
@@ -267,7 +290,10 @@ mod tests {
         }
         assert_eq!(
             got,
-            vec![(second - 1, (b"one".to_vec(), 2)), (stream.len() - 1, (b"two".to_vec(), 0))]
+            vec![
+                (second - 1, (b"one".to_vec(), 2)),
+                (stream.len() - 1, (b"two".to_vec(), 0))
+            ]
         );
         assert!(matches!(decoder.finish(), Error::Closed));
     }
@@ -279,8 +305,14 @@ mod tests {
         let mut stream = frame_bytes(b"plain", 0);
         stream.extend(frame_bytes(b"with fd", 1));
         feed(&mut decoder, &stream, vec![devnull()]);
-        assert_eq!(message(decoder.next_frame().unwrap().unwrap()), (b"plain".to_vec(), 0));
-        assert_eq!(message(decoder.next_frame().unwrap().unwrap()), (b"with fd".to_vec(), 1));
+        assert_eq!(
+            message(decoder.next_frame().unwrap().unwrap()),
+            (b"plain".to_vec(), 0)
+        );
+        assert_eq!(
+            message(decoder.next_frame().unwrap().unwrap()),
+            (b"with fd".to_vec(), 1)
+        );
     }
 
     #[test]
@@ -289,13 +321,19 @@ mod tests {
         feed(&mut decoder, &frame_bytes(b"x", 2), vec![devnull()]);
         assert!(matches!(
             decoder.next_frame(),
-            Err(Error::FdCountMismatch { declared: 2, received: 1 })
+            Err(Error::FdCountMismatch {
+                declared: 2,
+                received: 1
+            })
         ));
         let mut decoder = FrameDecoder::new(Limits::default());
         feed(&mut decoder, &frame_bytes(b"x", 1), vec![]);
         assert!(matches!(
             decoder.next_frame(),
-            Err(Error::FdCountMismatch { declared: 1, received: 0 })
+            Err(Error::FdCountMismatch {
+                declared: 1,
+                received: 0
+            })
         ));
     }
 
@@ -308,7 +346,10 @@ mod tests {
         assert!(decoder.next_frame().unwrap().is_some());
         // ...but the next frame, in a later receive, shows nobody did.
         feed(&mut decoder, &frame_bytes(b"b", 0), vec![]);
-        assert!(matches!(decoder.next_frame(), Err(Error::StrayFds { count: 1 })));
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(Error::StrayFds { count: 1 })
+        ));
 
         let mut decoder = FrameDecoder::new(Limits::default());
         feed(&mut decoder, &frame_bytes(b"a", 0), vec![devnull()]);
@@ -321,8 +362,14 @@ mod tests {
         let mut decoder = FrameDecoder::new(Limits::default().with_max_payload(100));
         let bytes = frame_bytes(&[0u8; 200], 0);
         feed(&mut decoder, &bytes[..HEADER_LEN], vec![]);
-        assert!(matches!(decoder.next_frame(), Err(Error::PayloadTooLarge { limit: 100, .. })));
-        assert!(decoder.spare().len() <= READ_CHUNK, "a refused length never sizes the buffer");
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(Error::PayloadTooLarge { limit: 100, .. })
+        ));
+        assert!(
+            decoder.spare().len() <= READ_CHUNK,
+            "a refused length never sizes the buffer"
+        );
     }
 
     #[test]
@@ -332,7 +379,9 @@ mod tests {
         feed(&mut decoder, &bytes[..bytes.len() - 1], vec![]);
         assert!(decoder.next_frame().unwrap().is_none());
         assert!(decoder.is_mid_frame());
-        assert!(matches!(decoder.finish(), Error::Truncated { buffered } if buffered == bytes.len() - 1));
+        assert!(
+            matches!(decoder.finish(), Error::Truncated { buffered } if buffered == bytes.len() - 1)
+        );
     }
 
     #[test]

@@ -142,7 +142,9 @@ impl Error {
             Error::MessageDecode { .. } | Error::Encode { .. } => false,
             Error::Io(e) => !matches!(
                 e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
             ),
             _ => true,
         }

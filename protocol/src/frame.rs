@@ -216,7 +216,14 @@ mod tests {
         );
         let limits = Limits::default().with_max_payload(u32::MAX);
         assert_eq!(
-            Header::decode(&bytes, &Limits { max_fds: 0x0506, ..limits }).unwrap(),
+            Header::decode(
+                &bytes,
+                &Limits {
+                    max_fds: 0x0506,
+                    ..limits
+                }
+            )
+            .unwrap(),
             h
         );
     }
@@ -228,31 +235,57 @@ mod tests {
 
         let mut bad = good;
         bad[0] = b'X';
-        assert!(matches!(Header::decode(&bad, &limits), Err(Error::BadMagic { found }) if found == *b"XRBR"));
+        assert!(
+            matches!(Header::decode(&bad, &limits), Err(Error::BadMagic { found }) if found == *b"XRBR")
+        );
 
         let mut bad = good;
         bad[4] = 9;
         assert!(matches!(
             Header::decode(&bad, &limits),
-            Err(Error::UnsupportedVersion { found: 9, supported: 1 })
+            Err(Error::UnsupportedVersion {
+                found: 9,
+                supported: 1
+            })
         ));
 
         let mut bad = good;
         bad[6] = 1;
-        assert!(matches!(Header::decode(&bad, &limits), Err(Error::ReservedBits { flags: 1, .. })));
+        assert!(matches!(
+            Header::decode(&bad, &limits),
+            Err(Error::ReservedBits { flags: 1, .. })
+        ));
         let mut bad = good;
         bad[15] = 1;
-        assert!(matches!(Header::decode(&bad, &limits), Err(Error::ReservedBits { reserved: 0x100, .. })));
+        assert!(matches!(
+            Header::decode(&bad, &limits),
+            Err(Error::ReservedBits {
+                reserved: 0x100,
+                ..
+            })
+        ));
 
         let huge = header(2, DEFAULT_MAX_PAYLOAD + 1, 0).encode();
         assert!(matches!(
             Header::decode(&huge, &limits),
-            Err(Error::PayloadTooLarge { limit: DEFAULT_MAX_PAYLOAD, .. })
+            Err(Error::PayloadTooLarge {
+                limit: DEFAULT_MAX_PAYLOAD,
+                ..
+            })
         ));
 
         let many = header(2, 0, 254).encode();
-        assert!(matches!(Header::decode(&many, &limits), Err(Error::TooManyFds { count: 254, limit: 253 })));
-        assert!(Header::decode(&many, &limits.with_max_fds(1000)).is_err(), "fd limit is capped at SCM_MAX_FD");
+        assert!(matches!(
+            Header::decode(&many, &limits),
+            Err(Error::TooManyFds {
+                count: 254,
+                limit: 253
+            })
+        ));
+        assert!(
+            Header::decode(&many, &limits.with_max_fds(1000)).is_err(),
+            "fd limit is capped at SCM_MAX_FD"
+        );
     }
 
     #[test]

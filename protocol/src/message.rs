@@ -135,7 +135,12 @@ impl Frame {
             FrameKind::Ready => Frame::Ready(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Message => Frame::Message(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Close if payload.is_empty() => Frame::Close,
-            FrameKind::Close => return Err(malformed(format!("{} bytes where none belong", payload.len()))),
+            FrameKind::Close => {
+                return Err(malformed(format!(
+                    "{} bytes where none belong",
+                    payload.len()
+                )))
+            }
             FrameKind::Error => Frame::Error(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Ping => Frame::Ping(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Pong => Frame::Pong(codec::decode_exact(payload).map_err(malformed)?),
@@ -249,9 +254,14 @@ mod tests {
     fn every_frame_kind_round_trips() {
         for frame in all_frames() {
             let bytes = encode(&frame);
-            let header = Header::decode(bytes[..HEADER_LEN].try_into().unwrap(), &Limits::default()).unwrap();
+            let header =
+                Header::decode(bytes[..HEADER_LEN].try_into().unwrap(), &Limits::default())
+                    .unwrap();
             assert_eq!(header.frame_len(), bytes.len());
-            assert_eq!(Frame::decode(header.kind, &bytes[HEADER_LEN..]).unwrap(), frame);
+            assert_eq!(
+                Frame::decode(header.kind, &bytes[HEADER_LEN..]).unwrap(),
+                frame
+            );
         }
     }
 
@@ -265,7 +275,10 @@ mod tests {
         // Close: empty.
         assert_eq!(encode(&Frame::Close).len(), HEADER_LEN);
         // Ping: u64 nonce.
-        assert_eq!(&encode(&Frame::Ping(258))[HEADER_LEN..], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &encode(&Frame::Ping(258))[HEADER_LEN..],
+            &[2, 1, 0, 0, 0, 0, 0, 0]
+        );
         // Ready: u8 version, u64 id, string name, u32 pid.
         assert_eq!(
             &encode(&Frame::Ready(Ready::new(1, "w", 2)))[HEADER_LEN..],
@@ -282,7 +295,10 @@ mod tests {
         });
         assert_eq!(
             &encode(&report)[HEADER_LEN..],
-            &[1, 0, 0, 0, 0, 0, 0, 0, b'x', 1, 1, 0, 0, 0, 0, 0, 0, 0, b'f', 1, 0, 0, 0, 2, 0, 0, 0]
+            &[
+                1, 0, 0, 0, 0, 0, 0, 0, b'x', 1, 1, 0, 0, 0, 0, 0, 0, 0, b'f', 1, 0, 0, 0, 2, 0, 0,
+                0
+            ]
         );
     }
 
@@ -290,22 +306,40 @@ mod tests {
     fn outgoing_bytes_and_values_encode_as_messages() {
         let mut direct = Vec::new();
         encode_frame::<()>(&mut direct, Outgoing::Bytes(b"abc"), 0, &Limits::default()).unwrap();
-        assert_eq!(direct, encode(&Frame::Message(Message::new(b"abc".to_vec()))));
+        assert_eq!(
+            direct,
+            encode(&Frame::Message(Message::new(b"abc".to_vec())))
+        );
 
         let mut valued = Vec::new();
-        encode_frame(&mut valued, Outgoing::Value(&(1u16, "two".to_string())), 0, &Limits::default()).unwrap();
-        let Frame::Message(message) = Frame::decode(FrameKind::Message as u8, &valued[HEADER_LEN..]).unwrap() else {
+        encode_frame(
+            &mut valued,
+            Outgoing::Value(&(1u16, "two".to_string())),
+            0,
+            &Limits::default(),
+        )
+        .unwrap();
+        let Frame::Message(message) =
+            Frame::decode(FrameKind::Message as u8, &valued[HEADER_LEN..]).unwrap()
+        else {
             panic!("not a message");
         };
-        assert_eq!(message.decode::<(u16, String)>().unwrap(), (1, "two".to_string()));
-        assert!(matches!(message.decode::<Vec<u64>>(), Err(Error::MessageDecode { .. })));
+        assert_eq!(
+            message.decode::<(u16, String)>().unwrap(),
+            (1, "two".to_string())
+        );
+        assert!(matches!(
+            message.decode::<Vec<u64>>(),
+            Err(Error::MessageDecode { .. })
+        ));
     }
 
     #[test]
     fn send_side_limits_leave_the_buffer_untouched() {
         let limits = Limits::default().with_max_payload(8);
         let mut out = b"queued".to_vec();
-        let err = encode_frame::<()>(&mut out, Outgoing::Bytes(b"0123456789"), 0, &limits).unwrap_err();
+        let err =
+            encode_frame::<()>(&mut out, Outgoing::Bytes(b"0123456789"), 0, &limits).unwrap_err();
         assert!(matches!(err, Error::PayloadTooLarge { len: 18, limit: 8 }));
         let err = encode_frame::<()>(&mut out, Outgoing::Bytes(b""), 254, &limits).unwrap_err();
         assert!(matches!(err, Error::TooManyFds { count: 254, .. }));
@@ -314,8 +348,14 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_typed_errors() {
-        assert!(matches!(Frame::decode(7, &[]), Err(Error::UnknownKind { kind: 7 })));
-        assert!(matches!(Frame::decode(0, &[]), Err(Error::UnknownKind { kind: 0 })));
+        assert!(matches!(
+            Frame::decode(7, &[]),
+            Err(Error::UnknownKind { kind: 7 })
+        ));
+        assert!(matches!(
+            Frame::decode(0, &[]),
+            Err(Error::UnknownKind { kind: 0 })
+        ));
         assert!(matches!(
             Frame::decode(FrameKind::Close as u8, &[1]),
             Err(Error::MalformedPayload { kind: "Close", .. })
@@ -325,7 +365,9 @@ mod tests {
             Err(Error::MalformedPayload { kind: "Ping", .. })
         ));
         // A name that is not UTF-8.
-        let mut ready = vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 2, 0, 0, 0];
+        let mut ready = vec![
+            1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xff, 2, 0, 0, 0,
+        ];
         assert!(Frame::decode(FrameKind::Ready as u8, &ready).is_err());
         ready.push(0);
         assert!(Frame::decode(FrameKind::Ready as u8, &ready).is_err());

@@ -20,7 +20,9 @@ use serde::Serialize;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-use crate::channel::{close_on_fatal, DirectWrite, RecvHalf, RecvStep, SendHalf, DIRECT_AT, FLUSH_AT};
+use crate::channel::{
+    close_on_fatal, DirectWrite, RecvHalf, RecvStep, SendHalf, DIRECT_AT, FLUSH_AT,
+};
 use crate::error::Result;
 use crate::frame::Limits;
 use crate::message::{Frame, Outgoing};
@@ -113,7 +115,11 @@ impl AsyncChannel {
     }
 
     /// See [`AsyncSender::send_value`].
-    pub async fn send_value<T: Serialize + ?Sized>(&mut self, value: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    pub async fn send_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         self.sender.send_value(value, fds).await
     }
 
@@ -166,7 +172,11 @@ impl AsyncSender {
     }
 
     /// Sends a Message frame carrying `value` encoded with the wire codec.
-    pub async fn send_value<T: Serialize + ?Sized>(&mut self, value: &T, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    pub async fn send_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
         self.feed_outgoing(Outgoing::Value(value), fds).await?;
         self.flush().await
     }
@@ -218,7 +228,10 @@ impl AsyncReceiver {
         let result = loop {
             match half.step() {
                 Ok(RecvStep::Frame(frame, fds)) => break Ok((frame, fds)),
-                Ok(RecvStep::NeedRead) => match socket.async_io(Interest::READABLE, || half.fill(socket.as_fd())).await {
+                Ok(RecvStep::NeedRead) => match socket
+                    .async_io(Interest::READABLE, || half.fill(socket.as_fd()))
+                    .await
+                {
                     Ok(Ok(())) => continue,
                     Ok(Err(e)) => break Err(e),
                     Err(e) => break Err(e.into()),

@@ -52,7 +52,11 @@ fn cmsg_len(count: usize) -> usize {
 ///
 /// Returns the bytes written, which may be fewer than offered. The fds are
 /// sent with the first byte; once this returns `Ok`, they are in flight.
-pub(crate) fn send(socket: BorrowedFd<'_>, iov: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+pub(crate) fn send(
+    socket: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
     assert!(fds.len() <= SCM_MAX_FD, "callers check the fd limit");
     let mut control = CmsgBuffer::new();
     // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
