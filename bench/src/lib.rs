@@ -1,1 +1,160 @@
-//! placeholder
+//! Shared pieces of arbor's benchmarks: the peer process and the raw
+//! baseline it is measured against.
+//!
+//! The baseline is what a careful programmer writes with no framing library:
+//! a 4-byte little-endian length then the payload, written with one
+//! `write_all` from a reused buffer and read through a 64 KiB `BufReader`;
+//! for fds, one `sendmsg` per message with the fd in `SCM_RIGHTS`, received
+//! with `recvmsg(MSG_CMSG_CLOEXEC)`.
+
+use std::io::{self, BufReader, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+
+/// A raw-baseline length that asks the peer for a one-byte acknowledgement.
+pub const RAW_ACK: u32 = u32::MAX;
+
+/// Starts the peer binary in `mode`, its channel as its stdin.
+pub fn spawn_peer(peer_exe: &str, mode: &str) -> io::Result<(Child, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let child = Command::new(peer_exe)
+        .arg(mode)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()?;
+    Ok((child, ours))
+}
+
+/// The peer's end of the channel: a duplicate of its stdin.
+pub fn channel_from_stdin() -> io::Result<UnixStream> {
+    Ok(UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?))
+}
+
+/// Raw length-prefixed framing over a stream socket.
+#[derive(Debug)]
+pub struct RawChannel {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    out: Vec<u8>,
+}
+
+impl RawChannel {
+    /// Raw framing over `socket`.
+    pub fn new(socket: UnixStream) -> io::Result<Self> {
+        Ok(Self {
+            reader: BufReader::with_capacity(64 * 1024, socket.try_clone()?),
+            writer: socket,
+            out: Vec::new(),
+        })
+    }
+
+    /// Queues one message, writing the queue out once 64 KiB are waiting
+    /// (the same mark as arbor's queue).
+    pub fn feed(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(payload);
+        if self.out.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.write_all(&self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.feed(payload)?;
+        self.flush()
+    }
+
+    /// Sends the acknowledgement request.
+    pub fn send_ack_request(&mut self) -> io::Result<()> {
+        self.writer.write_all(&RAW_ACK.to_le_bytes())
+    }
+
+    /// Receives one message into `buf`; `Ok(false)` on an ack request.
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let mut len = [0u8; 4];
+        self.reader.read_exact(&mut len)?;
+        let len = u32::from_le_bytes(len);
+        if len == RAW_ACK {
+            return Ok(false);
+        }
+        buf.resize(len as usize, 0);
+        self.reader.read_exact(buf)?;
+        Ok(true)
+    }
+
+    /// Writes the one-byte acknowledgement.
+    pub fn ack(&mut self) -> io::Result<()> {
+        self.writer.write_all(&[1])
+    }
+
+    /// Waits for the one-byte acknowledgement.
+    pub fn wait_ack(&mut self) -> io::Result<()> {
+        let mut byte = [0u8; 1];
+        self.reader.read_exact(&mut byte)
+    }
+}
+
+/// One raw `sendmsg` of a length-prefixed message with one fd attached.
+pub fn raw_send_with_fd(socket: &UnixStream, payload: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let len = (payload.len() as u32).to_le_bytes();
+    let fds = [fd.as_raw_fd()];
+    let iov = [IoSlice::new(&len), IoSlice::new(payload)];
+    let sent = sendmsg::<UnixAddr>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    assert_eq!(sent, 4 + payload.len(), "short raw sendmsg");
+    Ok(())
+}
+
+/// Receives raw length-prefixed messages carrying fds until an ack request;
+/// closes every fd; returns how many fds came.
+pub fn raw_recv_fds_until_ack(socket: &UnixStream) -> io::Result<usize> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut control = nix::cmsg_space!([RawFd; 8]);
+    let (mut have, mut fds) = (0usize, 0usize);
+    loop {
+        // Parse whole messages from the front of the buffer.
+        let mut at = 0;
+        while have - at >= 4 {
+            let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+            if len == RAW_ACK {
+                return Ok(fds);
+            }
+            if have - at < 4 + len as usize {
+                break;
+            }
+            at += 4 + len as usize;
+        }
+        buf.copy_within(at..have, 0);
+        have -= at;
+        let mut iov = [IoSliceMut::new(&mut buf[have..])];
+        let msg = recvmsg::<UnixAddr>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        if msg.bytes == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                for fd in raw {
+                    // SAFETY: SCM_RIGHTS just installed `fd` in this process.
+                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                    fds += 1;
+                }
+            }
+        }
+        have += msg.bytes;
+    }
+}
