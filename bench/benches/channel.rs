@@ -46,7 +46,11 @@ fn arbor_peer(mode: &str) -> (Peer, Channel) {
 fn raw_peer(mode: &str) -> (Peer, RawChannel, std::os::unix::net::UnixStream) {
     let (child, socket) = spawn_peer(PEER, mode).expect("spawn peer");
     let clone = socket.try_clone().expect("clone");
-    (Peer(child), RawChannel::new(socket).expect("raw channel"), clone)
+    (
+        Peer(child),
+        RawChannel::new(socket).expect("raw channel"),
+        clone,
+    )
 }
 
 fn arbor_ack(channel: &mut Channel) {
@@ -151,7 +155,9 @@ fn fd_passing(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     for _ in 0..COUNT {
-                        channel.feed_bytes(&payload, &[passed.as_fd()]).expect("send fd");
+                        channel
+                            .feed_bytes(&payload, &[passed.as_fd()])
+                            .expect("send fd");
                     }
                     arbor_ack(&mut channel);
                 }

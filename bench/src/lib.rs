@@ -53,7 +53,8 @@ impl RawChannel {
     /// Queues one message, writing the queue out once 64 KiB are waiting
     /// (the same mark as arbor's queue).
     pub fn feed(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.out
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.out.extend_from_slice(payload);
         if self.out.len() >= 64 * 1024 {
             self.flush()?;
@@ -142,7 +143,12 @@ pub fn raw_recv_fds_until_ack(socket: &UnixStream) -> io::Result<usize> {
         buf.copy_within(at..have, 0);
         have -= at;
         let mut iov = [IoSliceMut::new(&mut buf[have..])];
-        let msg = recvmsg::<UnixAddr>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let msg = recvmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
         if msg.bytes == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

@@ -1,1 +1,78 @@
-//! placeholder
+//! Helpers for arbor's integration tests: bounded waits and /proc checks.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The test worker binary (see `src/bin/test-worker.rs`), next to the
+/// running test or binary in cargo's target directory.
+pub fn test_worker() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("test-worker");
+    assert!(
+        path.exists(),
+        "{} is missing: build the integration-tests binaries",
+        path.display()
+    );
+    path
+}
+
+/// Awaits `future`, failing the test with `what` if it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Pids of this process's children that are zombies.
+pub fn zombie_children() -> Vec<u32> {
+    let me = std::process::id();
+    children_of(me)
+        .into_iter()
+        .filter(|pid| process_state(*pid) == Some('Z'))
+        .collect()
+}
+
+/// Pids whose parent is `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .collect()
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let after = &stat[stat.rfind(')')? + 2..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// A process's state letter (R, S, Z, ...), if it exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Whether a process with this pid exists (a zombie counts as gone).
+pub fn is_alive(pid: u32) -> bool {
+    matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X')
+}
+
+/// Number of fds this process has open.
+pub fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

@@ -28,7 +28,9 @@ fn main() -> Result<(), BoxError> {
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .spawn()?;
     let mut channel = Channel::new(ours)?;
-    channel.socket().set_read_timeout(Some(Duration::from_secs(10)))?;
+    channel
+        .socket()
+        .set_read_timeout(Some(Duration::from_secs(10)))?;
 
     // Posted before the worker is ready: the socket buffers them.
     channel.send_bytes(b"hello, worker", &[])?;
@@ -40,7 +42,9 @@ fn main() -> Result<(), BoxError> {
     let mut replies = 0;
     while replies < 3 {
         match channel.recv()? {
-            (Frame::Ready(ready), _) => println!("parent: worker {} (pid {}) is ready", ready.name, ready.pid),
+            (Frame::Ready(ready), _) => {
+                println!("parent: worker {} (pid {}) is ready", ready.name, ready.pid)
+            }
             (Frame::Message(m), _) => {
                 println!("parent: reply {:?}", String::from_utf8_lossy(&m.data));
                 replies += 1;
@@ -61,7 +65,10 @@ fn main() -> Result<(), BoxError> {
 fn worker() -> Result<(), BoxError> {
     let socket = UnixStream::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     let mut channel = Channel::new(socket)?;
-    channel.send(&Frame::Ready(Ready::new(1, "demo-worker", std::process::id())), &[])?;
+    channel.send(
+        &Frame::Ready(Ready::new(1, "demo-worker", std::process::id())),
+        &[],
+    )?;
     loop {
         let (frame, fds) = channel.recv()?;
         match frame {

@@ -35,6 +35,34 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
         .map_err(|e| e.to_string())
 }
 
+/// Appends `bytes` as a byte string (a `u64` length, then the bytes): the
+/// same layout bincode gives a byte slice, written directly because it is
+/// the hot path of every message.
+pub(crate) fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(8 + bytes.len());
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Reads a payload that is exactly one byte string, the inverse of
+/// [`encode_bytes`].
+pub(crate) fn decode_bytes(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let (len, rest) = payload.split_first_chunk::<8>().ok_or_else(|| {
+        format!(
+            "{} bytes, too short for a byte string length",
+            payload.len()
+        )
+    })?;
+    let len = u64::from_le_bytes(*len);
+    if len != rest.len() as u64 {
+        return Err(format!(
+            "byte string claims {len} bytes, {} follow",
+            rest.len()
+        ));
+    }
+    Ok(rest.to_vec())
+}
+
 /// Appends `value` encoded as a byte string (a `u64` length, then the bytes of
 /// its own encoding), without an intermediate buffer.
 pub(crate) fn encode_as_bytes<T: Serialize + ?Sized>(
@@ -122,6 +150,27 @@ mod tests {
         assert!(err.contains("Limit"), "{err}");
         let err = decode_exact::<String>(&bytes).unwrap_err();
         assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn the_byte_string_fast_path_matches_bincode() {
+        for data in [&b""[..], b"x", &[0xab; 300]] {
+            let mut fast = Vec::new();
+            encode_bytes(data, &mut fast);
+            let mut slow = Vec::new();
+            encode_into(serde_bytes::Bytes::new(data), &mut slow).unwrap();
+            assert_eq!(fast, slow);
+            assert_eq!(decode_bytes(&fast).unwrap(), data);
+            assert_eq!(
+                decode_exact::<serde_bytes::ByteBuf>(&fast)
+                    .unwrap()
+                    .into_vec(),
+                data
+            );
+        }
+        assert!(decode_bytes(&[1, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_bytes(&[0, 0, 0]).is_err());
+        assert!(decode_bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
     }
 
     #[test]

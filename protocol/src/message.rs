@@ -51,6 +51,14 @@ impl Message {
         Self { data: data.into() }
     }
 
+    /// A message carrying `value` encoded with the wire codec, for senders
+    /// that queue messages before writing them (`send_value` writes in place).
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        let mut data = Vec::new();
+        codec::encode_into(value, &mut data).map_err(|reason| Error::Encode { reason })?;
+        Ok(Self { data })
+    }
+
     /// Decodes the message's bytes as a `T` that was sent with `send_value`.
     ///
     /// A mismatch is [`Error::MessageDecode`] (the spec's `messageerror`);
@@ -117,7 +125,10 @@ impl Frame {
     fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             Frame::Ready(ready) => codec::encode_into(ready, out),
-            Frame::Message(message) => codec::encode_into(message, out),
+            Frame::Message(message) => {
+                codec::encode_bytes(&message.data, out);
+                Ok(())
+            }
             Frame::Close => Ok(()),
             Frame::Error(report) => codec::encode_into(report, out),
             Frame::Ping(nonce) | Frame::Pong(nonce) => codec::encode_into(nonce, out),
@@ -133,7 +144,9 @@ impl Frame {
         };
         Ok(match kind {
             FrameKind::Ready => Frame::Ready(codec::decode_exact(payload).map_err(malformed)?),
-            FrameKind::Message => Frame::Message(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Message => Frame::Message(Message {
+                data: codec::decode_bytes(payload).map_err(malformed)?,
+            }),
             FrameKind::Close if payload.is_empty() => Frame::Close,
             FrameKind::Close => {
                 return Err(malformed(format!(
@@ -172,7 +185,10 @@ impl<T: Serialize + ?Sized> Outgoing<'_, T> {
     fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             Outgoing::Frame(frame) => frame.encode_payload(out),
-            Outgoing::Bytes(bytes) => codec::encode_into(serde_bytes::Bytes::new(bytes), out),
+            Outgoing::Bytes(bytes) => {
+                codec::encode_bytes(bytes, out);
+                Ok(())
+            }
             Outgoing::Value(value) => codec::encode_as_bytes(*value, out),
         }
     }

@@ -1,1 +1,26 @@
-//! placeholder
+//! arbor-worker: what runs inside a worker process.
+//!
+//! A worker started by an arbor supervisor finds its channel at fd 3
+//! (`ARBOR_CHANNEL_FD`), its id and name in `ARBOR_WORKER_ID` and
+//! `ARBOR_WORKER_NAME`. This crate gives it the Web Workers model's worker
+//! side: `on_message`, `post_message` (with fds), `on_close`, `close()`, in
+//! a blocking API ([`blocking::Worker`]) and a tokio one
+//! ([`nonblocking::AsyncWorker`]) over the same channel. Both send Ready
+//! once the handlers are installed, and both install a panic hook that
+//! reports the panic's message and location to the parent before the
+//! process dies.
+//!
+//! Started outside a supervisor, `connect` returns
+//! [`Error::NotUnderSupervisor`] rather than panicking.
+
+#![deny(missing_docs)]
+
+pub mod blocking;
+mod env;
+pub mod error;
+pub mod nonblocking;
+mod panic;
+
+pub use arbor_protocol::Message;
+pub use env::{entry_point, Identity};
+pub use error::{Error, Result};

@@ -1,0 +1,82 @@
+//! The one error type of arbor-supervisor.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of the supervisor library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The program could not be found in `PATH`.
+    #[error("program {program:?} not found in PATH")]
+    ProgramNotFound {
+        /// The name looked up.
+        program: PathBuf,
+    },
+
+    /// Preparing or forking the worker failed in the supervisor.
+    #[error("could not start worker {name:?}: {source}")]
+    Spawn {
+        /// The worker's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The child failed before `exec` (its working directory, or `execve` itself).
+    #[error("worker {name:?} failed to start: {step} failed: {source}")]
+    Exec {
+        /// The worker's name.
+        name: String,
+        /// Which step in the child failed (`chdir`, `execve`, ...).
+        step: &'static str,
+        /// The errno it failed with.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An argument, environment entry or path contains a NUL byte.
+    #[error("{what} contains a NUL byte")]
+    Nul {
+        /// Which input.
+        what: &'static str,
+    },
+
+    /// The message queue for the worker is full and its spec says not to wait.
+    #[error("message queue of worker {id} is full ({limit} messages)")]
+    QueueFull {
+        /// The worker's id.
+        id: u64,
+        /// The configured bound.
+        limit: usize,
+    },
+
+    /// The worker has exited (or its channel closed); nothing more can be posted.
+    #[error("worker {id} is gone")]
+    WorkerGone {
+        /// The worker's id.
+        id: u64,
+    },
+
+    /// Signalling the worker failed.
+    #[error("could not signal worker {id}: {source}")]
+    Signal {
+        /// The worker's id.
+        id: u64,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The supervisor's spawner thread is gone.
+    #[error("the supervisor is shut down")]
+    ShutDown,
+
+    /// A protocol error on a worker channel.
+    #[error(transparent)]
+    Protocol(#[from] arbor_protocol::Error),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,378 @@
+//! Starting a worker process: fork and exec from one long-lived thread.
+//!
+//! # Why a dedicated spawner thread
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
+//! not the process. A fork from a tokio worker or blocking-pool thread (the
+//! pool retires idle threads after seconds) would later kill healthy
+//! workers. So every fork happens on one thread, `arbor-spawner`, that lives
+//! exactly as long as the [`crate::Supervisor`] and every [`crate::Worker`]
+//! it made: when the last of them is dropped the thread exits and the kernel
+//! kills the workers, which is the "workers die with their supervisor"
+//! guarantee (and when the whole process dies, the same happens).
+//!
+//! # Why our own fork rather than `std::process::Command`
+//!
+//! `LISTEN_PID` must be the child's own pid, which exists only after fork,
+//! and setting an environment variable after fork is not async-signal-safe.
+//! Here the parent prepares every byte before forking: `argv`, `envp` with a
+//! reserved `LISTEN_PID=` slot, the fds already moved above the numbers they
+//! are dup'ed to. Between fork and exec the child only calls
+//! async-signal-safe functions (sigprocmask, signal, setpgid, prctl, getppid,
+//! dup2, close_range, chdir, getpid, execve, write, _exit) and writes digits into the
+//! slot; it allocates nothing and takes no lock (the process is
+//! multi-threaded; another thread may hold the allocator's lock at the
+//! moment of fork).
+//!
+//! A failure in the child is reported through a close-on-exec pipe (the
+//! step and errno); end of file on that pipe means `execve` succeeded.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::sys;
+
+/// Steps of the child, as reported through the error pipe.
+const STEPS: [&str; 6] = [
+    "setpgid",
+    "prctl(PR_SET_PDEATHSIG)",
+    "dup2",
+    "chdir",
+    "execve",
+    "close_range(CLOSE_RANGE_CLOEXEC)",
+];
+
+/// Everything the child needs, prepared before the fork. `Send`, so it can
+/// travel to the spawner thread; the pointer arrays are built there.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) path: CString,
+    pub(crate) argv: Vec<CString>,
+    pub(crate) envp: Vec<CString>,
+    /// Whether to append a `LISTEN_PID=<child pid>` entry.
+    pub(crate) listen_pid: bool,
+    pub(crate) cwd: Option<CString>,
+    /// (fd to give, number it gets in the child).
+    pub(crate) fds: Vec<(OwnedFd, RawFd)>,
+}
+
+/// A started child.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: OwnedFd,
+}
+
+/// Why a start failed.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// In the parent: preparing, forking, pidfd.
+    Parent(io::Error),
+    /// In the child, at this step.
+    Child(&'static str, io::Error),
+}
+
+type Request = (Prepared, oneshot::Sender<Result<Started, StartError>>);
+
+/// Handle to the spawner thread; the thread ends when the last handle drops.
+#[derive(Debug)]
+pub(crate) struct Spawner {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Spawner {
+    pub(crate) fn start() -> io::Result<Self> {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("arbor-spawner".into())
+            .spawn(move || {
+                for (prepared, reply) in incoming {
+                    let _ = reply.send(fork_exec(prepared));
+                }
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Starts `prepared` on the spawner thread.
+    pub(crate) async fn start_child(&self, prepared: Prepared) -> Result<Started, StartError> {
+        let (reply, result) = oneshot::channel();
+        let gone = || StartError::Parent(io::Error::other("spawner thread is gone"));
+        self.requests.send((prepared, reply)).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+/// Moves each fd above every target number, so the child's dup2 calls can
+/// never overwrite a source that is still to be copied.
+pub(crate) fn above_targets(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<Vec<(OwnedFd, RawFd)>> {
+    let floor = fds.iter().map(|(_, target)| *target).max().unwrap_or(2) + 1;
+    fds.into_iter()
+        .map(|(fd, target)| Ok((sys::dup_at_least(fd.as_fd(), floor.max(10))?, target)))
+        .collect()
+}
+
+fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
+    // Everything the child touches is built here, before the fork.
+    let mut listen_pid_slot = prepared.listen_pid.then(|| {
+        let mut slot = b"LISTEN_PID=".to_vec();
+        slot.resize(slot.len() + 24, 0);
+        slot
+    });
+    let argv: Vec<*const libc::c_char> = prepared
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let mut envp: Vec<*const libc::c_char> = prepared.envp.iter().map(|e| e.as_ptr()).collect();
+    if let Some(slot) = &listen_pid_slot {
+        envp.push(slot.as_ptr().cast());
+    }
+    envp.push(std::ptr::null());
+    let slot_digits: *mut u8 = match &mut listen_pid_slot {
+        Some(slot) => slot[b"LISTEN_PID=".len()..].as_mut_ptr(),
+        None => std::ptr::null_mut(),
+    };
+    let dups: Vec<(RawFd, RawFd)> = prepared
+        .fds
+        .iter()
+        .map(|(fd, target)| (fd.as_raw_fd(), *target))
+        .collect();
+    let cwd = prepared.cwd.as_ref().map(|c| c.as_ptr());
+    let (error_read, error_write) = sys::pipe().map_err(StartError::Parent)?;
+    let error_fd = error_write.as_raw_fd();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+
+    let child = ChildPlan {
+        path: prepared.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        slot_digits,
+        dups: &dups,
+        cwd,
+        error_fd,
+        parent,
+    };
+    // SAFETY: after fork the child runs only `child.run`, which makes
+    // async-signal-safe calls on memory prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(StartError::Parent(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: we are the child of a fork; see ChildPlan::run.
+        unsafe { child.run() }
+    }
+    drop(error_write);
+    // Before anything else: a pidfd, while the pid is surely ours.
+    let pidfd = sys::pidfd_open(pid);
+    match read_child_error(&error_read) {
+        None => {}
+        Some((step, errno)) => {
+            // The child exited right after writing; reap it so it leaves no zombie.
+            while matches!(sys::try_reap(pid), Ok(None)) {
+                std::thread::yield_now();
+            }
+            return Err(StartError::Child(step, io::Error::from_raw_os_error(errno)));
+        }
+    }
+    let pidfd = match pidfd {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            sys::kill_and_reap(pid);
+            return Err(StartError::Parent(e));
+        }
+    };
+    drop(prepared);
+    Ok(Started { pid, pidfd })
+}
+
+/// Reads the child's failure report: `None` at end of file (exec succeeded).
+fn read_child_error(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
+    let mut report = [0u8; 8];
+    let mut file = std::fs::File::from(pipe.try_clone().ok()?);
+    let mut got = 0;
+    while got < report.len() {
+        match io::Read::read(&mut file, &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if got < report.len() {
+        return None;
+    }
+    let step = u32::from_ne_bytes(report[..4].try_into().ok()?) as usize;
+    let errno = i32::from_ne_bytes(report[4..].try_into().ok()?);
+    Some((STEPS.get(step).copied().unwrap_or("exec"), errno))
+}
+
+/// Raw pointers into memory the parent prepared; all the child may touch.
+struct ChildPlan<'a> {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    slot_digits: *mut u8,
+    dups: &'a [(RawFd, RawFd)],
+    cwd: Option<*const libc::c_char>,
+    error_fd: RawFd,
+    parent: libc::pid_t,
+}
+
+impl ChildPlan<'_> {
+    /// The child between fork and exec.
+    ///
+    /// # Safety
+    ///
+    /// Call only in the child of a `fork`, with every pointer valid (they
+    /// point into the parent's memory, which the child has a copy of).
+    /// Only async-signal-safe functions are called.
+    unsafe fn run(&self) -> ! {
+        // Signal state: the runtime may block or ignore signals (Rust ignores
+        // SIGPIPE); a worker starts with an empty mask and SIGPIPE default.
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `empty` is a valid sigset_t.
+        unsafe { libc::sigemptyset(&mut empty) };
+        // SAFETY: sets this (only) thread's mask from a valid set.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+        // SAFETY: restores the default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+
+        // Its own process group, so a signal to the group reaches what it forks.
+        // SAFETY: setpgid on ourselves.
+        if unsafe { libc::setpgid(0, 0) } != 0 {
+            // SAFETY: async-signal-safe failure path.
+            unsafe { self.fail(0) };
+        }
+        // Die with the spawner thread; then close the race where the parent
+        // died before the prctl took effect.
+        // SAFETY: prctl with integer arguments.
+        if unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        } != 0
+        {
+            // SAFETY: async-signal-safe failure path.
+            unsafe { self.fail(1) };
+        }
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != self.parent {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(127) };
+        }
+        for &(from, to) in self.dups {
+            // dup2 leaves the new number without FD_CLOEXEC: the only fds
+            // that survive exec are these and stdio.
+            // SAFETY: both are plain fd numbers; `from` is open.
+            if unsafe { libc::dup2(from, to) } < 0 {
+                // SAFETY: async-signal-safe failure path.
+                unsafe { self.fail(2) };
+            }
+        }
+        // Fds the supervisor itself inherited without close-on-exec (from a
+        // careless parent) must not reach the worker either: mark every fd
+        // above the ones given close-on-exec. The error pipe is already
+        // close-on-exec, so it stays open until exec succeeds.
+        let first_free = self.dups.iter().map(|&(_, to)| to).max().unwrap_or(2) + 1;
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags.
+        if unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first_free as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } != 0
+        {
+            // SAFETY: async-signal-safe failure path.
+            unsafe { self.fail(5) };
+        }
+        if let Some(cwd) = self.cwd {
+            // SAFETY: `cwd` is a NUL-terminated string prepared before fork.
+            if unsafe { libc::chdir(cwd) } != 0 {
+                // SAFETY: async-signal-safe failure path.
+                unsafe { self.fail(3) };
+            }
+        }
+        if !self.slot_digits.is_null() {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            // SAFETY: the slot has 24 writable bytes, enough for any pid and a NUL.
+            unsafe { write_decimal(self.slot_digits, pid as u32) };
+        }
+        // SAFETY: path, argv and envp are NUL-terminated and null-terminated
+        // arrays prepared before fork.
+        unsafe { libc::execve(self.path, self.argv, self.envp) };
+        // SAFETY: async-signal-safe failure path.
+        unsafe { self.fail(4) }
+    }
+
+    /// Reports `step` and errno on the error pipe and exits 127.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child after fork.
+    unsafe fn fail(&self, step: u32) -> ! {
+        // Reading errno this way neither allocates nor locks.
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let mut report = [0u8; 8];
+        report[..4].copy_from_slice(&step.to_ne_bytes());
+        report[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: write of a stack buffer to an open fd.
+        unsafe { libc::write(self.error_fd, report.as_ptr().cast(), report.len()) };
+        // SAFETY: _exit is async-signal-safe and does not run atexit handlers.
+        unsafe { libc::_exit(127) }
+    }
+}
+
+/// Writes `value` in decimal followed by a NUL at `out`, without allocating.
+///
+/// # Safety
+///
+/// `out` must have room for 11 bytes.
+unsafe fn write_decimal(out: *mut u8, mut value: u32) {
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        // SAFETY: i < n <= 10 and the caller guarantees 11 bytes.
+        unsafe { out.wrapping_add(i).write(digits[n - 1 - i]) };
+    }
+    // SAFETY: n <= 10, within the 11 bytes.
+    unsafe { out.wrapping_add(n).write(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_digits_are_written_without_allocation() {
+        for value in [0u32, 7, 42, 4_194_304, u32::MAX] {
+            let mut buf = [0xffu8; 11];
+            // SAFETY: buf has 11 bytes.
+            unsafe { write_decimal(buf.as_mut_ptr(), value) };
+            let end = buf.iter().position(|&b| b == 0).unwrap();
+            assert_eq!(std::str::from_utf8(&buf[..end]).unwrap(), value.to_string());
+        }
+    }
+}

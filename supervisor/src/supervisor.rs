@@ -1,0 +1,260 @@
+//! [`Supervisor`]: starts workers by the spawn contract of DESIGN.md.
+//!
+//! A worker gets: its channel at fd 3 (`ARBOR_CHANNEL_FD=3`,
+//! `ARBOR_WORKER_ID`, `ARBOR_WORKER_NAME`); the sockets it was given at fds
+//! 4 and up with `LISTEN_FDS`, `LISTEN_FDNAMES` and its own `LISTEN_PID`;
+//! stdin from `/dev/null`; stdout and stderr as its spec says; nothing else
+//! (every other fd of the supervisor is close-on-exec). It runs in its own
+//! process group and dies with the supervisor (`PR_SET_PDEATHSIG`).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arbor_protocol::nonblocking::AsyncChannel;
+use arbor_protocol::Limits;
+
+use crate::error::{Error, Result};
+use crate::spawn::{above_targets, Prepared, Spawner, StartError};
+use crate::spec::{Output, Program, WorkerSpec};
+use crate::worker::{launch, Launch, Worker};
+
+/// The fd number of a worker's channel.
+pub const CHANNEL_FD: RawFd = 3;
+/// The fd number of the first socket handed to a worker.
+pub const FIRST_LISTEN_FD: RawFd = 4;
+
+/// Environment variables a worker never inherits from the supervisor: they
+/// describe the supervisor's own spawn, not the worker's.
+const NOT_INHERITED: [&str; 7] = [
+    "ARBOR_CHANNEL_FD",
+    "ARBOR_WORKER_ID",
+    "ARBOR_WORKER_NAME",
+    "ARBOR_ENTRY",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "LISTEN_PID",
+];
+
+/// Starts and owns worker processes. Embeddable in any tokio program.
+///
+/// Workers die with their supervisor: when the `Supervisor` and every
+/// [`Worker`] it made are dropped, or the process dies, the kernel kills
+/// them (see [`crate::spawn`] for why).
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    spawner: Arc<Spawner>,
+    next_id: Arc<AtomicU64>,
+    limits: Limits,
+}
+
+impl Supervisor {
+    /// A supervisor with default channel limits.
+    pub fn new() -> Result<Self> {
+        Self::with_limits(Limits::default())
+    }
+
+    /// A supervisor whose worker channels enforce `limits`.
+    pub fn with_limits(limits: Limits) -> Result<Self> {
+        let spawner = Spawner::start().map_err(|source| Error::Spawn {
+            name: "arbor-spawner thread".into(),
+            source,
+        })?;
+        Ok(Self {
+            spawner: Arc::new(spawner),
+            next_id: Arc::new(AtomicU64::new(1)),
+            limits,
+        })
+    }
+
+    /// Starts a worker. Returns as soon as the process has exec'ed; messages
+    /// may be posted at once.
+    pub async fn spawn(&self, spec: WorkerSpec) -> Result<Worker> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name = spec.display_name();
+        let spawn_error = |source| Error::Spawn {
+            name: name.clone(),
+            source,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(spawn_error)?;
+        let mut fds: Vec<(OwnedFd, RawFd)> = vec![(OwnedFd::from(theirs), CHANNEL_FD)];
+        let listen_names: Vec<&str> = spec.listen_fds.iter().map(|(n, _)| n.as_str()).collect();
+        let listen_count = spec.listen_fds.len();
+        let listen_fdnames = listen_names.join(":");
+        let mut env = environment(&spec, id, &name)?;
+        if listen_count > 0 {
+            env.push(cstring_pair("LISTEN_FDS", &listen_count.to_string())?);
+            env.push(cstring_pair("LISTEN_FDNAMES", &listen_fdnames)?);
+        }
+        let (program_path, argv0) = resolve(&spec)?;
+        let mut argv = vec![argv0];
+        for arg in &spec.args {
+            argv.push(cstring(arg.as_bytes(), "an argument")?);
+        }
+        let cwd = spec
+            .cwd
+            .as_deref()
+            .map(|c| cstring(c.as_os_str().as_bytes(), "the working directory"))
+            .transpose()?;
+
+        let devnull = || {
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+        };
+        fds.push((devnull().map_err(spawn_error)?, 0));
+        let mut captured = [None, None];
+        for (i, (output, target)) in [(spec.stdout, 1), (spec.stderr, 2)].into_iter().enumerate() {
+            match output {
+                Output::Inherit => {}
+                Output::Null => fds.push((devnull().map_err(spawn_error)?, target)),
+                Output::Capture => {
+                    let (read, write) = crate::sys::pipe().map_err(spawn_error)?;
+                    captured[i] = Some(read);
+                    fds.push((write, target));
+                }
+            }
+        }
+        let speaks_protocol = spec.speaks_protocol;
+        let (queue_limit, when_full) = (spec.queue_limit, spec.when_full);
+        for (i, (_, fd)) in spec.listen_fds.into_iter().enumerate() {
+            fds.push((fd, FIRST_LISTEN_FD + i as RawFd));
+        }
+        let prepared = Prepared {
+            path: program_path,
+            argv,
+            envp: env,
+            listen_pid: listen_count > 0,
+            cwd,
+            fds: above_targets(fds).map_err(spawn_error)?,
+        };
+        let started = self
+            .spawner
+            .start_child(prepared)
+            .await
+            .map_err(|e| match e {
+                StartError::Parent(source) => Error::Spawn {
+                    name: name.clone(),
+                    source,
+                },
+                StartError::Child(step, source) => Error::Exec {
+                    name: name.clone(),
+                    step,
+                    source,
+                },
+            })?;
+        let channel = AsyncChannel::from_std(ours, self.limits).map_err(spawn_error)?;
+        let (sender, receiver) = channel.into_split();
+        let [stdout, stderr] = captured;
+        launch(Launch {
+            id,
+            pid: started.pid,
+            name,
+            pidfd: started.pidfd,
+            sender,
+            receiver,
+            stdout,
+            stderr,
+            speaks_protocol,
+            queue_limit,
+            when_full,
+            spawner: Arc::clone(&self.spawner),
+        })
+    }
+}
+
+fn cstring(bytes: &[u8], what: &'static str) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::Nul { what })
+}
+
+fn cstring_pair(key: &str, value: &str) -> Result<CString> {
+    cstring(format!("{key}={value}").as_bytes(), "an environment entry")
+}
+
+/// The worker's environment, as `KEY=value` strings.
+fn environment(spec: &WorkerSpec, id: u64, name: &str) -> Result<Vec<CString>> {
+    let mut vars: Vec<(OsString, OsString)> = if spec.clear_env {
+        Vec::new()
+    } else {
+        std::env::vars_os()
+            .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| OsStr::new(n) == k))
+            .collect()
+    };
+    for (key, value) in &spec.env {
+        vars.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            vars.push((key.clone(), value.clone()));
+        }
+    }
+    vars.push(("ARBOR_CHANNEL_FD".into(), CHANNEL_FD.to_string().into()));
+    vars.push(("ARBOR_WORKER_ID".into(), id.to_string().into()));
+    vars.push(("ARBOR_WORKER_NAME".into(), name.into()));
+    if let Program::Entry(entry) = &spec.program {
+        vars.push(("ARBOR_ENTRY".into(), entry.into()));
+    }
+    vars.into_iter()
+        .map(|(k, v)| {
+            let mut entry = k.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            cstring(&entry, "an environment entry")
+        })
+        .collect()
+}
+
+/// The path to exec and argv[0].
+fn resolve(spec: &WorkerSpec) -> Result<(CString, CString)> {
+    match &spec.program {
+        Program::Entry(_) => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+            Ok((
+                cstring(b"/proc/self/exe", "the program path")?,
+                cstring(exe.as_os_str().as_bytes(), "the program path")?,
+            ))
+        }
+        Program::Path(path) => {
+            let found = if path.as_os_str().as_bytes().contains(&b'/') {
+                path.clone()
+            } else {
+                search_path(spec, path).ok_or_else(|| Error::ProgramNotFound {
+                    program: path.clone(),
+                })?
+            };
+            Ok((
+                cstring(found.as_os_str().as_bytes(), "the program path")?,
+                cstring(path.as_os_str().as_bytes(), "the program path")?,
+            ))
+        }
+    }
+}
+
+/// Looks `name` up in the worker's `PATH` (its spec's, else the supervisor's).
+fn search_path(spec: &WorkerSpec, name: &Path) -> Option<PathBuf> {
+    let from_spec = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .and_then(|(_, v)| v.clone());
+    let path = from_spec.or_else(|| {
+        if spec.clear_env {
+            None
+        } else {
+            std::env::var_os("PATH")
+        }
+    })?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}

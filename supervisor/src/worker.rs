@@ -1,0 +1,655 @@
+//! A running worker: the [`Worker`] handle and the tasks behind it.
+//!
+//! Each worker has three tokio tasks:
+//!
+//! - the **driver** owns the channel's receive half, the pidfd and the
+//!   close escalation: it turns frames into [`WorkerEvent`]s, reaps the
+//!   process when its pidfd becomes readable and records the exit;
+//! - the **writer** owns the send half: it holds posted messages until the
+//!   worker is Ready, then writes them in order, batching whatever is queued
+//!   into one flush, and sends Close after every message posted before it;
+//! - one **output** task per captured stream splits it into lines.
+//!
+//! Reading and writing live in different tasks so that a worker that
+//! writes while the supervisor writes to it can never deadlock them both on
+//! full socket buffers.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbor_protocol::nonblocking::{AsyncReceiver, AsyncSender};
+use arbor_protocol::{Frame, Location, Message};
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::error::{Error, Result};
+use crate::exit::{ExitRecord, Initiator};
+use crate::signal::Signal;
+use crate::spawn::Spawner;
+use crate::spec::WhenFull;
+use crate::sys;
+
+/// Which output stream a captured line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// What a worker did, in the order it did it.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// The worker sent Ready (or, for a program that does not speak the
+    /// protocol, it was started).
+    Ready,
+    /// A message, with the fds sent with it.
+    Message {
+        /// The bytes (see `arbor_protocol::Message::decode` for typed values).
+        data: Vec<u8>,
+        /// Fds that came with it, close-on-exec.
+        fds: Vec<OwnedFd>,
+    },
+    /// A worker-side failure (a panic reported by its hook), the spec's `onerror`.
+    Error {
+        /// What went wrong.
+        message: String,
+        /// Where, when known.
+        location: Option<Location>,
+    },
+    /// A well-formed frame the worker should not send (a second Ready, a
+    /// Close); it is dropped and the channel goes on.
+    MessageError {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The channel broke (garbage, a lying frame, a protocol violation); it
+    /// is closed with every fd it carried. The process is still supervised:
+    /// its exit follows as usual.
+    ChannelError {
+        /// The protocol error, as text.
+        error: String,
+    },
+    /// One line of captured output, without its newline.
+    Output {
+        /// Which stream.
+        stream: Stream,
+        /// The line's bytes (a line over 64 KiB is cut into pieces).
+        line: Vec<u8>,
+    },
+    /// The worker's exit; always the last event.
+    Exit(ExitRecord),
+}
+
+impl WorkerEvent {
+    /// Decodes a `Message` event's bytes as a `T`; any other event is `None`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Option<Result<T>> {
+        match self {
+            WorkerEvent::Message { data, .. } => {
+                Some(Message { data: data.clone() }.decode().map_err(Error::from))
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Outbound {
+    data: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+enum Control {
+    Close(Duration),
+    Terminate,
+    Signal(Signal, oneshot::Sender<std::io::Result<()>>),
+}
+
+enum WriterCommand {
+    Pong(u64),
+    Close,
+}
+
+/// A running worker process, the parent's side of the Web Workers model.
+///
+/// Dropping the handle terminates the worker (SIGKILL to its process group):
+/// call [`Worker::close`] first for a graceful stop.
+#[derive(Debug)]
+pub struct Worker {
+    id: u64,
+    pid: u32,
+    name: String,
+    posts: mpsc::Sender<Outbound>,
+    control: mpsc::UnboundedSender<Control>,
+    events: mpsc::Receiver<WorkerEvent>,
+    exit: watch::Receiver<Option<ExitRecord>>,
+    when_full: WhenFull,
+    queue_limit: usize,
+    _spawner: Arc<Spawner>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Outbound({} bytes, {} fds)",
+            self.data.len(),
+            self.fds.len()
+        )
+    }
+}
+
+/// What [`launch`] needs from the spawn.
+pub(crate) struct Launch {
+    pub(crate) id: u64,
+    pub(crate) pid: libc::pid_t,
+    pub(crate) name: String,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) sender: AsyncSender,
+    pub(crate) receiver: AsyncReceiver,
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+    pub(crate) speaks_protocol: bool,
+    pub(crate) queue_limit: usize,
+    pub(crate) when_full: WhenFull,
+    pub(crate) spawner: Arc<Spawner>,
+}
+
+/// Starts the tasks of a freshly spawned worker and returns its handle.
+pub(crate) fn launch(launch: Launch) -> Result<Worker> {
+    let (posts, posts_rx) = mpsc::channel(launch.queue_limit);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::channel(1024);
+    let (exit_tx, exit) = watch::channel(None);
+    let (ready_tx, ready_rx) = watch::channel(!launch.speaks_protocol);
+    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+
+    let pidfd = match sys::async_pidfd(launch.pidfd) {
+        Ok(pidfd) => pidfd,
+        Err(source) => {
+            sys::kill_and_reap(launch.pid);
+            return Err(Error::Spawn {
+                name: launch.name.clone(),
+                source,
+            });
+        }
+    };
+    let mut outputs = Vec::new();
+    for (fd, stream) in [
+        (launch.stdout, Stream::Stdout),
+        (launch.stderr, Stream::Stderr),
+    ] {
+        if let Some(fd) = fd {
+            let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(pipe) => pipe,
+                Err(source) => {
+                    sys::kill_and_reap(launch.pid);
+                    return Err(Error::Spawn {
+                        name: launch.name.clone(),
+                        source,
+                    });
+                }
+            };
+            outputs.push(tokio::spawn(capture_lines(pipe, stream, events_tx.clone())));
+        }
+    }
+    tokio::spawn(write_loop(launch.sender, posts_rx, writer_rx, ready_rx));
+    let mut queued = VecDeque::new();
+    if !launch.speaks_protocol {
+        queued.push_back(WorkerEvent::Ready);
+    }
+    let driver = Driver {
+        pidfd,
+        receiver: launch.receiver,
+        control: control_rx,
+        events: events_tx,
+        exit: exit_tx,
+        outputs,
+        state: DriverState {
+            pid: launch.pid,
+            queued,
+            ready: ready_tx,
+            writer: writer_tx,
+            asked: None,
+            escalation: None,
+            escalated_to: None,
+            channel_open: true,
+            speaks_protocol: launch.speaks_protocol,
+        },
+    };
+    tokio::spawn(driver.run());
+    Ok(Worker {
+        id: launch.id,
+        pid: launch.pid as u32,
+        name: launch.name,
+        posts,
+        control,
+        events,
+        exit,
+        when_full: launch.when_full,
+        queue_limit: launch.queue_limit,
+        _spawner: launch.spawner,
+    })
+}
+
+impl Worker {
+    /// The worker's id (`ARBOR_WORKER_ID`), unique within its supervisor.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The worker's name (`ARBOR_WORKER_NAME`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Posts a message with fds. Allowed at once after spawn: messages
+    /// posted before the worker is Ready are queued and delivered in order.
+    /// At the queue bound it waits or fails, as the spec says.
+    pub async fn post_message(&self, data: impl Into<Vec<u8>>, fds: Vec<OwnedFd>) -> Result<()> {
+        let item = Outbound {
+            data: data.into(),
+            fds,
+        };
+        match self.when_full {
+            WhenFull::Wait => self.posts.send(item).await.map_err(|_| self.gone()),
+            WhenFull::Error => self.posts.try_send(item).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::QueueFull {
+                    id: self.id,
+                    limit: self.queue_limit,
+                },
+                mpsc::error::TrySendError::Closed(_) => self.gone(),
+            }),
+        }
+    }
+
+    /// Posts `value` encoded with the wire codec; the worker decodes it with
+    /// `Message::decode`.
+    pub async fn post_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        fds: Vec<OwnedFd>,
+    ) -> Result<()> {
+        let message = Message::from_value(value)?;
+        self.post_message(message.data, fds).await
+    }
+
+    /// The next event; `None` after [`WorkerEvent::Exit`] has been returned.
+    pub async fn next_event(&mut self) -> Option<WorkerEvent> {
+        self.events.recv().await
+    }
+
+    /// Asks the worker to close: a Close frame (its onclose runs, after every
+    /// message posted before this call), then SIGTERM after `grace`, then
+    /// SIGKILL after another `grace`. Returns the exit.
+    pub async fn close(&self, grace: Duration) -> Result<ExitRecord> {
+        let _ = self.control.send(Control::Close(grace));
+        self.wait().await
+    }
+
+    /// Kills the worker and its process group at once (SIGKILL). Returns the exit.
+    pub async fn terminate(&self) -> Result<ExitRecord> {
+        let _ = self.control.send(Control::Terminate);
+        self.wait().await
+    }
+
+    /// Sends `signal` to the worker process.
+    pub async fn signal(&self, signal: Signal) -> Result<()> {
+        let (reply, result) = oneshot::channel();
+        self.control
+            .send(Control::Signal(signal, reply))
+            .map_err(|_| self.gone())?;
+        match result.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Error::Signal {
+                id: self.id,
+                source,
+            }),
+            Err(_) => Err(self.gone()),
+        }
+    }
+
+    /// Waits for the worker to exit (without consuming events).
+    ///
+    /// [`Error::WorkerGone`] only if the worker's tasks were dropped without
+    /// recording an exit (the tokio runtime shut down under them).
+    pub async fn wait(&self) -> Result<ExitRecord> {
+        let mut exit = self.exit.clone();
+        let record = exit.wait_for(Option::is_some).await.map(|r| *r);
+        match record {
+            Ok(Some(record)) => Ok(record),
+            _ => Err(self.gone()),
+        }
+    }
+
+    /// The exit, if the worker has exited.
+    pub fn try_exit(&self) -> Option<ExitRecord> {
+        *self.exit.borrow()
+    }
+
+    fn gone(&self) -> Error {
+        Error::WorkerGone { id: self.id }
+    }
+}
+
+struct Driver {
+    pidfd: AsyncFd<OwnedFd>,
+    receiver: AsyncReceiver,
+    control: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::Sender<WorkerEvent>,
+    exit: watch::Sender<Option<ExitRecord>>,
+    outputs: Vec<tokio::task::JoinHandle<()>>,
+    state: DriverState,
+}
+
+/// The driver's decisions, apart from the I/O objects it waits on.
+struct DriverState {
+    pid: libc::pid_t,
+    queued: VecDeque<WorkerEvent>,
+    ready: watch::Sender<bool>,
+    writer: mpsc::UnboundedSender<WriterCommand>,
+    asked: Option<Initiator>,
+    /// Next escalation step of a close: when, which signal, and the grace.
+    escalation: Option<(Instant, Signal, Duration)>,
+    escalated_to: Option<Signal>,
+    channel_open: bool,
+    /// Whether a Close frame means anything to this worker.
+    speaks_protocol: bool,
+}
+
+/// Events queued in the driver before it stops reading the worker's socket
+/// (backpressure: a consumer that does not read events slows the worker,
+/// never the other way round, and never loses an event).
+const QUEUED_EVENTS: usize = 64;
+
+impl Driver {
+    async fn run(self) {
+        let Driver {
+            pidfd,
+            mut receiver,
+            mut control,
+            events,
+            exit,
+            mut outputs,
+            mut state,
+        } = self;
+        let mut control_open = true;
+        let reaped = loop {
+            let escalate_at = state.escalation.map(|(at, _, _)| at);
+            tokio::select! {
+                readable = pidfd.readable() => {
+                    match readable {
+                        Ok(mut guard) => match state.reap() {
+                            Some(reaped) => break reaped,
+                            None => guard.clear_ready(),
+                        },
+                        Err(_) => {
+                            // Not expected for a pidfd; fall back to polling.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            if let Some(reaped) = state.reap() {
+                                break reaped;
+                            }
+                        }
+                    }
+                }
+                frame = receiver.recv(), if state.channel_open && state.queued.len() < QUEUED_EVENTS => {
+                    state.on_frame(frame);
+                }
+                permit = events.reserve(), if !state.queued.is_empty() => {
+                    match (permit, state.queued.pop_front()) {
+                        (Ok(permit), Some(event)) => permit.send(event),
+                        _ => state.queued.clear(), // nobody listens any more
+                    }
+                }
+                command = control.recv(), if control_open => {
+                    control_open = command.is_some();
+                    state.on_control(command, pidfd.get_ref().as_fd());
+                }
+                _ = sleep_until(escalate_at.unwrap_or_else(Instant::now)), if escalate_at.is_some() => {
+                    state.escalate();
+                }
+            }
+        };
+        let record = ExitRecord::from_reaped(&reaped, state.asked, state.escalated_to);
+        let _ = exit.send(Some(record));
+        // Deliver every message the worker sent before it died, then its
+        // output, then the exit.
+        while state.channel_open {
+            match timeout(Duration::from_millis(100), receiver.recv()).await {
+                Ok(frame) => state.on_frame(frame),
+                Err(_) => break,
+            }
+        }
+        for output in outputs.drain(..) {
+            let _ = timeout(Duration::from_secs(1), output).await;
+        }
+        state.queued.push_back(WorkerEvent::Exit(record));
+        while let Some(event) = state.queued.pop_front() {
+            if events.send(event).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+impl DriverState {
+    fn reap(&mut self) -> Option<sys::Reaped> {
+        // The worker is a zombie: its process group id is still ours, so
+        // clean up whatever it left running in its group before reaping.
+        let _ = sys::killpg(self.pid, libc::SIGKILL);
+        sys::try_reap(self.pid).ok().flatten()
+    }
+
+    fn on_frame(&mut self, frame: arbor_protocol::Result<(Frame, Vec<OwnedFd>)>) {
+        let event = match frame {
+            Ok((Frame::Ready(_), _)) if !*self.ready.borrow() => {
+                let _ = self.ready.send(true);
+                WorkerEvent::Ready
+            }
+            Ok((Frame::Message(message), fds)) => WorkerEvent::Message {
+                data: message.data,
+                fds,
+            },
+            Ok((Frame::Error(report), _)) => WorkerEvent::Error {
+                message: report.message,
+                location: report.location,
+            },
+            Ok((Frame::Ping(nonce), _)) => {
+                let _ = self.writer.send(WriterCommand::Pong(nonce));
+                return;
+            }
+            Ok((Frame::Pong(_), _)) => return,
+            Ok((frame, _)) => WorkerEvent::MessageError {
+                reason: format!("worker sent an unexpected {} frame", frame.kind().name()),
+            },
+            Err(arbor_protocol::Error::Closed) => {
+                self.channel_open = false;
+                return;
+            }
+            Err(error) => {
+                self.channel_open = false;
+                WorkerEvent::ChannelError {
+                    error: error.to_string(),
+                }
+            }
+        };
+        self.queued.push_back(event);
+    }
+
+    fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
+        match command {
+            Some(Control::Close(grace)) => {
+                if self.asked.is_some() {
+                    return;
+                }
+                self.asked = Some(Initiator::Close);
+                if self.channel_open && self.speaks_protocol {
+                    let _ = self.writer.send(WriterCommand::Close);
+                    self.escalation = Some((Instant::now() + grace, Signal::TERM, grace));
+                } else {
+                    // Nobody reads a Close frame: straight to SIGTERM.
+                    self.escalation = Some((Instant::now(), Signal::TERM, grace));
+                }
+            }
+            Some(Control::Terminate) | None => {
+                if self.asked != Some(Initiator::Terminate) {
+                    self.asked = Some(Initiator::Terminate);
+                    self.escalation = None;
+                    let _ = sys::killpg(self.pid, libc::SIGKILL);
+                }
+            }
+            Some(Control::Signal(signal, reply)) => {
+                if self.asked.is_none() {
+                    self.asked = Some(Initiator::Signal);
+                }
+                let _ = reply.send(sys::pidfd_send_signal(pidfd, signal.number()));
+            }
+        }
+    }
+
+    fn escalate(&mut self) {
+        let Some((_, signal, grace)) = self.escalation.take() else {
+            return;
+        };
+        let _ = sys::killpg(self.pid, signal.number());
+        self.escalated_to = Some(signal);
+        if signal == Signal::TERM {
+            self.escalation = Some((Instant::now() + grace, Signal::KILL, grace));
+        }
+    }
+}
+
+async fn write_loop(
+    mut sender: AsyncSender,
+    mut posts: mpsc::Receiver<Outbound>,
+    mut commands: mpsc::UnboundedReceiver<WriterCommand>,
+    mut ready: watch::Receiver<bool>,
+) {
+    let mut is_ready = *ready.borrow();
+    let mut close_pending = false;
+    let mut closed = false;
+    loop {
+        let result = tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(WriterCommand::Pong(nonce)) => sender.send(&Frame::Pong(nonce), &[]).await,
+                Some(WriterCommand::Close) if is_ready => {
+                    closed = true;
+                    send_close(&mut sender, &mut posts).await
+                }
+                Some(WriterCommand::Close) => {
+                    close_pending = true;
+                    Ok(())
+                }
+                None => return,
+            },
+            changed = ready.changed(), if !is_ready => {
+                if changed.is_err() {
+                    return;
+                }
+                is_ready = *ready.borrow();
+                if is_ready && close_pending {
+                    closed = true;
+                    send_close(&mut sender, &mut posts).await
+                } else {
+                    Ok(())
+                }
+            }
+            post = posts.recv(), if is_ready && !closed => match post {
+                Some(post) => send_batch(&mut sender, post, &mut posts).await,
+                None => return,
+            },
+        };
+        if result.is_err() {
+            // The worker is gone or its channel broke; the driver reports it.
+            return;
+        }
+    }
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn send_batch(
+    sender: &mut AsyncSender,
+    first: Outbound,
+    posts: &mut mpsc::Receiver<Outbound>,
+) -> arbor_protocol::Result<()> {
+    let mut next = Some(first);
+    while let Some(post) = next {
+        let fds: Vec<_> = post.fds.iter().map(|fd| fd.as_fd()).collect();
+        sender.feed_bytes(&post.data, &fds).await?;
+        next = posts.try_recv().ok();
+    }
+    sender.flush().await
+}
+
+/// Delivers every message posted before the close, then the Close frame.
+async fn send_close(
+    sender: &mut AsyncSender,
+    posts: &mut mpsc::Receiver<Outbound>,
+) -> arbor_protocol::Result<()> {
+    while let Ok(post) = posts.try_recv() {
+        let fds: Vec<_> = post.fds.iter().map(|fd| fd.as_fd()).collect();
+        sender.feed_bytes(&post.data, &fds).await?;
+    }
+    sender.send(&Frame::Close, &[]).await
+}
+
+/// Longest line kept whole; longer lines are cut into pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
+async fn capture_lines(
+    pipe: tokio::net::unix::pipe::Receiver,
+    stream: Stream,
+    events: mpsc::Sender<WorkerEvent>,
+) {
+    let mut reader = tokio::io::BufReader::new(pipe);
+    loop {
+        let mut line = Vec::new();
+        let done = loop {
+            let buf = match reader.fill_buf().await {
+                Ok(buf) => buf,
+                Err(_) => break true,
+            };
+            if buf.is_empty() {
+                break true;
+            }
+            let room = MAX_LINE - line.len();
+            match buf.iter().take(room).position(|&b| b == b'\n') {
+                Some(at) => {
+                    line.extend_from_slice(&buf[..at]);
+                    reader.consume(at + 1);
+                    break false;
+                }
+                None => {
+                    let take = buf.len().min(room);
+                    line.extend_from_slice(&buf[..take]);
+                    reader.consume(take);
+                    if line.len() == MAX_LINE {
+                        break false;
+                    }
+                }
+            }
+        };
+        if (!line.is_empty() || !done)
+            && events
+                .send(WorkerEvent::Output { stream, line })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if done {
+            return;
+        }
+    }
+}

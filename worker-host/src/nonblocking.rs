@@ -1,0 +1,154 @@
+//! The async (tokio) worker API, over the same channel and panic hook as
+//! [`crate::blocking`].
+//!
+//! ```no_run
+//! use arbor_worker::nonblocking::AsyncWorker;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> arbor_worker::Result<()> {
+//!     let worker = AsyncWorker::connect()?;
+//!     let poster = worker.poster();
+//!     worker
+//!         .run(
+//!             move |message, _fds| {
+//!                 let poster = poster.clone();
+//!                 async move { poster.post_message(&message.data, &[]).await }
+//!             },
+//!             || async { Ok(()) },
+//!         )
+//!         .await
+//! }
+//! ```
+
+use std::future::Future;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
+use arbor_protocol::{Frame, Limits, Message, Ready};
+use serde::Serialize;
+use tokio::sync::{Mutex, Notify};
+
+use crate::env::{take_channel, Identity};
+use crate::error::{Error, Result};
+
+/// The worker's side of its channel, for tokio programs.
+#[derive(Debug)]
+pub struct AsyncWorker {
+    poster: Poster,
+    receiver: AsyncReceiver,
+    identity: Identity,
+    closer: Closer,
+}
+
+/// Posts messages to the parent; cheap to clone into tasks.
+#[derive(Debug, Clone)]
+pub struct Poster {
+    sender: Arc<Mutex<AsyncSender>>,
+}
+
+/// Closes the worker from inside (the spec's `close()`); cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Closer {
+    notify: Arc<Notify>,
+}
+
+impl Closer {
+    /// Asks [`AsyncWorker::run`] to run onclose, flush and return.
+    pub fn close(&self) {
+        self.notify.notify_one();
+    }
+}
+
+impl Poster {
+    /// Posts a message with fds to the parent.
+    pub async fn post_message(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        Ok(self.sender.lock().await.send_bytes(data, fds).await?)
+    }
+
+    /// Posts `value` encoded with the wire codec.
+    pub async fn post_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        Ok(self.sender.lock().await.send_value(value, &[]).await?)
+    }
+
+    async fn send(&self, frame: &Frame) -> Result<()> {
+        Ok(self.sender.lock().await.send(frame, &[]).await?)
+    }
+}
+
+impl AsyncWorker {
+    /// Connects to the channel at `ARBOR_CHANNEL_FD` and installs the panic
+    /// hook. Call inside a tokio runtime.
+    pub fn connect() -> Result<Self> {
+        let (socket, identity) = take_channel()?;
+        crate::panic::install(&socket);
+        let channel = AsyncChannel::from_std(socket, Limits::default())
+            .map_err(arbor_protocol::Error::from)?;
+        let (sender, receiver) = channel.into_split();
+        Ok(Self {
+            poster: Poster {
+                sender: Arc::new(Mutex::new(sender)),
+            },
+            receiver,
+            identity,
+            closer: Closer::default(),
+        })
+    }
+
+    /// A handle for posting messages.
+    pub fn poster(&self) -> Poster {
+        self.poster.clone()
+    }
+
+    /// A handle for closing from inside.
+    pub fn closer(&self) -> Closer {
+        self.closer.clone()
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> u64 {
+        self.identity.id
+    }
+
+    /// This worker's name.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// Sends Ready, then runs `on_message` for each message (one at a time,
+    /// in order) until the parent's Close or [`Closer::close`]; then runs
+    /// `on_close` to completion and returns `Ok`.
+    pub async fn run<M, MF, C, CF>(self, mut on_message: M, on_close: C) -> Result<()>
+    where
+        M: FnMut(Message, Vec<OwnedFd>) -> MF,
+        MF: Future<Output = Result<()>>,
+        C: FnOnce() -> CF,
+        CF: Future<Output = Result<()>>,
+    {
+        let AsyncWorker {
+            poster,
+            mut receiver,
+            identity,
+            closer,
+        } = self;
+        let ready = Ready::new(identity.id, identity.name.clone(), std::process::id());
+        poster.send(&Frame::Ready(ready)).await?;
+        loop {
+            let received = tokio::select! {
+                received = receiver.recv() => received,
+                _ = closer.notify.notified() => break,
+            };
+            match received {
+                Ok((Frame::Message(message), fds)) => on_message(message, fds).await?,
+                Ok((Frame::Close, _)) => break,
+                Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
+                Ok(_) => {}
+                Err(arbor_protocol::Error::Closed) => return Err(Error::ParentGone),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        on_close().await?;
+        poster.sender.lock().await.flush().await?;
+        Ok(())
+    }
+}
