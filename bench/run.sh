@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
-# Runs arbor's channel benchmarks RUNS times on both CPUs and RUNS times with
-# everything pinned to CPU 0 (round trips only), then prints the table that
-# bench/README.md carries. Usage: bench/run.sh   (RUNS=3 by default)
+# Runs arbor's benchmarks RUNS times (default 3) and prints the tables that
+# bench/README.md carries: the channel against the raw limit (free, and
+# round trips again pinned to CPU 0), workers through the libraries against
+# raw fork+exec and node's child_process.fork, and memory per worker.
+# Usage: bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
 out=target/arbor-bench
 rm -rf "$out"
 mkdir -p "$out"
-cargo bench -p arbor-bench --bench channel --no-run
+cargo build --release -p arbor-bench --bins
+cargo bench -p arbor-bench --no-run
 for i in $(seq 1 "$runs"); do
   rm -rf target/criterion
   cargo bench -q -p arbor-bench --bench channel -- --noplot
   ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench channel -- --noplot round_trip
+  cargo bench -q -p arbor-bench --bench workers -- --noplot
   cp -r target/criterion "$out/run-$i"
+  ./target/release/worker-memory > "$out/run-$i/memory.json"
+  if command -v node > /dev/null; then
+    node bench/node/fork_ipc.js > "$out/run-$i/node.json"
+  else
+    echo "node is not installed: the node rows are skipped"
+  fi
 done
 python3 bench/report.py "$out"

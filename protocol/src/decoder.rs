@@ -29,7 +29,11 @@ use std::os::fd::OwnedFd;
 use crate::error::{Error, Result};
 use crate::frame::{Header, Limits, HEADER_LEN};
 
-/// Bytes requested from the socket when no frame asks for more.
+/// Bytes requested from the socket when no frame asks for more, at first;
+/// the chunk doubles while reads fill it, up to [`READ_CHUNK`], so an idle
+/// channel costs a few KiB and a busy one reads 64 KiB at a time.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
+/// The largest read chunk.
 const READ_CHUNK: usize = 64 * 1024;
 /// A receive buffer larger than this is freed once it is drained.
 const KEEP_BUFFER: usize = 4 * 1024 * 1024;
@@ -65,6 +69,8 @@ pub struct FrameDecoder {
     /// Stream offset of `buf[head]`.
     offset: u64,
     batches: VecDeque<FdBatch>,
+    /// Current read chunk, between FIRST_READ_CHUNK and READ_CHUNK.
+    chunk: usize,
 }
 
 impl FrameDecoder {
@@ -77,6 +83,7 @@ impl FrameDecoder {
             tail: 0,
             offset: 0,
             batches: VecDeque::new(),
+            chunk: FIRST_READ_CHUNK,
         }
     }
 
@@ -98,8 +105,8 @@ impl FrameDecoder {
         // A header that fails its checks is reported by next_frame before the
         // caller reads again, so a bad length never sizes the buffer.
         let wanted = match self.peek_header() {
-            Some(Ok(header)) => header.frame_len().max(READ_CHUNK),
-            _ => READ_CHUNK,
+            Some(Ok(header)) => header.frame_len().max(self.chunk),
+            _ => self.chunk,
         };
         if self.buf.len() - self.head < wanted {
             // Move the unconsumed bytes to the front, then grow if still short.
@@ -116,7 +123,7 @@ impl FrameDecoder {
         }
         if self.tail == self.buf.len() {
             // The caller did not drain whole frames first; make room anyway.
-            self.buf.resize(self.buf.len() + READ_CHUNK, 0);
+            self.buf.resize(self.buf.len() + self.chunk, 0);
         }
         &mut self.buf[self.tail..]
     }
@@ -128,6 +135,10 @@ impl FrameDecoder {
             self.tail + len <= self.buf.len(),
             "committed more than spare() offered"
         );
+        if self.tail + len == self.buf.len() && self.chunk < READ_CHUNK {
+            // The read filled all the room there was: more is probably waiting.
+            self.chunk *= 2;
+        }
         let start = self.received();
         self.tail += len;
         if !fds.is_empty() {

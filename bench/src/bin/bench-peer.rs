@@ -9,8 +9,23 @@ use arbor_protocol::{Error, Frame};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "worker-echo" {
+        // An arbor worker (channel at fd 3), the same as the echo example.
+        let mut worker = arbor_worker::blocking::Worker::connect()?;
+        worker.on_message(|ctx, message, _| ctx.post_message(&message.data, &[]));
+        return Ok(worker.run()?);
+    }
     let socket = channel_from_stdin()?;
     match mode.as_str() {
+        // The raw spawn baseline: one byte on the inherited socket, then wait
+        // for the parent to close it.
+        "raw-ready" => {
+            use std::io::{Read, Write};
+            (&socket).write_all(&[1])?;
+            let mut rest = Vec::new();
+            let _ = (&socket).read_to_end(&mut rest);
+            Ok(())
+        }
         // Replies to every message with the same bytes.
         "arbor-echo" => {
             let mut channel = Channel::new(socket)?;

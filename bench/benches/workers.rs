@@ -1,0 +1,192 @@
+//! Workers through the libraries against the raw limit, in one run:
+//!
+//! - `spawn_to_ready`: arbor's `Supervisor::spawn` of an echo worker until
+//!   its Ready event, against `std::process::Command` starting the same
+//!   binary, which writes one byte to an inherited socket.
+//! - `spawn_100`: the same for 100 workers started concurrently.
+//! - `worker_round_trip/{64,4096}`: `post_message` to an echo worker and its
+//!   reply event, against the raw length-prefix ping-pong over a socketpair.
+//!
+//! node's `child_process.fork` rows come from `bench/node/fork_ipc.js`,
+//! run by bench/run.sh beside this.
+
+use std::hint::black_box;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use arbor_bench::{spawn_peer, RawChannel};
+use arbor_supervisor::{Supervisor, Worker, WorkerEvent, WorkerSpec};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+const PEER: &str = env!("CARGO_BIN_EXE_bench-peer");
+
+fn group_name(name: &str) -> String {
+    match std::env::var("ARBOR_BENCH_LABEL") {
+        Ok(label) if !label.is_empty() => format!("{label}_{name}"),
+        _ => name.to_string(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn ready(supervisor: &Supervisor) -> Worker {
+    let mut worker = supervisor
+        .spawn(WorkerSpec::program(PEER).arg("worker-echo"))
+        .await
+        .expect("spawn");
+    match worker.next_event().await {
+        Some(WorkerEvent::Ready) => worker,
+        other => panic!("expected Ready, got {other:?}"),
+    }
+}
+
+fn raw_spawn() -> (std::process::Child, std::os::unix::net::UnixStream) {
+    let (child, socket) = spawn_peer(PEER, "raw-ready").expect("spawn");
+    let mut byte = [0u8; 1];
+    (&socket).read_exact(&mut byte).expect("ready byte");
+    (child, socket)
+}
+
+fn spawn_to_ready(c: &mut Criterion) {
+    let rt = runtime();
+    let supervisor = rt.block_on(async { Supervisor::new() }).expect("supervisor");
+    let mut group = c.benchmark_group(group_name("spawn_to_ready"));
+    group.bench_function("arbor", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let worker = ready(&supervisor).await;
+                    total += start.elapsed();
+                    worker.terminate().await.expect("terminate");
+                }
+                total
+            })
+        })
+    });
+    group.bench_function("raw", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let (mut child, socket) = raw_spawn();
+                total += start.elapsed();
+                drop(socket);
+                child.wait().expect("wait");
+            }
+            total
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(group_name("spawn_100"));
+    group.sample_size(10);
+    group.bench_function("arbor", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let spawns: Vec<_> = (0..100)
+                        .map(|_| {
+                            let supervisor = supervisor.clone();
+                            tokio::spawn(async move { ready(&supervisor).await })
+                        })
+                        .collect();
+                    let mut workers = Vec::new();
+                    for spawn in spawns {
+                        workers.push(spawn.await.expect("join"));
+                    }
+                    total += start.elapsed();
+                    for worker in &workers {
+                        worker.terminate().await.expect("terminate");
+                    }
+                }
+                total
+            })
+        })
+    });
+    group.bench_function("raw", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let children: Vec<_> = (0..100).map(|_| spawn_peer(PEER, "raw-ready").expect("spawn")).collect();
+                for (_, socket) in &children {
+                    let mut byte = [0u8; 1];
+                    (&*socket).read_exact(&mut byte).expect("ready byte");
+                }
+                total += start.elapsed();
+                for (mut child, socket) in children {
+                    drop(socket);
+                    child.wait().expect("wait");
+                }
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn worker_round_trip(c: &mut Criterion) {
+    let rt = runtime();
+    let supervisor = rt.block_on(async { Supervisor::new() }).expect("supervisor");
+    let mut worker = rt.block_on(ready(&supervisor));
+    let mut group = c.benchmark_group(group_name("worker_round_trip"));
+    for size in [64usize, 4096] {
+        let payload = vec![0x5au8; size];
+        group.bench_with_input(BenchmarkId::new("arbor", size), &payload, |b, payload| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        worker.post_message(payload.clone(), vec![]).await.expect("post");
+                        match worker.next_event().await {
+                            Some(WorkerEvent::Message { data, .. }) => {
+                                black_box(data);
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        let (mut child, socket) = spawn_peer(PEER, "raw-echo").expect("spawn");
+        let mut raw = RawChannel::new(socket).expect("raw");
+        let mut buf = Vec::new();
+        group.bench_with_input(BenchmarkId::new("raw", size), &payload, |b, payload| {
+            b.iter(|| {
+                raw.send(payload).expect("send");
+                raw.recv(&mut buf).expect("recv");
+                black_box(&buf);
+            })
+        });
+        drop(raw);
+        let _ = child.wait();
+    }
+    group.finish();
+    rt.block_on(async { worker.close(Duration::from_secs(5)).await.expect("close") });
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = spawn_to_ready, worker_round_trip
+}
+criterion_main!(benches);
