@@ -55,7 +55,9 @@ fn raw_spawn() -> (std::process::Child, std::os::unix::net::UnixStream) {
 
 fn spawn_to_ready(c: &mut Criterion) {
     let rt = runtime();
-    let supervisor = rt.block_on(async { Supervisor::new() }).expect("supervisor");
+    let supervisor = rt
+        .block_on(async { Supervisor::new() })
+        .expect("supervisor");
     let mut group = c.benchmark_group(group_name("spawn_to_ready"));
     group.bench_function("arbor", |b| {
         b.iter_custom(|iters| {
@@ -118,7 +120,9 @@ fn spawn_to_ready(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let start = Instant::now();
-                let children: Vec<_> = (0..100).map(|_| spawn_peer(PEER, "raw-ready").expect("spawn")).collect();
+                let children: Vec<_> = (0..100)
+                    .map(|_| spawn_peer(PEER, "raw-ready").expect("spawn"))
+                    .collect();
                 for (_, socket) in &children {
                     let mut byte = [0u8; 1];
                     (&*socket).read_exact(&mut byte).expect("ready byte");
@@ -137,7 +141,9 @@ fn spawn_to_ready(c: &mut Criterion) {
 
 fn worker_round_trip(c: &mut Criterion) {
     let rt = runtime();
-    let supervisor = rt.block_on(async { Supervisor::new() }).expect("supervisor");
+    let supervisor = rt
+        .block_on(async { Supervisor::new() })
+        .expect("supervisor");
     let mut worker = rt.block_on(ready(&supervisor));
     let mut group = c.benchmark_group(group_name("worker_round_trip"));
     for size in [64usize, 4096] {
@@ -147,7 +153,10 @@ fn worker_round_trip(c: &mut Criterion) {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        worker.post_message(payload.clone(), vec![]).await.expect("post");
+                        worker
+                            .post_message(payload.clone(), vec![])
+                            .await
+                            .expect("post");
                         match worker.next_event().await {
                             Some(WorkerEvent::Message { data, .. }) => {
                                 black_box(data);

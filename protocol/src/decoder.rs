@@ -71,7 +71,15 @@ pub struct FrameDecoder {
     batches: VecDeque<FdBatch>,
     /// Current read chunk, between FIRST_READ_CHUNK and READ_CHUNK.
     chunk: usize,
+    /// A problem found when bytes or fds were committed, reported by the
+    /// next call to `next_frame`.
+    pending_error: Option<Error>,
 }
+
+/// Most fd batches held at once. A receiver that drains whole frames before
+/// reading again holds at most two (the batch of the frame being completed
+/// and the one of the frame just begun); more means a peer is piling fds up.
+const MAX_BATCHES: usize = 4;
 
 impl FrameDecoder {
     /// A decoder that enforces `limits`.
@@ -84,6 +92,7 @@ impl FrameDecoder {
             offset: 0,
             batches: VecDeque::new(),
             chunk: FIRST_READ_CHUNK,
+            pending_error: None,
         }
     }
 
@@ -141,13 +150,28 @@ impl FrameDecoder {
         }
         let start = self.received();
         self.tail += len;
-        if !fds.is_empty() {
-            self.batches.push_back(FdBatch {
-                fds,
-                start,
-                end: self.received(),
-            });
+        if fds.is_empty() || self.pending_error.is_some() {
+            return;
         }
+        let end = self.received();
+        // A batch whose receive began after the frame being assembled and
+        // ended inside it has no frame to belong to: frames start only at
+        // that frame's end or later. Refuse it now rather than hold it.
+        if let Some(Ok(header)) = self.peek_header() {
+            let frame_end = self.offset + header.frame_len() as u64;
+            if start > self.offset && end <= frame_end {
+                self.pending_error = Some(Error::StrayFds { count: fds.len() });
+                return;
+            }
+        }
+        if self.batches.len() >= MAX_BATCHES {
+            self.pending_error = Some(Error::StrayFds {
+                count: fds.len() + self.batches.iter().map(|b| b.fds.len()).sum::<usize>(),
+            });
+            self.batches.clear();
+            return;
+        }
+        self.batches.push_back(FdBatch { fds, start, end });
     }
 
     /// Total bytes received on the stream so far.
@@ -169,6 +193,10 @@ impl FrameDecoder {
     /// An error means the stream is broken: drop the decoder (closing every
     /// fd it holds) and close the channel.
     pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>> {
+        if let Some(error) = self.pending_error.take() {
+            self.batches.clear();
+            return Err(error);
+        }
         let header = match self.peek_header() {
             None => return Ok(None),
             Some(header) => header?,
@@ -227,8 +255,10 @@ impl FrameDecoder {
 
     /// Checks the stream's end: [`Error::Closed`] on a frame boundary with no
     /// fds left over, otherwise what was left unfinished.
-    pub fn finish(&self) -> Error {
-        if self.tail > self.head {
+    pub fn finish(&mut self) -> Error {
+        if let Some(error) = self.pending_error.take() {
+            error
+        } else if self.tail > self.head {
             Error::Truncated {
                 buffered: self.tail - self.head,
             }
@@ -366,6 +396,43 @@ mod tests {
         feed(&mut decoder, &frame_bytes(b"a", 0), vec![devnull()]);
         assert!(decoder.next_frame().unwrap().is_some());
         assert!(matches!(decoder.finish(), Error::StrayFds { count: 1 }));
+    }
+
+    #[test]
+    fn fds_arriving_inside_an_unfinished_frame_are_refused_at_once() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let bytes = frame_bytes(&[0u8; 1000], 0);
+        feed(&mut decoder, &bytes[..100], vec![]);
+        // A receive that starts and ends inside the frame cannot carry fds
+        // for any frame; they are closed now, not held until the frame ends.
+        feed(&mut decoder, &bytes[100..101], vec![devnull(), devnull()]);
+        assert!(matches!(
+            decoder.next_frame(),
+            Err(Error::StrayFds { count: 2 })
+        ));
+    }
+
+    #[test]
+    fn a_pile_of_fd_batches_is_refused() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let mut stream = Vec::new();
+        for _ in 0..MAX_BATCHES + 1 {
+            stream.extend(frame_bytes(b"x", 1));
+        }
+        // Each receive brings one frame's first byte and its fd, never draining.
+        let len = stream.len() / (MAX_BATCHES + 1);
+        for i in 0..=MAX_BATCHES {
+            feed(&mut decoder, &stream[i * len..i * len + 1], vec![devnull()]);
+            feed(&mut decoder, &stream[i * len + 1..(i + 1) * len], vec![]);
+        }
+        let mut result = Ok(());
+        for _ in 0..=MAX_BATCHES {
+            if let Err(e) = decoder.next_frame() {
+                result = Err(e);
+                break;
+            }
+        }
+        assert!(matches!(result, Err(Error::StrayFds { .. })));
     }
 
     #[test]

@@ -116,6 +116,25 @@ impl Limits {
         }
     }
 
+    /// Checks a Message of `len` bytes with `fd_count` fds against these
+    /// limits, as a sender would before queueing it.
+    pub fn check_message(&self, len: usize, fd_count: usize) -> Result<()> {
+        let payload = len as u64 + 8;
+        if payload > u64::from(self.max_payload) {
+            return Err(Error::PayloadTooLarge {
+                len: payload,
+                limit: self.max_payload,
+            });
+        }
+        if fd_count > self.max_fds {
+            return Err(Error::TooManyFds {
+                count: fd_count,
+                limit: self.max_fds,
+            });
+        }
+        Ok(())
+    }
+
     /// These limits with another fd limit, capped at [`SCM_MAX_FD`].
     pub fn with_max_fds(self, max_fds: usize) -> Self {
         Self {

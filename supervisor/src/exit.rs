@@ -58,14 +58,16 @@ impl ExitRecord {
         escalated_to: Option<Signal>,
     ) -> Self {
         let status = reaped.status;
-        let (code, signal) = if libc::WIFEXITED(status) {
+        let (code, signal) = if status == -1 {
+            (None, None) // the status was lost (see sys::Reaped::unknown)
+        } else if libc::WIFEXITED(status) {
             (Some(libc::WEXITSTATUS(status)), None)
         } else if libc::WIFSIGNALED(status) {
             (None, Signal::from_number(libc::WTERMSIG(status)))
         } else {
             (None, None)
         };
-        let core_dumped = libc::WIFSIGNALED(status) && libc::WCOREDUMP(status);
+        let core_dumped = status != -1 && libc::WIFSIGNALED(status) && libc::WCOREDUMP(status);
         let initiated_by = match (asked, signal) {
             (Some(who), _) => who,
             (None, Some(_)) => Initiator::Crash,

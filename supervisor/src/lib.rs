@@ -21,7 +21,7 @@
 //!         break;
 //!     }
 //! }
-//! let exit = worker.close(std::time::Duration::from_secs(5)).await;
+//! let exit = worker.close(std::time::Duration::from_secs(5)).await?;
 //! println!("{exit}");
 //! # Ok(()) }
 //! ```

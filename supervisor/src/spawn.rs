@@ -91,7 +91,11 @@ impl Spawner {
             .name("arbor-spawner".into())
             .spawn(move || {
                 for (prepared, reply) in incoming {
-                    let _ = reply.send(fork_exec(prepared));
+                    if let Err(Ok(orphan)) = reply.send(fork_exec(prepared)) {
+                        // The caller stopped waiting (its spawn was cancelled):
+                        // nobody will supervise this child, so it must not live.
+                        sys::kill_and_reap(orphan.pid);
+                    }
                 }
             })?;
         Ok(Self { requests })
@@ -143,7 +147,17 @@ fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
         .map(|(fd, target)| (fd.as_raw_fd(), *target))
         .collect();
     let cwd = prepared.cwd.as_ref().map(|c| c.as_ptr());
-    let (error_read, error_write) = sys::pipe().map_err(StartError::Parent)?;
+    // The error pipe must not sit on a number the child dup2's onto.
+    let floor = prepared
+        .fds
+        .iter()
+        .map(|(_, target)| *target)
+        .max()
+        .unwrap_or(2)
+        + 1;
+    let (error_read, error_write) = sys::pipe()
+        .and_then(|(read, write)| Ok((read, sys::dup_at_least(write.as_fd(), floor.max(10))?)))
+        .map_err(StartError::Parent)?;
     let error_fd = error_write.as_raw_fd();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };

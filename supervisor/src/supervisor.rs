@@ -149,7 +149,13 @@ impl Supervisor {
                     source,
                 },
             })?;
-        let channel = AsyncChannel::from_std(ours, self.limits).map_err(spawn_error)?;
+        let channel = match AsyncChannel::from_std(ours, self.limits) {
+            Ok(channel) => channel,
+            Err(source) => {
+                crate::sys::kill_and_reap(started.pid);
+                return Err(spawn_error(source));
+            }
+        };
         let (sender, receiver) = channel.into_split();
         let [stdout, stderr] = captured;
         launch(Launch {
@@ -164,6 +170,7 @@ impl Supervisor {
             speaks_protocol,
             queue_limit,
             when_full,
+            limits: self.limits,
             spawner: Arc::clone(&self.spawner),
         })
     }

@@ -59,6 +59,18 @@ pub(crate) struct Reaped {
     pub(crate) max_rss_kib: u64,
 }
 
+impl Reaped {
+    /// A child whose status could not be read (someone else reaped it).
+    pub(crate) fn unknown() -> Self {
+        Self {
+            status: -1,
+            user_time: Duration::ZERO,
+            system_time: Duration::ZERO,
+            max_rss_kib: 0,
+        }
+    }
+}
+
 /// Reaps `pid` if it has exited (`WNOHANG`).
 pub(crate) fn try_reap(pid: libc::pid_t) -> io::Result<Option<Reaped>> {
     let mut status = 0;

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
 use crate::error::{Error, Result};
 use crate::exit::{ExitRecord, Initiator};
@@ -130,6 +130,7 @@ pub struct Worker {
     exit: watch::Receiver<Option<ExitRecord>>,
     when_full: WhenFull,
     queue_limit: usize,
+    limits: arbor_protocol::Limits,
     _spawner: Arc<Spawner>,
 }
 
@@ -157,6 +158,7 @@ pub(crate) struct Launch {
     pub(crate) speaks_protocol: bool,
     pub(crate) queue_limit: usize,
     pub(crate) when_full: WhenFull,
+    pub(crate) limits: arbor_protocol::Limits,
     pub(crate) spawner: Arc<Spawner>,
 }
 
@@ -167,7 +169,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
     let (events_tx, events) = mpsc::channel(1024);
     let (exit_tx, exit) = watch::channel(None);
     let (ready_tx, ready_rx) = watch::channel(!launch.speaks_protocol);
-    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+    let (writer_tx, writer_rx) = mpsc::channel(WRITER_COMMANDS);
 
     let pidfd = match sys::async_pidfd(launch.pidfd) {
         Ok(pidfd) => pidfd,
@@ -233,6 +235,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         exit,
         when_full: launch.when_full,
         queue_limit: launch.queue_limit,
+        limits: launch.limits,
         _spawner: launch.spawner,
     })
 }
@@ -261,6 +264,8 @@ impl Worker {
             data: data.into(),
             fds,
         };
+        // Refuse what the channel would refuse now, not later in the writer.
+        self.limits.check_message(item.data.len(), item.fds.len())?;
         match self.when_full {
             WhenFull::Wait => self.posts.send(item).await.map_err(|_| self.gone()),
             WhenFull::Error => self.posts.try_send(item).map_err(|e| match e {
@@ -357,7 +362,7 @@ struct DriverState {
     pid: libc::pid_t,
     queued: VecDeque<WorkerEvent>,
     ready: watch::Sender<bool>,
-    writer: mpsc::UnboundedSender<WriterCommand>,
+    writer: mpsc::Sender<WriterCommand>,
     asked: Option<Initiator>,
     /// Next escalation step of a close: when, which signal, and the grace.
     escalation: Option<(Instant, Signal, Duration)>,
@@ -366,6 +371,13 @@ struct DriverState {
     /// Whether a Close frame means anything to this worker.
     speaks_protocol: bool,
 }
+
+/// How long after an exit the driver waits for the rest of the worker's
+/// messages and output before it reports the exit.
+/// Commands (pongs, close) queued for the writer task.
+const WRITER_COMMANDS: usize = 16;
+
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Events queued in the driver before it stops reading the worker's socket
 /// (backpressure: a consumer that does not read events slows the worker,
@@ -416,22 +428,32 @@ impl Driver {
                     state.on_control(command, pidfd.get_ref().as_fd());
                 }
                 _ = sleep_until(escalate_at.unwrap_or_else(Instant::now)), if escalate_at.is_some() => {
-                    state.escalate();
+                    state.escalate(pidfd.get_ref().as_fd());
                 }
             }
         };
         let record = ExitRecord::from_reaped(&reaped, state.asked, state.escalated_to);
         let _ = exit.send(Some(record));
         // Deliver every message the worker sent before it died, then its
-        // output, then the exit.
+        // output, then the exit. Whatever the worker wrote is already in the
+        // socket; the deadline only guards against a stray process that
+        // inherited the channel and keeps it open.
+        let deadline = Instant::now() + DRAIN_LIMIT;
         while state.channel_open {
-            match timeout(Duration::from_millis(100), receiver.recv()).await {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
                 Ok(frame) => state.on_frame(frame),
                 Err(_) => break,
             }
         }
-        for output in outputs.drain(..) {
-            let _ = timeout(Duration::from_secs(1), output).await;
+        drop(receiver);
+        for mut output in outputs.drain(..) {
+            if tokio::time::timeout_at(deadline + DRAIN_LIMIT, &mut output)
+                .await
+                .is_err()
+            {
+                output.abort();
+                let _ = output.await;
+            }
         }
         state.queued.push_back(WorkerEvent::Exit(record));
         while let Some(event) = state.queued.pop_front() {
@@ -447,7 +469,12 @@ impl DriverState {
         // The worker is a zombie: its process group id is still ours, so
         // clean up whatever it left running in its group before reaping.
         let _ = sys::killpg(self.pid, libc::SIGKILL);
-        sys::try_reap(self.pid).ok().flatten()
+        match sys::try_reap(self.pid) {
+            Ok(reaped) => reaped,
+            // ECHILD: someone else reaped it (SIGCHLD ignored by the host
+            // program); the pidfd said it exited, its status is lost.
+            Err(_) => Some(sys::Reaped::unknown()),
+        }
     }
 
     fn on_frame(&mut self, frame: arbor_protocol::Result<(Frame, Vec<OwnedFd>)>) {
@@ -465,7 +492,9 @@ impl DriverState {
                 location: report.location,
             },
             Ok((Frame::Ping(nonce), _)) => {
-                let _ = self.writer.send(WriterCommand::Pong(nonce));
+                // A worker that pings without reading its answers gets no
+                // more than WRITER_COMMANDS of them queued; the rest are dropped.
+                let _ = self.writer.try_send(WriterCommand::Pong(nonce));
                 return;
             }
             Ok((Frame::Pong(_), _)) => return,
@@ -489,12 +518,14 @@ impl DriverState {
     fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
         match command {
             Some(Control::Close(grace)) => {
-                if self.asked.is_some() {
+                if matches!(self.asked, Some(Initiator::Close | Initiator::Terminate)) {
                     return;
                 }
                 self.asked = Some(Initiator::Close);
                 if self.channel_open && self.speaks_protocol {
-                    let _ = self.writer.send(WriterCommand::Close);
+                    // The close command must not be lost behind queued pongs.
+                    let writer = self.writer.clone();
+                    tokio::spawn(async move { writer.send(WriterCommand::Close).await });
                     self.escalation = Some((Instant::now() + grace, Signal::TERM, grace));
                 } else {
                     // Nobody reads a Close frame: straight to SIGTERM.
@@ -505,7 +536,7 @@ impl DriverState {
                 if self.asked != Some(Initiator::Terminate) {
                     self.asked = Some(Initiator::Terminate);
                     self.escalation = None;
-                    let _ = sys::killpg(self.pid, libc::SIGKILL);
+                    self.kill(pidfd, libc::SIGKILL);
                 }
             }
             Some(Control::Signal(signal, reply)) => {
@@ -517,11 +548,18 @@ impl DriverState {
         }
     }
 
-    fn escalate(&mut self) {
+    /// Signals the worker's process group, and the worker itself through its
+    /// pidfd in case it left the group.
+    fn kill(&self, pidfd: std::os::fd::BorrowedFd<'_>, signal: i32) {
+        let _ = sys::killpg(self.pid, signal);
+        let _ = sys::pidfd_send_signal(pidfd, signal);
+    }
+
+    fn escalate(&mut self, pidfd: std::os::fd::BorrowedFd<'_>) {
         let Some((_, signal, grace)) = self.escalation.take() else {
             return;
         };
-        let _ = sys::killpg(self.pid, signal.number());
+        self.kill(pidfd, signal.number());
         self.escalated_to = Some(signal);
         if signal == Signal::TERM {
             self.escalation = Some((Instant::now() + grace, Signal::KILL, grace));
@@ -532,7 +570,7 @@ impl DriverState {
 async fn write_loop(
     mut sender: AsyncSender,
     mut posts: mpsc::Receiver<Outbound>,
-    mut commands: mpsc::UnboundedReceiver<WriterCommand>,
+    mut commands: mpsc::Receiver<WriterCommand>,
     mut ready: watch::Receiver<bool>,
 ) {
     let mut is_ready = *ready.borrow();
@@ -570,9 +608,16 @@ async fn write_loop(
                 None => return,
             },
         };
-        if result.is_err() {
+        match result {
+            Ok(()) => {}
+            // A frame refused by a limit changes nothing on the channel.
+            Err(e) if !e.is_fatal() => {}
+            Err(
+                arbor_protocol::Error::PayloadTooLarge { .. }
+                | arbor_protocol::Error::TooManyFds { .. },
+            ) => {}
             // The worker is gone or its channel broke; the driver reports it.
-            return;
+            Err(_) => return,
         }
     }
 }

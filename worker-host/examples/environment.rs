@@ -77,7 +77,10 @@ impl EnvironmentClient {
     /// Retires the current worker and waits until it is gone.
     pub async fn retire(&self) {
         let current = self.current.lock().expect("lock").take();
-        if let Some(Current { requests, router, .. }) = current {
+        if let Some(Current {
+            requests, router, ..
+        }) = current
+        {
             drop(requests);
             let _ = router.await;
         }

@@ -19,7 +19,10 @@ async fn main() -> arbor_worker::Result<()> {
                 closer.close();
                 return Ok::<(), arbor_worker::Error>(());
             }
-            if (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d)) {
+            if (2..)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
+            {
                 poster.post_value(&n).await?;
             }
             if n.is_multiple_of(1024) {

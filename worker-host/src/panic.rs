@@ -4,6 +4,15 @@
 //! The hook writes on its own duplicate of the channel socket, so it needs
 //! no lock the panicking thread might hold. It is installed once, when the
 //! worker connects, and chains to the hook that was there before.
+//!
+//! # Caveats
+//!
+//! The report is written between frames when the panic ends the process
+//! (the blocking API writes whole frames before a handler runs again). In a
+//! tokio worker where one task panics while another task is in the middle of
+//! writing a large message, the report could land inside that message and
+//! the parent would see the channel break; the process then goes on without
+//! its channel, which the parent reports as a channel error.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -45,6 +54,31 @@ fn report(info: &std::panic::PanicHookInfo<'_>) {
     let frame = Frame::Error(ErrorReport { message, location });
     let mut bytes = Vec::new();
     if encode_frame::<()>(&mut bytes, Outgoing::Frame(&frame), 0, &Limits::default()).is_ok() {
-        let _ = (&*channel).write_all(&bytes);
+        write_all_waiting(channel, &bytes);
+    }
+}
+
+/// Writes all of `bytes`, waiting (up to a second each time) when the
+/// socket is non-blocking and full: the tokio API puts the shared open file
+/// in non-blocking mode, and a report cut short would break the stream.
+fn write_all_waiting(channel: &UnixStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match (&*channel).write(bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut pollfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(channel),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll on one valid pollfd for at most a second.
+                if unsafe { libc::poll(&mut pollfd, 1, 1000) } <= 0 {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
     }
 }

@@ -21,13 +21,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let supervisor = Supervisor::new()?;
     // One worker first, so that the runtime, the spawner thread and the
     // allocator's arenas are warm before the baseline.
-    let mut warm = supervisor.spawn(WorkerSpec::program(&peer).arg("worker-echo")).await?;
+    let mut warm = supervisor
+        .spawn(WorkerSpec::program(&peer).arg("worker-echo"))
+        .await?;
     assert!(matches!(warm.next_event().await, Some(WorkerEvent::Ready)));
     let before = rss_kib("self");
     let mut workers = Vec::new();
     for _ in 0..100 {
-        let mut worker = supervisor.spawn(WorkerSpec::program(&peer).arg("worker-echo")).await?;
-        assert!(matches!(worker.next_event().await, Some(WorkerEvent::Ready)));
+        let mut worker = supervisor
+            .spawn(WorkerSpec::program(&peer).arg("worker-echo"))
+            .await?;
+        assert!(matches!(
+            worker.next_event().await,
+            Some(WorkerEvent::Ready)
+        ));
         workers.push(worker);
     }
     let after = rss_kib("self");
