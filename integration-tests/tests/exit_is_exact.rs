@@ -192,3 +192,40 @@ async fn spawn_failures_are_typed() {
     assert!(matches!(err, Error::Exec { step: "chdir", .. }), "{err}");
     assert!(arbor_integration_tests::zombie_children().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_after_a_signal_still_closes() {
+    let supervisor = Supervisor::new().unwrap();
+    let worker = spawn(&supervisor, WorkerSpec::program(test_worker()).arg("echo")).await;
+    // SIGWINCH's default action is to do nothing.
+    worker
+        .signal(Signal::from_name("WINCH").unwrap())
+        .await
+        .unwrap();
+    let exit = within(LIMIT, "close", worker.close(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (exit.code, exit.initiated_by, exit.escalated_to),
+        (Some(0), Initiator::Close, None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_failure_is_reported_whatever_fds_the_child_gets() {
+    // Many targets (stdio captured, four sockets): the error pipe must not
+    // collide with any of them, or a failed chdir would pass for a start.
+    let supervisor = Supervisor::new().unwrap();
+    let mut spec = WorkerSpec::program(test_worker())
+        .arg("echo")
+        .cwd("/no/such/dir")
+        .stdout(arbor_supervisor::Output::Capture)
+        .stderr(arbor_supervisor::Output::Capture);
+    for i in 0..4 {
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        spec = spec.listen_fd(format!("s{i}"), socket.into());
+    }
+    let err = supervisor.spawn(spec).await.unwrap_err();
+    assert!(matches!(err, Error::Exec { step: "chdir", .. }), "{err}");
+    assert!(arbor_integration_tests::zombie_children().is_empty());
+}
