@@ -27,7 +27,16 @@ fn group_name(name: &str) -> String {
     }
 }
 
+/// The supervisor's runtime: `ARBOR_BENCH_RUNTIME=current_thread` for one
+/// thread (every task hop is a plain task switch), else tokio's
+/// multi-threaded runtime with two workers (a hop may wake another thread).
 fn runtime() -> tokio::runtime::Runtime {
+    if std::env::var("ARBOR_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -144,13 +153,17 @@ fn worker_round_trip(c: &mut Criterion) {
     let supervisor = rt
         .block_on(async { Supervisor::new() })
         .expect("supervisor");
-    let mut worker = rt.block_on(ready(&supervisor));
+    // The worker lives in a task of the runtime, as in a real parent: the
+    // measured loop runs there too, not on the thread blocked in block_on.
+    let worker = std::sync::Arc::new(tokio::sync::Mutex::new(rt.block_on(ready(&supervisor))));
     let mut group = c.benchmark_group(group_name("worker_round_trip"));
     for size in [64usize, 4096] {
         let payload = vec![0x5au8; size];
         group.bench_with_input(BenchmarkId::new("arbor", size), &payload, |b, payload| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
+                let (worker, payload) = (worker.clone(), payload.clone());
+                rt.block_on(rt.spawn(async move {
+                    let mut worker = worker.lock().await;
                     let start = Instant::now();
                     for _ in 0..iters {
                         worker
@@ -165,7 +178,8 @@ fn worker_round_trip(c: &mut Criterion) {
                         }
                     }
                     start.elapsed()
-                })
+                }))
+                .expect("join")
             })
         });
         let (mut child, socket) = spawn_peer(PEER, "raw-echo").expect("spawn");
@@ -182,7 +196,14 @@ fn worker_round_trip(c: &mut Criterion) {
         let _ = child.wait();
     }
     group.finish();
-    rt.block_on(async { worker.close(Duration::from_secs(5)).await.expect("close") });
+    rt.block_on(async {
+        worker
+            .lock()
+            .await
+            .close(Duration::from_secs(5))
+            .await
+            .expect("close")
+    });
 }
 
 fn config() -> Criterion {

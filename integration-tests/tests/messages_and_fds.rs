@@ -204,3 +204,54 @@ async fn captured_output_arrives_line_by_line_before_the_exit() {
         .collect();
     assert_eq!(stdout, ["line 1", "line 2", "line 3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posters_each_keep_their_order() {
+    let supervisor = Supervisor::new().unwrap();
+    let mut worker = supervisor
+        .spawn(
+            WorkerSpec::program(test_worker())
+                .arg("echo")
+                .queue_limit(16, WhenFull::Wait),
+        )
+        .await
+        .unwrap();
+    // Four posters at once, some messages before Ready (queued), most after
+    // (fast path or queue, whichever is free).
+    within(LIMIT, "posting", async {
+        tokio::join!(
+            post_numbered(0, &worker),
+            post_numbered(1, &worker),
+            post_numbered(2, &worker),
+            post_numbered(3, &worker)
+        );
+    })
+    .await;
+    let mut next = [0u16; 4];
+    within(LIMIT, "2000 echoes", async {
+        while next.iter().map(|&n| u32::from(n)).sum::<u32>() < 2000 {
+            match worker.next_event().await.expect("event") {
+                WorkerEvent::Message { data, .. } => {
+                    let (task, i) = (data[0] as usize, u16::from_le_bytes([data[1], data[2]]));
+                    assert_eq!(i, next[task], "poster {task} out of order");
+                    next[task] += 1;
+                }
+                WorkerEvent::Ready => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    within(LIMIT, "close", worker.close(Duration::from_secs(5)))
+        .await
+        .unwrap();
+}
+
+/// Posts 500 messages `[task, i as u16 LE]` in order.
+async fn post_numbered(task: u8, worker: &arbor_supervisor::Worker) {
+    for i in 0..500u16 {
+        let mut data = vec![task];
+        data.extend_from_slice(&i.to_le_bytes());
+        worker.post_message(data, vec![]).await.unwrap();
+    }
+}

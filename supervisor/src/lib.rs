@@ -30,6 +30,7 @@
 
 pub mod error;
 pub mod exit;
+mod outbox;
 pub mod signal;
 mod spawn;
 pub mod spec;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbor_protocol::nonblocking::{AsyncReceiver, AsyncSender};
+
 use arbor_protocol::{Frame, Location, Message};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
@@ -29,6 +30,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::error::{Error, Result};
 use crate::exit::{ExitRecord, Initiator};
+use crate::outbox::{write_loop, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
 use crate::spawn::Spawner;
 use crate::spec::WhenFull;
@@ -99,20 +101,10 @@ impl WorkerEvent {
     }
 }
 
-struct Outbound {
-    data: Vec<u8>,
-    fds: Vec<OwnedFd>,
-}
-
 enum Control {
     Close(Duration),
     Terminate,
     Signal(Signal, oneshot::Sender<std::io::Result<()>>),
-}
-
-enum WriterCommand {
-    Pong(u64),
-    Close,
 }
 
 /// A running worker process, the parent's side of the Web Workers model.
@@ -124,7 +116,7 @@ pub struct Worker {
     id: u64,
     pid: u32,
     name: String,
-    posts: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<WorkerEvent>,
     exit: watch::Receiver<Option<ExitRecord>>,
@@ -132,17 +124,6 @@ pub struct Worker {
     queue_limit: usize,
     limits: arbor_protocol::Limits,
     _spawner: Arc<Spawner>,
-}
-
-impl std::fmt::Debug for Outbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Outbound({} bytes, {} fds)",
-            self.data.len(),
-            self.fds.len()
-        )
-    }
 }
 
 /// What [`launch`] needs from the spawn.
@@ -164,7 +145,7 @@ pub(crate) struct Launch {
 
 /// Starts the tasks of a freshly spawned worker and returns its handle.
 pub(crate) fn launch(launch: Launch) -> Result<Worker> {
-    let (posts, posts_rx) = mpsc::channel(launch.queue_limit);
+    let outbox = Arc::new(Outbox::new(launch.sender, launch.queue_limit));
     let (control, control_rx) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::channel(1024);
     let (exit_tx, exit) = watch::channel(None);
@@ -200,7 +181,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             outputs.push(tokio::spawn(capture_lines(pipe, stream, events_tx.clone())));
         }
     }
-    tokio::spawn(write_loop(launch.sender, posts_rx, writer_rx, ready_rx));
+    tokio::spawn(write_loop(Arc::clone(&outbox), writer_rx, ready_rx));
     let mut queued = VecDeque::new();
     if !launch.speaks_protocol {
         queued.push_back(WorkerEvent::Ready);
@@ -229,7 +210,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         id: launch.id,
         pid: launch.pid as u32,
         name: launch.name,
-        posts,
+        outbox,
         control,
         events,
         exit,
@@ -266,16 +247,16 @@ impl Worker {
         };
         // Refuse what the channel would refuse now, not later in the writer.
         self.limits.check_message(item.data.len(), item.fds.len())?;
-        match self.when_full {
-            WhenFull::Wait => self.posts.send(item).await.map_err(|_| self.gone()),
-            WhenFull::Error => self.posts.try_send(item).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::QueueFull {
+        self.outbox
+            .post(item, self.when_full)
+            .await
+            .map_err(|e| match e {
+                PostError::Full => Error::QueueFull {
                     id: self.id,
                     limit: self.queue_limit,
                 },
-                mpsc::error::TrySendError::Closed(_) => self.gone(),
-            }),
-        }
+                PostError::Gone => self.gone(),
+            })
     }
 
     /// Posts `value` encoded with the wire codec; the worker decodes it with
@@ -416,6 +397,18 @@ impl Driver {
                 }
                 frame = receiver.recv(), if state.channel_open && state.queued.len() < QUEUED_EVENTS => {
                     state.on_frame(frame);
+                    // Hand the event over now when there is room, without
+                    // another turn of the loop.
+                    while let Some(event) = state.queued.pop_front() {
+                        match events.try_reserve() {
+                            Ok(permit) => permit.send(event),
+                            Err(mpsc::error::TrySendError::Full(())) => {
+                                state.queued.push_front(event);
+                                break;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(())) => state.queued.clear(),
+                        }
+                    }
                 }
                 permit = events.reserve(), if !state.queued.is_empty() => {
                     match (permit, state.queued.pop_front()) {
@@ -565,88 +558,6 @@ impl DriverState {
             self.escalation = Some((Instant::now() + grace, Signal::KILL, grace));
         }
     }
-}
-
-async fn write_loop(
-    mut sender: AsyncSender,
-    mut posts: mpsc::Receiver<Outbound>,
-    mut commands: mpsc::Receiver<WriterCommand>,
-    mut ready: watch::Receiver<bool>,
-) {
-    let mut is_ready = *ready.borrow();
-    let mut close_pending = false;
-    let mut closed = false;
-    loop {
-        let result = tokio::select! {
-            biased;
-            command = commands.recv() => match command {
-                Some(WriterCommand::Pong(nonce)) => sender.send(&Frame::Pong(nonce), &[]).await,
-                Some(WriterCommand::Close) if is_ready => {
-                    closed = true;
-                    send_close(&mut sender, &mut posts).await
-                }
-                Some(WriterCommand::Close) => {
-                    close_pending = true;
-                    Ok(())
-                }
-                None => return,
-            },
-            changed = ready.changed(), if !is_ready => {
-                if changed.is_err() {
-                    return;
-                }
-                is_ready = *ready.borrow();
-                if is_ready && close_pending {
-                    closed = true;
-                    send_close(&mut sender, &mut posts).await
-                } else {
-                    Ok(())
-                }
-            }
-            post = posts.recv(), if is_ready && !closed => match post {
-                Some(post) => send_batch(&mut sender, post, &mut posts).await,
-                None => return,
-            },
-        };
-        match result {
-            Ok(()) => {}
-            // A frame refused by a limit changes nothing on the channel.
-            Err(e) if !e.is_fatal() => {}
-            Err(
-                arbor_protocol::Error::PayloadTooLarge { .. }
-                | arbor_protocol::Error::TooManyFds { .. },
-            ) => {}
-            // The worker is gone or its channel broke; the driver reports it.
-            Err(_) => return,
-        }
-    }
-}
-
-/// Writes `first` and whatever else is already queued, then flushes once.
-async fn send_batch(
-    sender: &mut AsyncSender,
-    first: Outbound,
-    posts: &mut mpsc::Receiver<Outbound>,
-) -> arbor_protocol::Result<()> {
-    let mut next = Some(first);
-    while let Some(post) = next {
-        let fds: Vec<_> = post.fds.iter().map(|fd| fd.as_fd()).collect();
-        sender.feed_bytes(&post.data, &fds).await?;
-        next = posts.try_recv().ok();
-    }
-    sender.flush().await
-}
-
-/// Delivers every message posted before the close, then the Close frame.
-async fn send_close(
-    sender: &mut AsyncSender,
-    posts: &mut mpsc::Receiver<Outbound>,
-) -> arbor_protocol::Result<()> {
-    while let Ok(post) = posts.try_recv() {
-        let fds: Vec<_> = post.fds.iter().map(|fd| fd.as_fd()).collect();
-        sender.feed_bytes(&post.data, &fds).await?;
-    }
-    sender.send(&Frame::Close, &[]).await
 }
 
 /// Longest line kept whole; longer lines are cut into pieces of this size.

@@ -1,0 +1,222 @@
+//! The way from `post_message` to a worker's socket.
+//!
+//! A post takes the fast path when it can: the worker is Ready, nothing is
+//! queued, and nobody else is writing; then the caller's own task writes the
+//! frame, with no hand-off to another task (a hand-off can mean waking
+//! another thread, which costs more than the write). Otherwise the post is
+//! queued (bounded, waiting or failing at the bound as the spec says) and
+//! the writer task sends it.
+//!
+//! Order is kept because the queue is only ever drained by someone holding
+//! the writer lock, and the fast path is taken only under that lock with the
+//! queue empty. Messages posted before Ready wait in the queue; the writer
+//! task flushes them when Ready arrives and only then opens the fast path.
+//! Close goes out after every message posted before it.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arbor_protocol::nonblocking::AsyncSender;
+use arbor_protocol::Frame;
+use tokio::sync::{mpsc, watch, Mutex, Notify};
+
+use crate::spec::WhenFull;
+
+/// One posted message.
+pub(crate) struct Outbound {
+    pub(crate) data: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Outbound({} bytes, {} fds)",
+            self.data.len(),
+            self.fds.len()
+        )
+    }
+}
+
+/// What the driver asks the writer task to send.
+#[derive(Debug)]
+pub(crate) enum WriterCommand {
+    Pong(u64),
+    Close,
+}
+
+/// Why a post was not accepted.
+#[derive(Debug)]
+pub(crate) enum PostError {
+    Full,
+    Gone,
+}
+
+#[derive(Debug)]
+struct Writer {
+    sender: AsyncSender,
+    queue: mpsc::Receiver<Outbound>,
+    /// The Close frame went out: nothing more is sent.
+    closed: bool,
+    /// The channel broke: nothing more can be sent.
+    failed: bool,
+}
+
+impl Writer {
+    /// Writes every queued message, then flushes.
+    async fn drain(&mut self) {
+        while !self.failed {
+            let Ok(post) = self.queue.try_recv() else {
+                break;
+            };
+            let fds: Vec<_> = post.fds.iter().map(|fd| fd.as_fd()).collect();
+            let fed = self.sender.feed_bytes(&post.data, &fds).await;
+            self.check(fed);
+        }
+        if !self.failed {
+            let flushed = self.sender.flush().await;
+            self.check(flushed);
+        }
+    }
+
+    async fn send(&mut self, frame: &Frame) {
+        if !self.failed {
+            let sent = self.sender.send(frame, &[]).await;
+            self.check(sent);
+        }
+    }
+
+    fn check(&mut self, result: arbor_protocol::Result<()>) {
+        match result {
+            Ok(()) => {}
+            // A frame refused by a limit changes nothing on the channel
+            // (post_message checks the limits first, so this is rare).
+            Err(
+                arbor_protocol::Error::PayloadTooLarge { .. }
+                | arbor_protocol::Error::TooManyFds { .. },
+            ) => {}
+            Err(e) if !e.is_fatal() => {}
+            // The worker is gone or its channel broke; the driver reports it.
+            Err(_) => self.failed = true,
+        }
+    }
+}
+
+/// The shared half of a worker's outgoing path.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    writer: Mutex<Writer>,
+    queue: mpsc::Sender<Outbound>,
+    queue_limit: usize,
+    wake: Notify,
+    /// Set once the messages queued before Ready are written.
+    open: AtomicBool,
+}
+
+impl Outbox {
+    pub(crate) fn new(sender: AsyncSender, queue_limit: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(queue_limit);
+        Self {
+            writer: Mutex::new(Writer {
+                sender,
+                queue: receiver,
+                closed: false,
+                failed: false,
+            }),
+            queue,
+            queue_limit,
+            wake: Notify::new(),
+            open: AtomicBool::new(false),
+        }
+    }
+
+    /// Posts one message: written at once on the fast path, else queued.
+    pub(crate) async fn post(&self, item: Outbound, when_full: WhenFull) -> Result<(), PostError> {
+        if self.open.load(Ordering::Acquire) && self.queue.capacity() == self.queue_limit {
+            if let Ok(mut writer) = self.writer.try_lock() {
+                if writer.queue.is_empty() {
+                    if writer.closed || writer.failed {
+                        return Err(PostError::Gone);
+                    }
+                    let fds: Vec<_> = item.fds.iter().map(|fd| fd.as_fd()).collect();
+                    let sent = writer.sender.send_bytes(&item.data, &fds).await;
+                    writer.check(sent);
+                    return if writer.failed {
+                        Err(PostError::Gone)
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+        }
+        match when_full {
+            WhenFull::Wait => self.queue.send(item).await.map_err(|_| PostError::Gone)?,
+            WhenFull::Error => self.queue.try_send(item).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PostError::Full,
+                mpsc::error::TrySendError::Closed(_) => PostError::Gone,
+            })?,
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// The writer task: flushes the queue when the worker is Ready and whenever
+/// a post is queued, answers pings, and sends Close after everything posted
+/// before it.
+pub(crate) async fn write_loop(
+    outbox: std::sync::Arc<Outbox>,
+    mut commands: mpsc::Receiver<WriterCommand>,
+    mut ready: watch::Receiver<bool>,
+) {
+    let mut is_ready = *ready.borrow();
+    let mut close_pending = false;
+    if is_ready {
+        outbox.open.store(true, Ordering::Release);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(WriterCommand::Pong(nonce)) => outbox.writer.lock().await.send(&Frame::Pong(nonce)).await,
+                Some(WriterCommand::Close) if is_ready => close(&outbox).await,
+                Some(WriterCommand::Close) => close_pending = true,
+                None => return,
+            },
+            changed = ready.changed(), if !is_ready => {
+                if changed.is_err() {
+                    return;
+                }
+                is_ready = *ready.borrow();
+                if is_ready {
+                    let mut writer = outbox.writer.lock().await;
+                    writer.drain().await;
+                    // Open the fast path only now, under the lock, with the
+                    // messages posted before Ready already written.
+                    outbox.open.store(true, Ordering::Release);
+                    drop(writer);
+                    if close_pending {
+                        close(&outbox).await;
+                    }
+                }
+            }
+            _ = outbox.wake.notified(), if is_ready => {
+                let mut writer = outbox.writer.lock().await;
+                if !writer.closed {
+                    writer.drain().await;
+                }
+            }
+        }
+    }
+}
+
+async fn close(outbox: &Outbox) {
+    let mut writer = outbox.writer.lock().await;
+    if writer.closed {
+        return;
+    }
+    writer.drain().await;
+    writer.send(&Frame::Close).await;
+    writer.closed = true;
+}
