@@ -17,6 +17,7 @@ for i in $(seq 1 "$runs"); do
   cargo bench -q -p arbor-bench --bench channel -- --noplot
   ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench channel -- --noplot round_trip
   cargo bench -q -p arbor-bench --bench workers -- --noplot
+  ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench workers -- --noplot worker_round_trip
   cp -r target/criterion "$out/run-$i"
   ./target/release/worker-memory > "$out/run-$i/memory.json"
   if command -v node > /dev/null; then
