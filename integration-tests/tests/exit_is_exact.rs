@@ -229,3 +229,30 @@ async fn an_exec_failure_is_reported_whatever_fds_the_child_gets() {
     assert!(matches!(err, Error::Exec { step: "chdir", .. }), "{err}");
     assert!(arbor_integration_tests::zombie_children().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_from_inside_runs_onclose_flushes_and_exits_0() {
+    let supervisor = Supervisor::new().unwrap();
+    let mut worker = spawn(
+        &supervisor,
+        WorkerSpec::program(test_worker()).arg("close-self"),
+    )
+    .await;
+    worker
+        .post_message(b"last words".to_vec(), vec![])
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    let exit = within(LIMIT, "self-close", async {
+        loop {
+            match worker.next_event().await.expect("event") {
+                WorkerEvent::Message { data, .. } => messages.push(data),
+                WorkerEvent::Exit(exit) => return exit,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(messages, [b"last words".to_vec(), b"onclose ran".to_vec()]);
+    assert_eq!((exit.code, exit.initiated_by), (Some(0), Initiator::Worker));
+}

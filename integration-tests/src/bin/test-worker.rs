@@ -10,6 +10,7 @@
 //! - `garbage`: writes bytes that are not a frame on its channel, then waits.
 //! - `lying`: sends a frame whose header names an fd it does not send, then waits.
 //! - `panic`: panics with "boom" on the first message.
+//! - `close-self`: replies to the first message, then closes itself (onclose posts "onclose ran").
 //! - `env NAME`: replies "NAME:<message>" to each message.
 //! - `chatty`: prints "line N" to stdout for N in 1..=3, then echoes.
 //! - `plain`: does not speak the protocol; sleeps until killed.
@@ -110,6 +111,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "panic" => {
             worker.on_message(|_, _, _| panic!("boom"));
+        }
+        "close-self" => {
+            worker.on_message(|ctx, message, _| {
+                ctx.post_message(&message.data, &[])?;
+                ctx.close();
+                Ok(())
+            });
+            worker.on_close(|ctx| ctx.post_message(b"onclose ran", &[]));
         }
         "env" => {
             worker.on_message(move |ctx, message, _| {
