@@ -29,6 +29,32 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
+/// The next message from `worker` (skipping Ready), within 20 s; any other
+/// event fails the test.
+pub async fn next_message(
+    worker: &mut arbor_supervisor::Worker,
+) -> (Vec<u8>, Vec<std::os::fd::OwnedFd>) {
+    use arbor_supervisor::WorkerEvent;
+    within(
+        Duration::from_secs(20),
+        "a message from the worker",
+        async {
+            loop {
+                match worker
+                    .next_event()
+                    .await
+                    .expect("the worker's events ended")
+                {
+                    WorkerEvent::Message { data, fds } => return (data, fds),
+                    WorkerEvent::Ready => continue,
+                    other => panic!("expected a message, got {other:?}"),
+                }
+            }
+        },
+    )
+    .await
+}
+
 /// Pids of this process's children that are zombies.
 pub fn zombie_children() -> Vec<u32> {
     let me = std::process::id();

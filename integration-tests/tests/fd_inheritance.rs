@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use arbor_integration_tests::{test_worker, within};
+use arbor_integration_tests::{next_message, test_worker, within};
 use arbor_supervisor::{Supervisor, Worker, WorkerEvent, WorkerSpec};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -15,16 +15,7 @@ async fn report(worker: &mut Worker) -> String {
         .post_message(b"report".to_vec(), vec![])
         .await
         .unwrap();
-    within(LIMIT, "fd report", async {
-        loop {
-            match worker.next_event().await.expect("event") {
-                WorkerEvent::Message { data, .. } => return String::from_utf8(data).unwrap(),
-                WorkerEvent::Ready => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    })
-    .await
+    String::from_utf8(next_message(worker).await.0).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

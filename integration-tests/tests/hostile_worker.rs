@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use arbor_integration_tests::{open_fd_count, test_worker, within};
+use arbor_integration_tests::{next_message, open_fd_count, test_worker, within};
 use arbor_supervisor::{Supervisor, Worker, WorkerEvent, WorkerSpec};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -23,16 +23,7 @@ async fn channel_error(worker: &mut Worker) -> String {
 
 async fn echo_once(worker: &mut Worker, text: &[u8]) {
     worker.post_message(text.to_vec(), vec![]).await.unwrap();
-    within(LIMIT, "echo", async {
-        loop {
-            match worker.next_event().await.expect("event") {
-                WorkerEvent::Message { data, .. } => return assert_eq!(data, text),
-                WorkerEvent::Ready => continue,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    })
-    .await
+    assert_eq!(next_message(worker).await.0, text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
