@@ -31,6 +31,7 @@
 pub mod error;
 pub mod exit;
 mod outbox;
+pub mod restart;
 pub mod signal;
 mod spawn;
 pub mod spec;
