@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 ///
 /// Kinds 7 to 12 are reserved for the frames the design has room for
 /// (`Spawn`, `SpawnResult`, `ChildExit`, `Connection`, `Port`, `Transfer`),
-/// 13 to 31 for later worker-channel frames and 32 to 63 for the control
+/// 15 to 31 for later worker-channel frames and 32 to 63 for the control
 /// socket; a kind a peer does not know is [`Error::UnknownKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -50,6 +50,10 @@ pub enum FrameKind {
     Ping = 5,
     /// Answer to a [`FrameKind::Ping`], echoing its nonce.
     Pong = 6,
+    /// A message that expects one answer, carrying an id.
+    Request = 13,
+    /// The answer to a [`FrameKind::Request`], naming its id.
+    Reply = 14,
 }
 
 /// Kinds reserved in version 1 for frames the design names, with their names.
@@ -72,6 +76,8 @@ impl FrameKind {
             4 => Self::Error,
             5 => Self::Ping,
             6 => Self::Pong,
+            13 => Self::Request,
+            14 => Self::Reply,
             _ => return None,
         })
     }
@@ -85,6 +91,8 @@ impl FrameKind {
             Self::Error => "Error",
             Self::Ping => "Ping",
             Self::Pong => "Pong",
+            Self::Request => "Request",
+            Self::Reply => "Reply",
         }
     }
 }

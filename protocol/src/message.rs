@@ -106,6 +106,21 @@ pub enum Frame {
     Ping(u64),
     /// Answer to a ping, echoing its nonce.
     Pong(u64),
+    /// A message that expects one [`Frame::Reply`] with the same id.
+    Request(Request),
+    /// The answer to the request with this id.
+    Reply(Request),
+}
+
+/// The payload of a Request or a Reply: an id and the message's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the requester, unique among its requests in flight; the
+    /// reply carries it back.
+    pub id: u64,
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 impl Frame {
@@ -118,6 +133,8 @@ impl Frame {
             Frame::Error(_) => FrameKind::Error,
             Frame::Ping(_) => FrameKind::Ping,
             Frame::Pong(_) => FrameKind::Pong,
+            Frame::Request(_) => FrameKind::Request,
+            Frame::Reply(_) => FrameKind::Reply,
         }
     }
 
@@ -132,6 +149,7 @@ impl Frame {
             Frame::Close => Ok(()),
             Frame::Error(report) => codec::encode_into(report, out),
             Frame::Ping(nonce) | Frame::Pong(nonce) => codec::encode_into(nonce, out),
+            Frame::Request(request) | Frame::Reply(request) => codec::encode_into(request, out),
         }
     }
 
@@ -157,6 +175,8 @@ impl Frame {
             FrameKind::Error => Frame::Error(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Ping => Frame::Ping(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Pong => Frame::Pong(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Request => Frame::Request(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Reply => Frame::Reply(codec::decode_exact(payload).map_err(malformed)?),
         })
     }
 }
@@ -257,6 +277,14 @@ mod tests {
             }),
             Frame::Ping(u64::MAX),
             Frame::Pong(1),
+            Frame::Request(Request {
+                id: 9,
+                data: b"question".to_vec(),
+            }),
+            Frame::Reply(Request {
+                id: 9,
+                data: b"answer".to_vec(),
+            }),
         ]
     }
 

@@ -27,6 +27,14 @@ fn every_frame() -> Vec<Frame> {
         }),
         Frame::Ping(7),
         Frame::Pong(7),
+        Frame::Request(arbor_protocol::Request {
+            id: 1,
+            data: b"ask".to_vec(),
+        }),
+        Frame::Reply(arbor_protocol::Request {
+            id: 1,
+            data: b"answer".to_vec(),
+        }),
     ]
 }
 

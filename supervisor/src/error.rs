@@ -59,6 +59,15 @@ pub enum Error {
         id: u64,
     },
 
+    /// A request got no reply in time.
+    #[error("request {id}: no reply from the worker within {timeout:?}")]
+    RequestTimeout {
+        /// The worker's id.
+        id: u64,
+        /// The time allowed.
+        timeout: std::time::Duration,
+    },
+
     /// Signalling the worker failed.
     #[error("could not signal worker {id}: {source}")]
     Signal {

@@ -17,15 +17,56 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arbor_protocol::nonblocking::AsyncSender;
-use arbor_protocol::Frame;
+use arbor_protocol::{Frame, Request};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::spec::WhenFull;
 
+/// What a posted item becomes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutKind {
+    Message,
+    Request(u64),
+    Reply(u64),
+}
+
 /// One posted message.
 pub(crate) struct Outbound {
+    pub(crate) kind: OutKind,
     pub(crate) data: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl Outbound {
+    /// Queues (or, with fds or a large body, writes) this item on `sender`.
+    async fn feed(self, sender: &mut AsyncSender) -> arbor_protocol::Result<()> {
+        let fds: Vec<_> = self.fds.iter().map(|fd| fd.as_fd()).collect();
+        match self.kind {
+            OutKind::Message => sender.feed_bytes(&self.data, &fds).await,
+            OutKind::Request(id) => {
+                sender
+                    .feed(
+                        &Frame::Request(Request {
+                            id,
+                            data: self.data,
+                        }),
+                        &fds,
+                    )
+                    .await
+            }
+            OutKind::Reply(id) => {
+                sender
+                    .feed(
+                        &Frame::Reply(Request {
+                            id,
+                            data: self.data,
+                        }),
+                        &fds,
+                    )
+                    .await
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Outbound {
@@ -70,8 +111,7 @@ impl Writer {
             let Ok(post) = self.queue.try_recv() else {
                 break;
             };
-            let fds: Vec<_> = post.fds.iter().map(|fd| fd.as_fd()).collect();
-            let fed = self.sender.feed_bytes(&post.data, &fds).await;
+            let fed = post.feed(&mut self.sender).await;
             self.check(fed);
         }
         if !self.failed {
@@ -139,8 +179,10 @@ impl Outbox {
                     if writer.closed || writer.failed {
                         return Err(PostError::Gone);
                     }
-                    let fds: Vec<_> = item.fds.iter().map(|fd| fd.as_fd()).collect();
-                    let sent = writer.sender.send_bytes(&item.data, &fds).await;
+                    let mut sent = item.feed(&mut writer.sender).await;
+                    if sent.is_ok() {
+                        sent = writer.sender.flush().await;
+                    }
                     writer.check(sent);
                     return if writer.failed {
                         Err(PostError::Gone)

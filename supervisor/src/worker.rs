@@ -30,7 +30,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::error::{Error, Result};
 use crate::exit::{ExitRecord, Initiator};
-use crate::outbox::{write_loop, Outbound, Outbox, PostError, WriterCommand};
+use crate::outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
 use crate::spawn::Spawner;
 use crate::spec::WhenFull;
@@ -56,6 +56,15 @@ pub enum WorkerEvent {
         /// The bytes (see `arbor_protocol::Message::decode` for typed values).
         data: Vec<u8>,
         /// Fds that came with it, close-on-exec.
+        fds: Vec<OwnedFd>,
+    },
+    /// The worker asks something and expects one [`Worker::reply`] with this id.
+    Request {
+        /// The id to answer.
+        id: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// Fds that came with it.
         fds: Vec<OwnedFd>,
     },
     /// A worker-side failure (a panic reported by its hook), the spec's `onerror`.
@@ -117,6 +126,7 @@ pub struct Worker {
     pid: u32,
     name: String,
     outbox: Arc<Outbox>,
+    requests: Arc<Pending>,
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::Receiver<WorkerEvent>,
     exit: watch::Receiver<Option<ExitRecord>>,
@@ -146,6 +156,7 @@ pub(crate) struct Launch {
 /// Starts the tasks of a freshly spawned worker and returns its handle.
 pub(crate) fn launch(launch: Launch) -> Result<Worker> {
     let outbox = Arc::new(Outbox::new(launch.sender, launch.queue_limit));
+    let requests = Arc::new(Pending::default());
     let (control, control_rx) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::channel(1024);
     let (exit_tx, exit) = watch::channel(None);
@@ -203,6 +214,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             escalated_to: None,
             channel_open: true,
             speaks_protocol: launch.speaks_protocol,
+            requests: Arc::clone(&requests),
         },
     };
     tokio::spawn(driver.run());
@@ -211,6 +223,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         pid: launch.pid as u32,
         name: launch.name,
         outbox,
+        requests,
         control,
         events,
         exit,
@@ -241,10 +254,20 @@ impl Worker {
     /// posted before the worker is Ready are queued and delivered in order.
     /// At the queue bound it waits or fails, as the spec says.
     pub async fn post_message(&self, data: impl Into<Vec<u8>>, fds: Vec<OwnedFd>) -> Result<()> {
-        let item = Outbound {
-            data: data.into(),
-            fds,
-        };
+        self.post(OutKind::Message, data.into(), fds).await
+    }
+
+    fn post<'a>(
+        &'a self,
+        kind: OutKind,
+        data: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> impl std::future::Future<Output = Result<()>> + 'a {
+        let item = Outbound { kind, data, fds };
+        self.post_item(item)
+    }
+
+    async fn post_item(&self, item: Outbound) -> Result<()> {
         // Refuse what the channel would refuse now, not later in the writer.
         self.limits.check_message(item.data.len(), item.fds.len())?;
         self.outbox
@@ -268,6 +291,48 @@ impl Worker {
     ) -> Result<()> {
         let message = Message::from_value(value)?;
         self.post_message(message.data, fds).await
+    }
+
+    /// Sends `data` as a Request and waits up to `timeout` for the worker's
+    /// Reply to it. Many requests may be in flight at once: each reply is
+    /// matched by its id, never by its order.
+    pub async fn request(&self, data: impl Into<Vec<u8>>, timeout: Duration) -> Result<Vec<u8>> {
+        let id = self
+            .requests
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answer, reply) = oneshot::channel();
+        self.requests.lock().insert(id, answer);
+        let outcome = async {
+            self.post(OutKind::Request(id), data.into(), Vec::new())
+                .await?;
+            match tokio::time::timeout(timeout, reply).await {
+                Ok(Ok(data)) => Ok(data),
+                Ok(Err(_)) => Err(self.gone()),
+                Err(_) => Err(Error::RequestTimeout {
+                    id: self.id,
+                    timeout,
+                }),
+            }
+        }
+        .await;
+        self.requests.lock().remove(&id);
+        outcome
+    }
+
+    /// Answers the worker's request `id` (from a [`WorkerEvent::Request`]).
+    pub async fn reply(&self, id: u64, data: impl Into<Vec<u8>>) -> Result<()> {
+        self.post(OutKind::Reply(id), data.into(), Vec::new()).await
+    }
+
+    /// Starts a close (as [`Worker::close`]) without waiting for the exit.
+    pub fn begin_close(&self, grace: Duration) {
+        let _ = self.control.send(Control::Close(grace));
+    }
+
+    /// Starts a terminate (as [`Worker::terminate`]) without waiting for the exit.
+    pub fn begin_terminate(&self) {
+        let _ = self.control.send(Control::Terminate);
     }
 
     /// The next event; `None` after [`WorkerEvent::Exit`] has been returned.
@@ -351,6 +416,26 @@ struct DriverState {
     channel_open: bool,
     /// Whether a Close frame means anything to this worker.
     speaks_protocol: bool,
+    /// Requests waiting for the worker's reply.
+    requests: Arc<Pending>,
+}
+
+/// Requests in flight to one worker, by id.
+#[derive(Debug, Default)]
+struct Pending {
+    next_id: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+}
+
+impl Pending {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, oneshot::Sender<Vec<u8>>>> {
+        // The map stays consistent even if a holder panicked mid-way.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// How long after an exit the driver waits for the rest of the worker's
@@ -491,6 +576,18 @@ impl DriverState {
                 return;
             }
             Ok((Frame::Pong(_), _)) => return,
+            Ok((Frame::Reply(reply), _)) => {
+                // A reply nobody waits for any more (timed out) is dropped.
+                if let Some(waiter) = self.requests.lock().remove(&reply.id) {
+                    let _ = waiter.send(reply.data);
+                }
+                return;
+            }
+            Ok((Frame::Request(request), fds)) => WorkerEvent::Request {
+                id: request.id,
+                data: request.data,
+                fds,
+            },
             Ok((frame, _)) => WorkerEvent::MessageError {
                 reason: format!("worker sent an unexpected {} frame", frame.kind().name()),
             },

@@ -1,5 +1,6 @@
-//! The echo worker: replies to every message with the same bytes and the
-//! same fds. Run it under a supervisor (see the `parent` example).
+//! The echo worker: replies to every message (and answers every request)
+//! with the same bytes and the same fds. Run it under a supervisor (see the
+//! `parent` example).
 
 use std::os::fd::AsFd;
 
@@ -10,7 +11,7 @@ pub fn serve() -> arbor_worker::Result<()> {
     let mut worker = Worker::connect()?;
     worker.on_message(|ctx, message, fds| {
         let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-        ctx.post_message(&message.data, &fds)
+        ctx.reply(&message.data, &fds)
     });
     worker.run()
 }

@@ -7,7 +7,7 @@
 //!     let mut worker = Worker::connect()?;
 //!     worker.on_message(|ctx, message, fds| {
 //!         let fds: Vec<_> = fds.iter().map(|fd| std::os::fd::AsFd::as_fd(fd)).collect();
-//!         ctx.post_message(&message.data, &fds)
+//!         ctx.reply(&message.data, &fds) // a Reply to a request, else a message
 //!     });
 //!     worker.run() // returns once the parent's Close has been handled
 //! }
@@ -16,7 +16,7 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use arbor_protocol::blocking::{Channel, Sender};
-use arbor_protocol::{Frame, Message, Ready};
+use arbor_protocol::{Frame, Message, Ready, Request};
 use serde::Serialize;
 
 use crate::env::{take_channel, Identity};
@@ -47,6 +47,7 @@ pub struct Context<'a> {
     sender: &'a mut Sender,
     identity: &'a Identity,
     close_requested: bool,
+    request_id: Option<u64>,
 }
 
 impl Context<'_> {
@@ -54,6 +55,26 @@ impl Context<'_> {
     /// at once when it carries fds).
     pub fn post_message(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         Ok(self.sender.feed_bytes(data, fds)?)
+    }
+
+    /// Answers the message being handled: a Reply naming its id when it
+    /// came as a Request (the parent's `request`), else a plain message.
+    pub fn reply(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        match self.request_id.take() {
+            Some(id) => Ok(self.sender.feed(
+                &Frame::Reply(Request {
+                    id,
+                    data: data.to_vec(),
+                }),
+                fds,
+            )?),
+            None => self.post_message(data, fds),
+        }
+    }
+
+    /// Whether the message being handled is a Request awaiting [`Context::reply`].
+    pub fn is_request(&self) -> bool {
+        self.request_id.is_some()
     }
 
     /// Posts `value` encoded with the wire codec.
@@ -149,11 +170,18 @@ impl Worker {
                 sender: &mut sender,
                 identity: &identity,
                 close_requested: false,
+                request_id: None,
             };
             match frame {
                 Frame::Message(message) => {
                     if let Some(handler) = on_message.as_mut() {
                         handler(&mut ctx, message, fds)?;
+                    }
+                }
+                Frame::Request(request) => {
+                    ctx.request_id = Some(request.id);
+                    if let Some(handler) = on_message.as_mut() {
+                        handler(&mut ctx, Message::new(request.data), fds)?;
                     }
                 }
                 Frame::Close => ctx.close_requested = true,

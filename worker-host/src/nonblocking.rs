@@ -10,9 +10,14 @@
 //!     let poster = worker.poster();
 //!     worker
 //!         .run(
-//!             move |message, _fds| {
+//!             move |incoming| {
 //!                 let poster = poster.clone();
-//!                 async move { poster.post_message(&message.data, &[]).await }
+//!                 async move {
+//!                     match incoming.request_id {
+//!                         Some(id) => poster.reply(id, &incoming.message.data).await,
+//!                         None => poster.post_message(&incoming.message.data, &[]).await,
+//!                     }
+//!                 }
 //!             },
 //!             || async { Ok(()) },
 //!         )
@@ -25,7 +30,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
-use arbor_protocol::{Frame, Limits, Message, Ready};
+use arbor_protocol::{Frame, Limits, Message, Ready, Request};
 use serde::Serialize;
 use tokio::sync::{Mutex, Notify};
 
@@ -45,6 +50,17 @@ pub struct AsyncWorker {
 #[derive(Debug, Clone)]
 pub struct Poster {
     sender: Arc<Mutex<AsyncSender>>,
+}
+
+/// A message from the parent, as `run`'s handler gets it.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The message.
+    pub message: Message,
+    /// The fds that came with it.
+    pub fds: Vec<OwnedFd>,
+    /// Set when the parent sent it as a request: answer with [`Poster::reply`].
+    pub request_id: Option<u64>,
 }
 
 /// Closes the worker from inside (the spec's `close()`); cheap to clone.
@@ -69,6 +85,15 @@ impl Poster {
     /// Posts `value` encoded with the wire codec.
     pub async fn post_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         Ok(self.sender.lock().await.send_value(value, &[]).await?)
+    }
+
+    /// Answers the parent's request `id` (see [`Incoming::request_id`]).
+    pub async fn reply(&self, id: u64, data: &[u8]) -> Result<()> {
+        self.send(&Frame::Reply(Request {
+            id,
+            data: data.to_vec(),
+        }))
+        .await
     }
 
     async fn send(&self, frame: &Frame) -> Result<()> {
@@ -120,7 +145,7 @@ impl AsyncWorker {
     /// `on_close` to completion and returns `Ok`.
     pub async fn run<M, MF, C, CF>(self, mut on_message: M, on_close: C) -> Result<()>
     where
-        M: FnMut(Message, Vec<OwnedFd>) -> MF,
+        M: FnMut(Incoming) -> MF,
         MF: Future<Output = Result<()>>,
         C: FnOnce() -> CF,
         CF: Future<Output = Result<()>>,
@@ -139,7 +164,22 @@ impl AsyncWorker {
                 _ = closer.notify.notified() => break,
             };
             match received {
-                Ok((Frame::Message(message), fds)) => on_message(message, fds).await?,
+                Ok((Frame::Message(message), fds)) => {
+                    on_message(Incoming {
+                        message,
+                        fds,
+                        request_id: None,
+                    })
+                    .await?
+                }
+                Ok((Frame::Request(request), fds)) => {
+                    on_message(Incoming {
+                        message: Message::new(request.data),
+                        fds,
+                        request_id: Some(request.id),
+                    })
+                    .await?
+                }
                 Ok((Frame::Close, _)) => break,
                 Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
                 Ok(_) => {}

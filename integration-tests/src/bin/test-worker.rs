@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "echo" => {
             worker.on_message(|ctx, message, fds| {
                 let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-                ctx.post_message(&message.data, &fds)
+                ctx.reply(&message.data, &fds)
             });
         }
         "chatty" => {
