@@ -21,6 +21,7 @@
 pub mod blocking;
 mod channel;
 mod codec;
+pub mod control;
 pub mod decoder;
 pub mod error;
 pub mod frame;

@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod error;
 pub mod exit;
 mod outbox;

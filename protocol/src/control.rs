@@ -1,0 +1,148 @@
+//! The control socket's requests and responses (arbord ⇄ arborctl or any
+//! client). They travel as typed Message frames on an ordinary arbor
+//! channel: each request is one Message whose bytes are a [`ControlRequest`]
+//! in the wire codec, answered by one Message holding a [`ControlResponse`].
+
+use serde::{Deserialize, Serialize};
+
+/// A worker to start, as a control client describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// Name; defaults to the program's file name.
+    pub name: Option<String>,
+    /// Program path or a name looked up in PATH.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// `never`, `on-failure` or `always`.
+    pub restart: String,
+    /// Close grace in milliseconds.
+    pub close_grace_ms: u64,
+    /// Whether the program speaks arbor's protocol.
+    pub speaks_protocol: bool,
+}
+
+/// One request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Start a worker; answered with [`ControlResponse::Spawned`].
+    Spawn(SpawnRequest),
+    /// List workers; answered with [`ControlResponse::Workers`].
+    List,
+    /// Post a message to a worker; answered with [`ControlResponse::Ok`].
+    Post {
+        /// Worker id.
+        id: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Ask a worker and wait for its reply; answered with [`ControlResponse::Reply`].
+    Request {
+        /// Worker id.
+        id: u64,
+        /// The bytes.
+        data: Vec<u8>,
+        /// How long to wait, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// Close a worker gracefully; answered with [`ControlResponse::Exited`].
+    Close {
+        /// Worker id.
+        id: u64,
+        /// Grace in milliseconds; the worker's own when absent.
+        grace_ms: Option<u64>,
+    },
+    /// Kill a worker at once; answered with [`ControlResponse::Exited`].
+    Terminate {
+        /// Worker id.
+        id: u64,
+    },
+    /// Send a signal; answered with [`ControlResponse::Ok`].
+    Signal {
+        /// Worker id.
+        id: u64,
+        /// Signal name (`SIGHUP`, `HUP`, `hup`).
+        signal: String,
+    },
+    /// The tail of a worker's captured output; answered with [`ControlResponse::Logs`].
+    Logs {
+        /// Worker id.
+        id: u64,
+        /// At most this many lines.
+        lines: u32,
+    },
+    /// Daemon status; answered with [`ControlResponse::Status`].
+    Status,
+    /// Stop every worker and exit; answered with [`ControlResponse::Ok`] first.
+    Shutdown,
+}
+
+/// A worker as `list` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Daemon-wide id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Current process id (0 when not running).
+    pub pid: u32,
+    /// `starting`, `running`, `closing`, `restarting`, `exited` or `failed`.
+    pub state: String,
+    /// Seconds since the current process started.
+    pub uptime_secs: u64,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Resident memory of the process, KiB (0 when unknown).
+    pub rss_kib: u64,
+    /// The last exit, as "code N" or "signal NAME", when there was one.
+    pub last_exit: Option<String>,
+}
+
+/// How a worker ended, for `close` and `terminate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal name, if it was killed.
+    pub signal: Option<String>,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// Done.
+    Ok,
+    /// The new worker's id.
+    Spawned {
+        /// Its id.
+        id: u64,
+    },
+    /// Every worker.
+    Workers(Vec<WorkerInfo>),
+    /// The worker's reply.
+    Reply(Vec<u8>),
+    /// The worker's exit.
+    Exited(ExitInfo),
+    /// Captured lines, oldest first.
+    Logs(Vec<String>),
+    /// Daemon status.
+    Status {
+        /// arbord's pid.
+        pid: u32,
+        /// Seconds since arbord started.
+        uptime_secs: u64,
+        /// Workers known.
+        workers: u32,
+        /// Of which running.
+        running: u32,
+    },
+    /// The request failed.
+    Error {
+        /// A one-line reason.
+        message: String,
+    },
+}

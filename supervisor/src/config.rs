@@ -1,0 +1,341 @@
+//! arbord's configuration file (TOML), and the built-in defaults.
+//!
+//! ```toml
+//! [daemon]
+//! socket = "/run/arbor/arbord.sock"   # default: $ARBOR_SOCKET, /run/arbor (root), $XDG_RUNTIME_DIR/arbor
+//! mode = "0600"                       # of the control socket
+//! allowed_uids = [1000]               # besides arbord's own uid and root
+//! shutdown_grace = "10s"
+//!
+//! [[worker]]                          # started at boot
+//! name = "echo"
+//! program = "/usr/local/bin/echo-worker"
+//! args = []
+//! env = { RUST_LOG = "info" }
+//! cwd = "/"
+//! restart = "on-failure"              # never | on-failure | always
+//! close_grace = "5s"
+//! ```
+//!
+//! A bad file is a [`ConfigError`] naming the file, the line and column, and
+//! the key (`worker[1].restart`); nothing is started.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::restart::{RestartConfig, RestartPolicy};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}:{column}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// Line, from 1 (0 when unknown).
+    pub line: usize,
+    /// Column, from 1 (0 when unknown).
+    pub column: usize,
+    /// The key, as a path (`worker[0].restart`), or `.` for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// Workers started at boot.
+    #[serde(default, rename = "worker")]
+    pub workers: Vec<WorkerConfig>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Control socket path; see [`default_socket_path`].
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the control socket, as an octal string.
+    #[serde(default = "default_mode", deserialize_with = "octal")]
+    pub mode: u32,
+    /// Uids allowed on the control socket besides arbord's own and root.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// How long shutdown waits for each worker's close before SIGKILL.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            mode: default_mode(),
+            allowed_uids: Vec::new(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+/// `[[worker]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Name.
+    pub name: String,
+    /// Program path or a name looked up in PATH.
+    pub program: String,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Restart policy.
+    #[serde(default, deserialize_with = "policy")]
+    pub restart: RestartPolicy,
+    /// Close grace.
+    #[serde(default = "default_close_grace", deserialize_with = "duration")]
+    pub close_grace: Duration,
+    /// Whether the program speaks arbor's protocol (default true).
+    #[serde(default = "yes")]
+    pub speaks_protocol: bool,
+}
+
+impl WorkerConfig {
+    /// The restart settings of this worker (backoff and intensity at their defaults).
+    pub fn restart_config(&self) -> RestartConfig {
+        RestartConfig {
+            policy: self.restart,
+            ..RestartConfig::default()
+        }
+    }
+}
+
+fn default_mode() -> u32 {
+    0o600
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_close_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn yes() -> bool {
+    true
+}
+
+fn octal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(d)?;
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not an octal mode like \"0600\""))
+        })
+}
+
+fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RestartPolicy, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` (and a bare number of seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like \"5s\" or \"250ms\""))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (ms, s, m, h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: ".".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text`, reporting errors against `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let error = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
+            let (line, column) = span.map(|s| line_column(text, s.start)).unwrap_or((0, 0));
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| error(".".into(), e.message().to_string(), e.span()))?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            error(key, inner.message().to_string(), inner.span())
+        })?;
+        let mut names = std::collections::HashSet::new();
+        for (i, worker) in config.workers.iter().enumerate() {
+            if !names.insert(worker.name.as_str()) {
+                let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
+                return Err(error(
+                    format!("worker[{i}].name"),
+                    format!("duplicate worker name {:?}", worker.name),
+                    at,
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// The control socket path when none is configured: `$ARBOR_SOCKET`, else
+/// `/run/arbor/arbord.sock` for root, else `$XDG_RUNTIME_DIR/arbor/arbord.sock`
+/// (or `/tmp/arbor-<uid>/arbord.sock` without a runtime directory).
+pub fn default_socket_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("ARBOR_SOCKET") {
+        return PathBuf::from(path);
+    }
+    let uid = current_uid();
+    if uid == 0 {
+        return PathBuf::from("/run/arbor/arbord.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("arbor/arbord.sock"),
+        None => PathBuf::from(format!("/tmp/arbor-{uid}/arbord.sock")),
+    }
+}
+
+/// This process's uid.
+pub fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self is owned by the process's effective uid.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("arbord.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.daemon.mode, 0o600);
+        assert!(config.workers.is_empty());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = parse(
+            r#"
+[daemon]
+socket = "/tmp/x.sock"
+mode = "0660"
+allowed_uids = [1000]
+shutdown_grace = "2s"
+
+[[worker]]
+name = "echo"
+program = "echo-worker"
+args = ["--fast"]
+env = { A = "1" }
+restart = "on-failure"
+close_grace = "250ms"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.daemon.mode, 0o660);
+        assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(2));
+        let worker = &config.workers[0];
+        assert_eq!(worker.restart, RestartPolicy::OnFailure);
+        assert_eq!(worker.close_grace, Duration::from_millis(250));
+        assert_eq!(worker.env["A"], "1");
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let err = parse("[[worker]]\nname = \"a\"\nprogram = \"x\"\nrestart = \"sometimes\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_str()),
+            (4, "worker[0].restart"),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("arbord.toml:4:"), "{err}");
+        assert!(err.message.contains("sometimes"), "{err}");
+
+        let err = parse("[daemon]\nsokcet = \"/x\"\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("sokcet"), "{err}");
+
+        let err = parse("[[worker]]\nname = \"a\"\n").unwrap_err();
+        assert!(err.message.contains("program"), "{err}");
+
+        let err = parse("[daemon\n").unwrap_err();
+        assert_eq!(err.line, 1, "{err}");
+
+        let err =
+            parse("[[worker]]\nname=\"a\"\nprogram=\"x\"\n[[worker]]\nname=\"a\"\nprogram=\"y\"\n")
+                .unwrap_err();
+        assert!(err.message.contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
