@@ -28,7 +28,9 @@
 
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod exit;
 mod outbox;
@@ -38,6 +40,7 @@ mod spawn;
 pub mod spec;
 mod supervisor;
 mod sys;
+pub mod systemd;
 pub mod worker;
 
 pub use error::{Error, Result};
@@ -45,4 +48,4 @@ pub use exit::{ExitRecord, Initiator, ResourceUsage};
 pub use signal::Signal;
 pub use spec::{Output, Program, WhenFull, WorkerSpec};
 pub use supervisor::{Supervisor, CHANNEL_FD, FIRST_LISTEN_FD};
-pub use worker::{Stream, Worker, WorkerEvent};
+pub use worker::{Events, Stream, Worker, WorkerEvent};

@@ -116,6 +116,19 @@ enum Control {
     Signal(Signal, oneshot::Sender<std::io::Result<()>>),
 }
 
+/// A worker's events, taken out of its handle with [`Worker::take_events`].
+#[derive(Debug)]
+pub struct Events {
+    receiver: mpsc::Receiver<WorkerEvent>,
+}
+
+impl Events {
+    /// The next event; `None` after [`WorkerEvent::Exit`].
+    pub async fn next(&mut self) -> Option<WorkerEvent> {
+        self.receiver.recv().await
+    }
+}
+
 /// A running worker process, the parent's side of the Web Workers model.
 ///
 /// Dropping the handle terminates the worker (SIGKILL to its process group):
@@ -128,7 +141,7 @@ pub struct Worker {
     outbox: Arc<Outbox>,
     requests: Arc<Pending>,
     control: mpsc::UnboundedSender<Control>,
-    events: mpsc::Receiver<WorkerEvent>,
+    events: Option<mpsc::Receiver<WorkerEvent>>,
     exit: watch::Receiver<Option<ExitRecord>>,
     when_full: WhenFull,
     queue_limit: usize,
@@ -225,7 +238,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         outbox,
         requests,
         control,
-        events,
+        events: Some(events),
         exit,
         when_full: launch.when_full,
         queue_limit: launch.queue_limit,
@@ -335,9 +348,17 @@ impl Worker {
         let _ = self.control.send(Control::Terminate);
     }
 
-    /// The next event; `None` after [`WorkerEvent::Exit`] has been returned.
+    /// The next event; `None` after [`WorkerEvent::Exit`] has been returned
+    /// (or once the events were taken with [`Worker::take_events`]).
     pub async fn next_event(&mut self) -> Option<WorkerEvent> {
-        self.events.recv().await
+        self.events.as_mut()?.recv().await
+    }
+
+    /// Takes the event stream out of the handle, so that one task can
+    /// consume events while others share the handle (in an `Arc`) to post,
+    /// request and close.
+    pub fn take_events(&mut self) -> Option<Events> {
+        self.events.take().map(|receiver| Events { receiver })
     }
 
     /// Asks the worker to close: a Close frame (its onclose runs, after every

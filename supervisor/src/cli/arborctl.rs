@@ -1,0 +1,248 @@
+//! arborctl: talks to arbord over its control socket.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{default_socket_path, parse_duration};
+use arbor_protocol::blocking::Channel;
+use arbor_protocol::control::{ControlRequest, ControlResponse, SpawnRequest};
+use arbor_protocol::Frame;
+use clap::{Parser, Subcommand};
+
+/// Control arbord, the arbor worker supervisor.
+///
+/// Examples:
+///   arborctl spawn --name echo --restart on-failure -- /usr/local/bin/echo-worker
+///   arborctl ps --json
+///   arborctl request 1 hello
+///   arborctl close 1 --grace 2s
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// Control socket (default: $ARBOR_SOCKET, /run/arbor/arbord.sock for root,
+    /// else $XDG_RUNTIME_DIR/arbor/arbord.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a worker; prints its id.
+    Spawn {
+        /// Name (default: the program's file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// never | on-failure | always.
+        #[arg(long, default_value = "never")]
+        restart: String,
+        /// Close grace, e.g. 5s or 250ms.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        close_grace: Duration,
+        /// The program does not speak arbor's protocol (running once started).
+        #[arg(long)]
+        plain: bool,
+        /// Program and arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// List workers.
+    Ps,
+    /// Post a message (DATA, or stdin with `-`).
+    Send { id: u64, data: String },
+    /// Ask a worker and print its reply.
+    Request {
+        id: u64,
+        data: String,
+        /// How long to wait for the reply.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Close a worker gracefully (Close, then SIGTERM, then SIGKILL).
+    Close {
+        id: u64,
+        /// Grace before each escalation step (the worker's own by default).
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<Duration>,
+    },
+    /// Kill a worker at once.
+    Terminate { id: u64 },
+    /// Send a signal to a worker (e.g. HUP or SIGUSR1).
+    Signal { id: u64, signal: String },
+    /// Print a worker's captured output.
+    Logs {
+        id: u64,
+        /// Last this many lines.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: u32,
+    },
+    /// Daemon status.
+    Status,
+    /// Stop every worker and the daemon.
+    Shutdown,
+}
+
+/// The whole program; `main` of the binary calls this.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let socket = args.socket.clone().unwrap_or_else(default_socket_path);
+    match run(&args, &socket) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("arborctl: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn payload(data: &str) -> Result<Vec<u8>, String> {
+    if data == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        return Ok(bytes);
+    }
+    Ok(data.as_bytes().to_vec())
+}
+
+fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
+    let request = match &args.command {
+        Command::Spawn {
+            name,
+            restart,
+            close_grace,
+            plain,
+            command,
+        } => ControlRequest::Spawn(SpawnRequest {
+            name: name.clone(),
+            program: command[0].clone(),
+            args: command[1..].to_vec(),
+            env: Vec::new(),
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|d| d.to_string_lossy().into_owned()),
+            restart: restart.clone(),
+            close_grace_ms: close_grace.as_millis() as u64,
+            speaks_protocol: !plain,
+        }),
+        Command::Ps => ControlRequest::List,
+        Command::Send { id, data } => ControlRequest::Post {
+            id: *id,
+            data: payload(data)?,
+        },
+        Command::Request { id, data, timeout } => ControlRequest::Request {
+            id: *id,
+            data: payload(data)?,
+            timeout_ms: timeout.as_millis() as u64,
+        },
+        Command::Close { id, grace } => ControlRequest::Close {
+            id: *id,
+            grace_ms: grace.map(|g| g.as_millis() as u64),
+        },
+        Command::Terminate { id } => ControlRequest::Terminate { id: *id },
+        Command::Signal { id, signal } => ControlRequest::Signal {
+            id: *id,
+            signal: signal.clone(),
+        },
+        Command::Logs { id, lines } => ControlRequest::Logs {
+            id: *id,
+            lines: *lines,
+        },
+        Command::Status => ControlRequest::Status,
+        Command::Shutdown => ControlRequest::Shutdown,
+    };
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach arbord at {}: {e}", socket.display()))?;
+    let mut channel = Channel::new(stream).map_err(|e| e.to_string())?;
+    channel
+        .send_value(&request, &[])
+        .map_err(|e| e.to_string())?;
+    let response = match channel.recv() {
+        Ok((Frame::Message(message), _)) => message
+            .decode::<ControlResponse>()
+            .map_err(|e| e.to_string())?,
+        Ok((other, _)) => {
+            return Err(format!(
+                "unexpected {} frame from arbord",
+                other.kind().name()
+            ))
+        }
+        Err(e) => return Err(format!("arbord at {}: {e}", socket.display())),
+    };
+    print(args.json, response)
+}
+
+fn print(json: bool, response: ControlResponse) -> Result<(), String> {
+    let to_json = |value: serde_json::Value| println!("{value}");
+    match response {
+        ControlResponse::Error { message } => return Err(message),
+        ControlResponse::Ok if json => to_json(serde_json::json!({"ok": true})),
+        ControlResponse::Ok => {}
+        ControlResponse::Spawned { id } if json => to_json(serde_json::json!({"id": id})),
+        ControlResponse::Spawned { id } => println!("{id}"),
+        ControlResponse::Workers(workers) if json => to_json(serde_json::json!(workers
+            .iter()
+            .map(|w| serde_json::json!({
+                "id": w.id, "name": w.name, "pid": w.pid, "state": w.state,
+                "uptime": w.uptime_secs, "restarts": w.restarts, "rss": w.rss_kib,
+                "last_exit": w.last_exit,
+            }))
+            .collect::<Vec<_>>())),
+        ControlResponse::Workers(workers) => {
+            println!(
+                "{:>4}  {:<16} {:>8}  {:<10} {:>8} {:>8} {:>9}",
+                "ID", "NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS"
+            );
+            for w in workers {
+                println!(
+                    "{:>4}  {:<16} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
+                    w.id, w.name, w.pid, w.state, w.uptime_secs, w.restarts, w.rss_kib
+                );
+            }
+        }
+        ControlResponse::Reply(bytes) if json => {
+            to_json(serde_json::json!({"reply": String::from_utf8_lossy(&bytes)}))
+        }
+        ControlResponse::Reply(bytes) => {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            out.write_all(&bytes)
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|e| e.to_string())?;
+        }
+        ControlResponse::Exited(exit) if json => {
+            to_json(serde_json::json!({"code": exit.code, "signal": exit.signal}))
+        }
+        ControlResponse::Exited(exit) => match (exit.code, exit.signal) {
+            (Some(code), _) => println!("exited with code {code}"),
+            (None, Some(signal)) => println!("killed by {signal}"),
+            _ => println!("exited"),
+        },
+        ControlResponse::Logs(lines) if json => to_json(serde_json::json!(lines)),
+        ControlResponse::Logs(lines) => lines.iter().for_each(|l| println!("{l}")),
+        ControlResponse::Status {
+            pid,
+            uptime_secs,
+            workers,
+            running,
+        } if json => to_json(serde_json::json!({
+            "pid": pid, "uptime": uptime_secs, "workers": workers, "running": running,
+        })),
+        ControlResponse::Status {
+            pid,
+            uptime_secs,
+            workers,
+            running,
+        } => {
+            println!("arbord pid {pid}, up {uptime_secs}s, {running} of {workers} workers running")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! arbord: the arbor daemon. Parses flags, takes inherited fds and signals,
+//! builds the runtime, and calls `arbor_supervisor::daemon::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{default_socket_path, Config};
+use crate::daemon::{self, DaemonError, DaemonSignal};
+use clap::{Parser, ValueEnum};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// The arbor worker supervisor daemon (runs in the foreground).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// TOML configuration; built-in defaults when absent.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control socket path (overrides the configuration and $ARBOR_SOCKET).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole program; `main` of the binary calls this.
+pub fn main() -> ExitCode {
+    // Before any thread exists: the activated socket and the signal handlers.
+    let activated = crate::systemd::take_activated_control_socket();
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("arbord: cannot register signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("arbord: bad configuration: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    let socket = args
+        .socket
+        .clone()
+        .or_else(|| config.daemon.socket.clone())
+        .unwrap_or_else(default_socket_path);
+
+    let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("arbord-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let forwarded = match signal {
+                    SIGHUP => DaemonSignal::Reload,
+                    _ => DaemonSignal::Shutdown,
+                };
+                if signal_tx.send(forwarded).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawn the signal thread");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("arbord: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(daemon::run(config, socket, activated, signal_rx)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ DaemonError::AlreadyRunning(_)) => {
+            eprintln!("arbord: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("arbord: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

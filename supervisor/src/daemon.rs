@@ -1,0 +1,656 @@
+//! arbord: the daemon behind the control socket.
+//!
+//! [`run`] owns everything: the [`Supervisor`], a registry of managed
+//! workers, the control socket and shutdown. Each managed worker has a
+//! monitor task that consumes its events (captured output into a bounded
+//! ring and the daemon's log, exits into the restart state machine of
+//! [`crate::restart`]) and restarts it as its policy says. Each control
+//! connection has its own task: a slow or hostile client holds only that.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arbor_protocol::control::{
+    ControlRequest, ControlResponse, ExitInfo, SpawnRequest, WorkerInfo,
+};
+use arbor_protocol::nonblocking::AsyncChannel;
+use arbor_protocol::{Frame, Limits};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{Config, WorkerConfig};
+use crate::restart::{self, Action, Ending, RestartConfig, RestartState};
+use crate::systemd::notify;
+use crate::{ExitRecord, Initiator, Output, Signal, Supervisor, Worker, WorkerEvent, WorkerSpec};
+
+/// Lines of captured output kept per worker.
+const LOG_LINES: usize = 1000;
+
+/// Signals the binary forwards to [`run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonSignal {
+    /// SIGTERM or SIGINT: close every worker, then exit.
+    Shutdown,
+    /// SIGHUP: reload the configuration (not implemented yet: logged).
+    Reload,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another arbord answers on the socket path.
+    #[error("another arbord is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    /// The control socket could not be set up.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor could not start.
+    #[error(transparent)]
+    Supervisor(#[from] crate::Error),
+}
+
+/// What a managed worker is started from (kept to restart it).
+#[derive(Debug, Clone)]
+struct Recipe {
+    name: String,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    close_grace: Duration,
+    speaks_protocol: bool,
+    restart: RestartConfig,
+}
+
+impl Recipe {
+    fn from_config(worker: &WorkerConfig) -> Self {
+        Self {
+            name: worker.name.clone(),
+            program: worker.program.clone(),
+            args: worker.args.clone(),
+            env: worker
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cwd: worker.cwd.clone(),
+            close_grace: worker.close_grace,
+            speaks_protocol: worker.speaks_protocol,
+            restart: worker.restart_config(),
+        }
+    }
+
+    fn from_request(request: SpawnRequest) -> Result<Self, String> {
+        let restart = RestartConfig {
+            policy: request.restart.parse()?,
+            ..RestartConfig::default()
+        };
+        let name = request.name.unwrap_or_else(|| {
+            std::path::Path::new(&request.program)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| request.program.clone())
+        });
+        Ok(Self {
+            name,
+            program: request.program,
+            args: request.args,
+            env: request.env,
+            cwd: request.cwd.map(PathBuf::from),
+            close_grace: Duration::from_millis(request.close_grace_ms),
+            speaks_protocol: request.speaks_protocol,
+            restart,
+        })
+    }
+
+    fn spec(&self) -> WorkerSpec {
+        let mut spec = WorkerSpec::program(&self.program)
+            .name(&self.name)
+            .args(&self.args)
+            .close_grace(self.close_grace)
+            .speaks_protocol(self.speaks_protocol)
+            .stdout(Output::Capture)
+            .stderr(Output::Capture);
+        for (key, value) in &self.env {
+            spec = spec.env(key, value);
+        }
+        if let Some(cwd) = &self.cwd {
+            spec = spec.cwd(cwd);
+        }
+        spec
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    recipe: Recipe,
+    worker: Option<Arc<Worker>>,
+    pid: u32,
+    state: &'static str,
+    started: Instant,
+    restarts: u32,
+    logs: VecDeque<String>,
+    last_exit: Option<String>,
+}
+
+#[derive(Debug)]
+struct Daemon {
+    supervisor: Supervisor,
+    config: Config,
+    workers: Mutex<BTreeMap<u64, Entry>>,
+    next_id: AtomicU64,
+    started: Instant,
+    stopping: AtomicBool,
+    shutdown: Notify,
+}
+
+impl Daemon {
+    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn handle(&self, id: u64) -> Result<Arc<Worker>, String> {
+        match self.entries().get(&id) {
+            Some(Entry {
+                worker: Some(worker),
+                ..
+            }) => Ok(Arc::clone(worker)),
+            Some(entry) => Err(format!(
+                "worker {id} ({}) is {}",
+                entry.recipe.name, entry.state
+            )),
+            None => Err(format!("no worker {id}")),
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let entries = self.entries();
+        let running = entries.values().filter(|e| e.worker.is_some()).count();
+        format!("STATUS={running} workers running, {} known", entries.len())
+    }
+}
+
+/// Runs arbord until a shutdown request or signal; returns once every
+/// worker is gone and the socket is removed.
+pub async fn run(
+    config: Config,
+    socket_path: PathBuf,
+    activated: Option<StdUnixListener>,
+    mut signals: mpsc::UnboundedReceiver<DaemonSignal>,
+) -> Result<(), DaemonError> {
+    let (listener, owned_path) = match activated {
+        Some(listener) => (listener, None),
+        None => (
+            bind(&socket_path, config.daemon.mode)?,
+            Some(socket_path.clone()),
+        ),
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| DaemonError::Socket {
+            path: socket_path.clone(),
+            source,
+        })?;
+    let listener = UnixListener::from_std(listener).map_err(|source| DaemonError::Socket {
+        path: socket_path.clone(),
+        source,
+    })?;
+    let daemon = Arc::new(Daemon {
+        supervisor: Supervisor::with_limits(Limits::default())?,
+        config: config.clone(),
+        workers: Mutex::new(BTreeMap::new()),
+        next_id: AtomicU64::new(1),
+        started: Instant::now(),
+        stopping: AtomicBool::new(false),
+        shutdown: Notify::new(),
+    });
+    for worker in &config.workers {
+        let recipe = Recipe::from_config(worker);
+        if let Err(e) = start(&daemon, recipe).await {
+            tracing::error!("boot worker {}: {e}", worker.name);
+        }
+    }
+    tracing::info!("arbord listening on {}", socket_path.display());
+    notify("READY=1");
+    notify(&daemon.status_line());
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_client(Arc::clone(&daemon), stream));
+                }
+                Err(e) => tracing::warn!("accept on the control socket: {e}"),
+            },
+            signal = signals.recv() => match signal {
+                Some(DaemonSignal::Shutdown) | None => break,
+                Some(DaemonSignal::Reload) => tracing::warn!("SIGHUP: configuration reload is not implemented yet"),
+            },
+            _ = daemon.shutdown.notified() => break,
+        }
+    }
+
+    notify("STOPPING=1");
+    daemon.stopping.store(true, Ordering::SeqCst);
+    let handles: Vec<Arc<Worker>> = daemon
+        .entries()
+        .values()
+        .filter_map(|e| e.worker.clone())
+        .collect();
+    tracing::info!("shutting down {} workers", handles.len());
+    // Every close starts at once (each worker's driver escalates on its
+    // own clock), then the exits are awaited.
+    for worker in &handles {
+        worker.begin_close(config.daemon.shutdown_grace);
+    }
+    let all_closed = async {
+        for worker in &handles {
+            let _ = worker.wait().await;
+        }
+    };
+    tokio::pin!(all_closed);
+    // A second SIGTERM while closing: terminate everything at once.
+    loop {
+        tokio::select! {
+            _ = &mut all_closed => break,
+            signal = signals.recv() => if let Some(DaemonSignal::Shutdown) = signal {
+                tracing::warn!("second shutdown signal: terminating every worker");
+                for worker in daemon.entries().values().filter_map(|e| e.worker.clone()) {
+                    worker.begin_terminate();
+                }
+            },
+        }
+    }
+    if let Some(path) = owned_path {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Binds the control socket at `path`: replaces a stale socket file, refuses
+/// to start when another arbord answers there, sets `mode`.
+fn bind(path: &std::path::Path, mode: u32) -> Result<StdUnixListener, DaemonError> {
+    let socket_error = |source| DaemonError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(socket_error)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(socket_error)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+        }
+        tracing::info!("removing stale socket {}", path.display());
+        std::fs::remove_file(path).map_err(socket_error)?;
+    }
+    let listener = StdUnixListener::bind(path).map_err(socket_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_error)?;
+    Ok(listener)
+}
+
+/// Starts a managed worker and its monitor; returns its id.
+async fn start(daemon: &Arc<Daemon>, recipe: Recipe) -> Result<u64, crate::Error> {
+    let mut worker = daemon.supervisor.spawn(recipe.spec()).await?;
+    let id = daemon.next_id.fetch_add(1, Ordering::Relaxed);
+    let events = worker.take_events().expect("a new worker has its events");
+    let worker = Arc::new(worker);
+    tracing::info!(worker = %recipe.name, id, pid = worker.pid(), "started");
+    daemon.entries().insert(
+        id,
+        Entry {
+            recipe: recipe.clone(),
+            pid: worker.pid(),
+            worker: Some(Arc::clone(&worker)),
+            state: "starting",
+            started: Instant::now(),
+            restarts: 0,
+            logs: VecDeque::new(),
+            last_exit: None,
+        },
+    );
+    tokio::spawn(monitor(Arc::clone(daemon), id, recipe, events));
+    notify(&daemon.status_line());
+    Ok(id)
+}
+
+/// Follows one managed worker through its events, exits and restarts.
+async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate::Events) {
+    let mut state = RestartState::new(&recipe.restart, Instant::now());
+    loop {
+        let record = loop {
+            match events.next().await {
+                Some(WorkerEvent::Ready) => set_state(&daemon, id, "running"),
+                Some(WorkerEvent::Output { stream, line }) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    tracing::info!(worker = %recipe.name, id, ?stream, "{line}");
+                    if let Some(entry) = daemon.entries().get_mut(&id) {
+                        if entry.logs.len() == LOG_LINES {
+                            entry.logs.pop_front();
+                        }
+                        entry.logs.push_back(line);
+                    }
+                }
+                Some(WorkerEvent::Error { message, location }) => {
+                    tracing::warn!(worker = %recipe.name, id, ?location, "worker error: {message}")
+                }
+                Some(WorkerEvent::ChannelError { error }) => {
+                    tracing::warn!(worker = %recipe.name, id, "channel closed: {error}")
+                }
+                Some(WorkerEvent::Exit(record)) => break Some(record),
+                Some(_) => {}
+                None => break None,
+            }
+        };
+        let ending = match record {
+            _ if daemon.stopping.load(Ordering::SeqCst) => Ending::Stopped,
+            Some(ExitRecord {
+                initiated_by: Initiator::Close | Initiator::Terminate,
+                ..
+            }) => Ending::Stopped,
+            Some(record) if record.success() => Ending::Clean,
+            _ => Ending::Failure,
+        };
+        let description = record
+            .map(|r| describe_exit(&r))
+            .unwrap_or_else(|| "unknown".into());
+        tracing::info!(worker = %recipe.name, id, "exited: {description}");
+        if let Some(entry) = daemon.entries().get_mut(&id) {
+            entry.worker = None;
+            entry.pid = 0;
+            entry.last_exit = Some(description);
+        }
+        let mut actions = restart::step(
+            &mut state,
+            &recipe.restart,
+            restart::Event::Exited(ending),
+            Instant::now(),
+        );
+        loop {
+            match actions.first().copied() {
+                Some(Action::RestartAt(at)) => {
+                    set_state(&daemon, id, "restarting");
+                    tokio::time::sleep_until(at.into()).await;
+                    if daemon.stopping.load(Ordering::SeqCst) {
+                        set_state(&daemon, id, "exited");
+                        return;
+                    }
+                    actions = restart::step(
+                        &mut state,
+                        &recipe.restart,
+                        restart::Event::Due,
+                        Instant::now(),
+                    );
+                }
+                Some(Action::Start) => match daemon.supervisor.spawn(recipe.spec()).await {
+                    Ok(mut worker) => {
+                        events = worker.take_events().expect("a new worker has its events");
+                        restart::step(
+                            &mut state,
+                            &recipe.restart,
+                            restart::Event::Started,
+                            Instant::now(),
+                        );
+                        if let Some(entry) = daemon.entries().get_mut(&id) {
+                            entry.pid = worker.pid();
+                            entry.worker = Some(Arc::new(worker));
+                            entry.state = "starting";
+                            entry.started = Instant::now();
+                            entry.restarts += 1;
+                        }
+                        tracing::info!(worker = %recipe.name, id, "restarted");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = %recipe.name, id, "restart failed: {e}");
+                        actions = restart::step(
+                            &mut state,
+                            &recipe.restart,
+                            restart::Event::Exited(Ending::Failure),
+                            Instant::now(),
+                        );
+                        restart::step(
+                            &mut state,
+                            &recipe.restart,
+                            restart::Event::Started,
+                            Instant::now(),
+                        );
+                    }
+                },
+                Some(Action::Failed { restarts }) => {
+                    tracing::error!(worker = %recipe.name, id, restarts, "restarting too often: marked failed");
+                    set_state(&daemon, id, "failed");
+                    notify(&daemon.status_line());
+                    return;
+                }
+                Some(Action::Finished) | None => {
+                    set_state(&daemon, id, "exited");
+                    notify(&daemon.status_line());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn set_state(daemon: &Daemon, id: u64, state: &'static str) {
+    if let Some(entry) = daemon.entries().get_mut(&id) {
+        entry.state = state;
+    }
+}
+
+fn describe_exit(record: &ExitRecord) -> String {
+    match (record.code, record.signal) {
+        (Some(code), _) => format!("code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown".into(),
+    }
+}
+
+fn exit_info(record: &ExitRecord) -> ExitInfo {
+    ExitInfo {
+        code: record.code,
+        signal: record.signal.map(|s| s.name()),
+    }
+}
+
+/// Serves one control client until it disconnects or misbehaves.
+async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            tracing::warn!("control client without credentials: {e}");
+            return;
+        }
+    };
+    let mut channel = AsyncChannel::with_limits(
+        stream,
+        Limits::default().with_max_payload(16 << 20).with_max_fds(0),
+    );
+    let own = crate::config::current_uid();
+    if uid != 0 && uid != own && !daemon.config.daemon.allowed_uids.contains(&uid) {
+        tracing::warn!(uid, "refused a control client");
+        let refusal = ControlResponse::Error {
+            message: format!("uid {uid} is not allowed on this control socket"),
+        };
+        let _ = channel.send_value(&refusal, &[]).await;
+        return;
+    }
+    loop {
+        let request = match channel.recv().await {
+            Ok((Frame::Message(message), _)) => match message.decode::<ControlRequest>() {
+                Ok(request) => request,
+                Err(e) => {
+                    let _ = channel
+                        .send_value(
+                            &ControlResponse::Error {
+                                message: e.to_string(),
+                            },
+                            &[],
+                        )
+                        .await;
+                    return;
+                }
+            },
+            Ok((Frame::Ping(nonce), _)) => {
+                let _ = channel.send(&Frame::Pong(nonce), &[]).await;
+                continue;
+            }
+            Ok((other, _)) => {
+                let message = format!(
+                    "unexpected {} frame on the control socket",
+                    other.kind().name()
+                );
+                let _ = channel
+                    .send_value(&ControlResponse::Error { message }, &[])
+                    .await;
+                return;
+            }
+            Err(arbor_protocol::Error::Closed) => return,
+            Err(e) => {
+                tracing::warn!("control client dropped: {e}");
+                return;
+            }
+        };
+        let shutdown = matches!(request, ControlRequest::Shutdown);
+        let response = handle(&daemon, request).await;
+        if channel.send_value(&response, &[]).await.is_err() {
+            return;
+        }
+        if shutdown {
+            daemon.shutdown.notify_one();
+            return;
+        }
+    }
+}
+
+async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlResponse {
+    let error = |message: String| ControlResponse::Error { message };
+    match request {
+        ControlRequest::Spawn(spawn) => match Recipe::from_request(spawn) {
+            Ok(recipe) => match start(daemon, recipe).await {
+                Ok(id) => ControlResponse::Spawned { id },
+                Err(e) => error(e.to_string()),
+            },
+            Err(e) => error(e),
+        },
+        ControlRequest::List => ControlResponse::Workers(
+            daemon
+                .entries()
+                .iter()
+                .map(|(id, e)| WorkerInfo {
+                    id: *id,
+                    name: e.recipe.name.clone(),
+                    pid: e.pid,
+                    state: e.state.to_string(),
+                    uptime_secs: if e.worker.is_some() {
+                        e.started.elapsed().as_secs()
+                    } else {
+                        0
+                    },
+                    restarts: e.restarts,
+                    rss_kib: if e.pid > 0 { rss_kib(e.pid) } else { 0 },
+                    last_exit: e.last_exit.clone(),
+                })
+                .collect(),
+        ),
+        ControlRequest::Post { id, data } => match daemon.handle(id) {
+            Ok(worker) => match worker.post_message(data, vec![]).await {
+                Ok(()) => ControlResponse::Ok,
+                Err(e) => error(e.to_string()),
+            },
+            Err(e) => error(e),
+        },
+        ControlRequest::Request {
+            id,
+            data,
+            timeout_ms,
+        } => match daemon.handle(id) {
+            Ok(worker) => match worker
+                .request(data, Duration::from_millis(timeout_ms))
+                .await
+            {
+                Ok(reply) => ControlResponse::Reply(reply),
+                Err(e) => error(e.to_string()),
+            },
+            Err(e) => error(e),
+        },
+        ControlRequest::Close { id, grace_ms } => match daemon.handle(id) {
+            Ok(worker) => {
+                set_state(daemon, id, "closing");
+                let grace = grace_ms.map(Duration::from_millis).unwrap_or_else(|| {
+                    daemon
+                        .entries()
+                        .get(&id)
+                        .map(|e| e.recipe.close_grace)
+                        .unwrap_or(Duration::from_secs(5))
+                });
+                match worker.close(grace).await {
+                    Ok(record) => ControlResponse::Exited(exit_info(&record)),
+                    Err(e) => error(e.to_string()),
+                }
+            }
+            Err(e) => error(e),
+        },
+        ControlRequest::Terminate { id } => match daemon.handle(id) {
+            Ok(worker) => match worker.terminate().await {
+                Ok(record) => ControlResponse::Exited(exit_info(&record)),
+                Err(e) => error(e.to_string()),
+            },
+            Err(e) => error(e),
+        },
+        ControlRequest::Signal { id, signal } => {
+            match (daemon.handle(id), Signal::from_name(&signal)) {
+                (Ok(worker), Some(signal)) => match worker.signal(signal).await {
+                    Ok(()) => ControlResponse::Ok,
+                    Err(e) => error(e.to_string()),
+                },
+                (Err(e), _) => error(e),
+                (_, None) => error(format!("unknown signal {signal:?}")),
+            }
+        }
+        ControlRequest::Logs { id, lines } => match daemon.entries().get(&id) {
+            Some(entry) => {
+                let skip = entry.logs.len().saturating_sub(lines as usize);
+                ControlResponse::Logs(entry.logs.iter().skip(skip).cloned().collect())
+            }
+            None => error(format!("no worker {id}")),
+        },
+        ControlRequest::Status => {
+            let entries = daemon.entries();
+            ControlResponse::Status {
+                pid: std::process::id(),
+                uptime_secs: daemon.started.elapsed().as_secs(),
+                workers: entries.len() as u32,
+                running: entries.values().filter(|e| e.worker.is_some()).count() as u32,
+            }
+        }
+        ControlRequest::Shutdown => ControlResponse::Ok,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
