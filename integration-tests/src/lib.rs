@@ -7,18 +7,66 @@ use std::time::Duration;
 /// The test worker binary (see `src/bin/test-worker.rs`), next to the
 /// running test or binary in cargo's target directory.
 pub fn test_worker() -> PathBuf {
+    binary("test-worker")
+}
+
+/// One of this crate's binaries (`test-worker`, `arbord`, `arborctl`, ...).
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let path = dir.join("test-worker");
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the integration-tests binaries",
         path.display()
     );
     path
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(label: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("arbor-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits for `child` up to `limit`; kills it and fails the test after that.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Awaits `future`, failing the test with `what` if it takes longer than `limit`.

@@ -1,0 +1,379 @@
+//! The real arbord and arborctl binaries against each other: every command,
+//! and the failures an operator meets (bad config, second daemon, no daemon,
+//! garbage on the control socket, signals), plus sd_notify on a real
+//! NOTIFY_SOCKET.
+
+use std::io::Write;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use arbor_integration_tests::{binary, test_worker, wait_or_kill, TempDir};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A running arbord, killed when dropped.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Self {
+        Self::start_with(config, |_| {})
+    }
+
+    fn start_with(config: &str, tweak: impl FnOnce(&mut Command)) -> Self {
+        let dir = TempDir::new("daemon");
+        let socket = dir.0.join("arbord.sock");
+        let config_path = dir.0.join("arbord.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = Command::new(binary("arbord"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        tweak(&mut command);
+        let child = command.spawn().unwrap();
+        let mut daemon = Self {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + LIMIT;
+        while UnixStream::connect(&daemon.socket).is_err() {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("arbord exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "arbord did not listen within {LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        daemon
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        ctl_at(&self.socket, args)
+    }
+
+    /// Runs arborctl and returns its stdout, failing on a non-zero exit.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.ctl(args);
+        assert!(
+            output.status.success(),
+            "arborctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ctl_at(socket: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(binary("arborctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_or_kill(&mut child, LIMIT, "arborctl");
+    child.wait_with_output().unwrap()
+}
+
+fn echo_config() -> String {
+    format!(
+        "[[worker]]\nname = \"echo\"\nprogram = {:?}\nargs = [\"echo\"]\nrestart = \"on-failure\"\n",
+        test_worker().display().to_string()
+    )
+}
+
+fn workers(daemon: &Daemon) -> Vec<(u64, String, u32, String, u32)> {
+    let json = daemon.ok(&["--json", "ps"]);
+    // A tiny reader for the fields the tests need, to stay off a JSON dependency.
+    json.trim_matches(|c| c == '[' || c == ']' || c == '\n')
+        .split("},{")
+        .filter(|o| !o.is_empty())
+        .map(|object| {
+            let field = |name: &str| {
+                let start = object.find(&format!("\"{name}\":")).expect(name) + name.len() + 3;
+                let rest = &object[start..];
+                let end = rest.find([',', '}']).unwrap_or(rest.len());
+                rest[..end].trim_matches('"').to_string()
+            };
+            (
+                field("id").parse().unwrap(),
+                field("name"),
+                field("pid").parse().unwrap(),
+                field("state"),
+                field("restarts").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn every_command_works_against_a_real_daemon() {
+    let daemon = Daemon::start(&echo_config());
+    wait_until("echo running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let listed = workers(&daemon);
+    let [(echo, ref name, pid, _, 0)] = listed[..] else {
+        panic!("{listed:?}")
+    };
+    assert_eq!(name, "echo");
+    assert!(pid > 0);
+
+    assert_eq!(daemon.ok(&["request", &echo.to_string(), "hi"]), "hi\n");
+    assert_eq!(daemon.ok(&["send", &echo.to_string(), "posted"]), "");
+
+    // Any program is a worker; its output is captured.
+    let spawned = daemon.ok(&[
+        "spawn",
+        "--name",
+        "shell",
+        "--plain",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo hello from sh; exec sleep 600",
+    ]);
+    let shell: u64 = spawned.trim().parse().expect("spawn prints the id alone");
+    wait_until("the shell's line in its log", || {
+        daemon
+            .ok(&["logs", &shell.to_string()])
+            .contains("hello from sh")
+    });
+    assert_eq!(
+        daemon.ok(&["close", &shell.to_string(), "--grace", "200ms"]),
+        "killed by SIGTERM\n"
+    );
+
+    // Restart on failure: kill echo, it comes back with another pid.
+    assert_eq!(daemon.ok(&["signal", &echo.to_string(), "KILL"]), "");
+    wait_until("echo restarted", || {
+        workers(&daemon)
+            .iter()
+            .any(|w| w.0 == echo && w.4 == 1 && w.3 == "running" && w.2 != pid)
+    });
+    assert_eq!(
+        daemon.ok(&["request", &echo.to_string(), "again"]),
+        "again\n"
+    );
+
+    let status = daemon.ok(&["status"]);
+    assert!(
+        status.contains(&format!("arbord pid {}", daemon.pid())),
+        "{status}"
+    );
+    assert_eq!(
+        daemon.ok(&["terminate", &echo.to_string()]),
+        "killed by SIGKILL\n"
+    );
+
+    // Errors: exit 1 with a one-line message.
+    let output = daemon.ctl(&["request", "999", "x"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no worker 999"));
+    // Usage errors: exit 2.
+    assert_eq!(daemon.ctl(&["spawn"]).status.code(), Some(2));
+
+    assert_eq!(daemon.ok(&["shutdown"]), "");
+    let mut daemon = daemon;
+    let status = wait_or_kill(&mut daemon.child, LIMIT, "arbord after shutdown");
+    assert!(status.success(), "{status}");
+    assert!(!daemon.socket.exists(), "the socket file is removed");
+}
+
+#[test]
+fn a_bad_config_names_file_line_and_key_and_exits_2() {
+    let dir = TempDir::new("badconfig");
+    let config = dir.0.join("arbord.toml");
+    std::fs::write(
+        &config,
+        "[[worker]]\nname = \"a\"\nprogram = \"x\"\nrestart = \"sometimes\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(binary("arbord"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(dir.0.join("s.sock"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, LIMIT, "arbord with a bad config");
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4:", config.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("worker[0].restart"), "{stderr}");
+    assert!(!dir.0.join("s.sock").exists(), "nothing started");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_exits_1_and_a_stale_socket_is_replaced() {
+    let daemon = Daemon::start("");
+    let mut second = Command::new(binary("arbord"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut second, LIMIT, "the second arbord");
+    let stderr = std::io::read_to_string(second.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("already running"), "{stderr}");
+
+    // A socket file left by a daemon that died (bound, then closed without
+    // unlinking, as SIGKILL leaves it) is replaced by the next one.
+    drop(daemon);
+    let dir = TempDir::new("stale");
+    let stale = dir.0.join("arbord.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists() && UnixStream::connect(&stale).is_err());
+    let mut third = Command::new(binary("arbord"))
+        .arg("--socket")
+        .arg(&stale)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the third arbord to listen", || {
+        UnixStream::connect(&stale).is_ok()
+    });
+    let _ = third.kill();
+    let _ = third.wait();
+}
+
+#[test]
+fn arborctl_without_a_daemon_exits_1_naming_the_socket() {
+    let dir = TempDir::new("nodaemon");
+    let socket = dir.0.join("nobody.sock");
+    let output = ctl_at(&socket, &["ps"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&socket.display().to_string()), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn garbage_and_stalled_clients_do_not_hurt_the_daemon() {
+    let daemon = Daemon::start(&echo_config());
+    wait_until("echo running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+        .unwrap()
+        .count();
+
+    // Garbage: the connection is closed.
+    let mut garbage = UnixStream::connect(&daemon.socket).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    garbage.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut garbage, &mut rest).expect("closed, not hung");
+    // An oversized frame header: closed too.
+    let mut huge = UnixStream::connect(&daemon.socket).unwrap();
+    huge.write_all(b"ARBR\x01\x02\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00")
+        .unwrap();
+    huge.set_read_timeout(Some(LIMIT)).unwrap();
+    std::io::Read::read_to_end(&mut huge, &mut rest).expect("closed, not hung");
+    // Half a frame, and many clients that connect and stall.
+    let mut half = UnixStream::connect(&daemon.socket).unwrap();
+    half.write_all(b"ARBR\x01").unwrap();
+    let stalled: Vec<UnixStream> = (0..200)
+        .filter_map(|_| UnixStream::connect(&daemon.socket).ok())
+        .collect();
+    assert!(stalled.len() > 100);
+
+    // Meanwhile everything works.
+    assert_eq!(daemon.ok(&["request", "1", "still fine"]), "still fine\n");
+    drop((stalled, half, garbage, huge));
+    wait_until("arbord's fds back to where they were", || {
+        std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+            .unwrap()
+            .count()
+            <= fds_before
+    });
+    assert_eq!(daemon.ok(&["request", "1", "after"]), "after\n");
+}
+
+#[test]
+fn sigterm_closes_every_worker_and_exits_0_with_sd_notify_in_order() {
+    let dir = TempDir::new("notify");
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut daemon = Daemon::start_with(&echo_config(), |command| {
+        command.env("NOTIFY_SOCKET", &notify_path);
+    });
+    wait_until("echo running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let echo_pid = workers(&daemon)[0].2;
+    // SAFETY: kill with a pid we started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) }, 0);
+    let status = wait_or_kill(&mut daemon.child, LIMIT, "arbord after SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        !arbor_integration_tests::is_alive(echo_pid),
+        "the worker is gone"
+    );
+
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = notify.recv(&mut buf) {
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let stopping = message == "STOPPING=1";
+        messages.push(message);
+        if stopping {
+            break;
+        }
+    }
+    let ready = messages
+        .iter()
+        .position(|m| m == "READY=1")
+        .expect("READY=1");
+    let status_line = messages
+        .iter()
+        .position(|m| m.starts_with("STATUS="))
+        .expect("STATUS=");
+    let stopping = messages
+        .iter()
+        .position(|m| m == "STOPPING=1")
+        .expect("STOPPING=1");
+    assert!(ready < stopping && status_line < stopping, "{messages:?}");
+}
