@@ -90,8 +90,13 @@ impl Default for DaemonConfig {
 pub struct WorkerConfig {
     /// Name.
     pub name: String,
-    /// Program path or a name looked up in PATH.
-    pub program: String,
+    /// Program path or a name looked up in PATH (or `entry` instead).
+    #[serde(default)]
+    pub program: Option<String>,
+    /// A worker built into arbord itself (`echo`, `primes`), for demos and
+    /// smoke tests, instead of a program.
+    #[serde(default)]
+    pub entry: Option<String>,
     /// Arguments.
     #[serde(default)]
     pub args: Vec<String>,
@@ -213,6 +218,14 @@ impl Config {
         })?;
         let mut names = std::collections::HashSet::new();
         for (i, worker) in config.workers.iter().enumerate() {
+            if worker.program.is_some() == worker.entry.is_some() {
+                let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
+                return Err(error(
+                    format!("worker[{i}]"),
+                    "needs exactly one of `program` and `entry`".into(),
+                    at,
+                ));
+            }
             if !names.insert(worker.name.as_str()) {
                 let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
                 return Err(error(
@@ -320,6 +333,7 @@ close_grace = "250ms"
 
         let err = parse("[[worker]]\nname = \"a\"\n").unwrap_err();
         assert!(err.message.contains("program"), "{err}");
+        assert_eq!(err.key, "worker[0]");
 
         let err = parse("[daemon\n").unwrap_err();
         assert_eq!(err.line, 1, "{err}");

@@ -64,7 +64,7 @@ pub enum DaemonError {
 #[derive(Debug, Clone)]
 struct Recipe {
     name: String,
-    program: String,
+    program: crate::Program,
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
@@ -77,7 +77,10 @@ impl Recipe {
     fn from_config(worker: &WorkerConfig) -> Self {
         Self {
             name: worker.name.clone(),
-            program: worker.program.clone(),
+            program: match (&worker.entry, &worker.program) {
+                (Some(entry), _) => crate::Program::Entry(entry.clone()),
+                (None, program) => crate::Program::Path(program.clone().unwrap_or_default().into()),
+            },
             args: worker.args.clone(),
             env: worker
                 .env
@@ -104,7 +107,7 @@ impl Recipe {
         });
         Ok(Self {
             name,
-            program: request.program,
+            program: crate::Program::Path(request.program.into()),
             args: request.args,
             env: request.env,
             cwd: request.cwd.map(PathBuf::from),
@@ -115,7 +118,11 @@ impl Recipe {
     }
 
     fn spec(&self) -> WorkerSpec {
-        let mut spec = WorkerSpec::program(&self.program)
+        let spec = match &self.program {
+            crate::Program::Path(path) => WorkerSpec::program(path),
+            crate::Program::Entry(entry) => WorkerSpec::entry(entry),
+        };
+        let mut spec = spec
             .name(&self.name)
             .args(&self.args)
             .close_grace(self.close_grace)

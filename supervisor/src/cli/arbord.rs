@@ -32,6 +32,16 @@ enum LogFormat {
 
 /// The whole program; `main` of the binary calls this.
 pub fn main() -> ExitCode {
+    // Started as one of the built-in workers (`entry = "echo"` in a config)?
+    if let Some(entry) = arbor_worker::entry_point() {
+        return match crate::cli::demo::run(&entry) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("arbord worker {entry}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     // Before any thread exists: the activated socket and the signal handlers.
     let activated = crate::systemd::take_activated_control_socket();
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {

@@ -3,3 +3,4 @@
 
 pub mod arborctl;
 pub mod arbord;
+pub mod demo;
