@@ -377,3 +377,153 @@ fn sigterm_closes_every_worker_and_exits_0_with_sd_notify_in_order() {
         .expect("STOPPING=1");
     assert!(ready < stopping && status_line < stopping, "{messages:?}");
 }
+
+/// Lines a child prints, read on a thread so that a test can wait with a deadline.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line containing every one of `needles`.
+fn next_line_with(lines: &std::sync::mpsc::Receiver<String>, needles: &[&str]) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("no line with {needles:?} within {LIMIT:?}"),
+        }
+    }
+}
+
+fn next_line_containing(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    next_line_with(lines, &[needle])
+}
+
+/// Starts `arborctl ARGS` that streams, and waits until it is following.
+fn follower(daemon: &Daemon, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(binary("arborctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stderr).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let announced = rx.recv_timeout(LIMIT).expect("arborctl said it follows");
+    assert!(announced.contains("following"), "{announced}");
+    let lines = lines_of(&mut child);
+    (child, lines)
+}
+
+#[test]
+fn watch_streams_events_as_json_with_exit_codes_and_signals() {
+    let daemon = Daemon::start(&echo_config());
+    wait_until("echo running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let (mut watcher, lines) = follower(&daemon, &["--json", "watch"]);
+    let shell = daemon.ok(&[
+        "spawn",
+        "--name",
+        "sh",
+        "--plain",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo out; exit 3",
+    ]);
+    let shell = shell.trim();
+    let exit = next_line_with(
+        &lines,
+        &["\"event\":\"exit\"", &format!("\"worker\":{shell}")],
+    );
+    assert!(
+        exit.contains("\"code\":3") && exit.contains("\"signal\":null"),
+        "{exit}"
+    );
+    daemon.ok(&["signal", "1", "KILL"]);
+    let killed = next_line_with(&lines, &["\"event\":\"exit\"", "\"worker\":1"]);
+    assert!(
+        killed.contains("\"code\":null") && killed.contains("\"signal\":\"SIGKILL\""),
+        "{killed}"
+    );
+    next_line_with(&lines, &["\"event\":\"restarting\"", "\"worker\":1"]);
+    next_line_containing(&lines, "\"event\":\"ready\"");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
+
+#[test]
+fn logs_follow_prints_new_lines() {
+    let daemon = Daemon::start("");
+    let id = daemon.ok(&[
+        "spawn",
+        "--name",
+        "ticker",
+        "--plain",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo first; read line; echo second; sleep 600",
+    ]);
+    let id = id.trim().to_string();
+    wait_until("the first line", || {
+        daemon.ok(&["logs", &id]).contains("first")
+    });
+    let (mut follower, lines) = follower(&daemon, &["logs", "-f", &id]);
+    assert_eq!(next_line_containing(&lines, "first"), "first");
+    // The worker's stdin is /dev/null: `read` returns at once, so "second"
+    // may already be in the log; either way it is printed exactly once.
+    assert_eq!(next_line_containing(&lines, "second"), "second");
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+#[test]
+fn sighup_reloads_the_configuration() {
+    let worker = |name: &str, mode: &str| {
+        format!(
+            "[[worker]]\nname = {name:?}\nprogram = {:?}\nargs = [{mode:?}]\n",
+            test_worker().display().to_string()
+        )
+    };
+    let daemon = Daemon::start(&(worker("kept", "echo") + &worker("removed", "echo")));
+    wait_until("both running", || {
+        workers(&daemon).iter().filter(|w| w.3 == "running").count() == 2
+    });
+    let kept_pid = workers(&daemon).iter().find(|w| w.1 == "kept").unwrap().2;
+    let config = daemon.socket.with_file_name("arbord.toml");
+    std::fs::write(&config, worker("kept", "echo") + &worker("added", "echo")).unwrap();
+    // SAFETY: kill with a pid we started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
+    wait_until("the reload", || {
+        let listed = workers(&daemon);
+        listed.iter().any(|w| w.1 == "added" && w.3 == "running")
+            && !listed.iter().any(|w| w.1 == "removed")
+    });
+    let kept = workers(&daemon)
+        .into_iter()
+        .find(|w| w.1 == "kept")
+        .unwrap();
+    assert_eq!(kept.2, kept_pid, "an unchanged worker keeps running");
+}

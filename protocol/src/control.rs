@@ -68,12 +68,22 @@ pub enum ControlRequest {
         /// Signal name (`SIGHUP`, `HUP`, `hup`).
         signal: String,
     },
-    /// The tail of a worker's captured output; answered with [`ControlResponse::Logs`].
+    /// The tail of a worker's captured output; answered with [`ControlResponse::Logs`],
+    /// then, with `follow`, one [`ControlResponse::Event`] per new line
+    /// until the client hangs up.
     Logs {
         /// Worker id.
         id: u64,
         /// At most this many lines.
         lines: u32,
+        /// Keep streaming new lines.
+        follow: bool,
+    },
+    /// Stream events (of one worker, or all) as [`ControlResponse::Event`]s
+    /// until the client hangs up.
+    Watch {
+        /// Only this worker's events.
+        id: Option<u64>,
     },
     /// Daemon status; answered with [`ControlResponse::Status`].
     Status,
@@ -111,6 +121,27 @@ pub struct ExitInfo {
     pub signal: Option<String>,
 }
 
+/// Something that happened to a worker, as `watch` streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonEvent {
+    /// `spawned`, `ready`, `message`, `error`, `messageerror`, `output`,
+    /// `exit`, `restarting`, `failed`; or `missed` for a watcher that fell
+    /// behind (then `missed` says how many events it lost).
+    pub event: String,
+    /// Worker id (0 for `missed`).
+    pub worker: u64,
+    /// Worker name.
+    pub name: String,
+    /// For `exit`: the code, if it exited.
+    pub code: Option<i32>,
+    /// For `exit`: the signal's name, if it was killed.
+    pub signal: Option<String>,
+    /// For `message`, `error`, `messageerror`, `output`: the text.
+    pub text: Option<String>,
+    /// For `missed`: how many events were dropped for this watcher.
+    pub missed: Option<u64>,
+}
+
 /// The daemon's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlResponse {
@@ -140,6 +171,8 @@ pub enum ControlResponse {
         /// Of which running.
         running: u32,
     },
+    /// One streamed event (`watch`, `logs --follow`).
+    Event(DaemonEvent),
     /// The request failed.
     Error {
         /// A one-line reason.

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arbor_protocol::control::{
-    ControlRequest, ControlResponse, ExitInfo, SpawnRequest, WorkerInfo,
+    ControlRequest, ControlResponse, DaemonEvent, ExitInfo, SpawnRequest, WorkerInfo,
 };
 use arbor_protocol::nonblocking::AsyncChannel;
 use arbor_protocol::{Frame, Limits};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::config::{Config, WorkerConfig};
 use crate::restart::{self, Action, Ending, RestartConfig, RestartState};
@@ -30,6 +30,9 @@ use crate::{ExitRecord, Initiator, Output, Signal, Supervisor, Worker, WorkerEve
 
 /// Lines of captured output kept per worker.
 const LOG_LINES: usize = 1000;
+/// Events buffered for watchers; one that falls further behind is told how
+/// many it missed, and never slows a worker or another client.
+const WATCH_BUFFER: usize = 1024;
 
 /// Signals the binary forwards to [`run`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +120,17 @@ impl Recipe {
         })
     }
 
+    /// Whether a reload can leave a worker started from `other` running.
+    fn same_as(&self, other: &Recipe) -> bool {
+        self.program == other.program
+            && self.args == other.args
+            && self.env == other.env
+            && self.cwd == other.cwd
+            && self.close_grace == other.close_grace
+            && self.speaks_protocol == other.speaks_protocol
+            && self.restart == other.restart
+    }
+
     fn spec(&self) -> WorkerSpec {
         let spec = match &self.program {
             crate::Program::Path(path) => WorkerSpec::program(path),
@@ -141,6 +155,8 @@ impl Recipe {
 
 #[derive(Debug)]
 struct Entry {
+    /// Set for workers from the configuration file (for reloads).
+    from_config: bool,
     recipe: Recipe,
     worker: Option<Arc<Worker>>,
     pid: u32,
@@ -160,6 +176,7 @@ struct Daemon {
     started: Instant,
     stopping: AtomicBool,
     shutdown: Notify,
+    events: broadcast::Sender<DaemonEvent>,
 }
 
 impl Daemon {
@@ -183,6 +200,21 @@ impl Daemon {
         }
     }
 
+    /// Tells watchers; nobody watching is fine.
+    fn emit(&self, event: &str, worker: u64, name: &str, fill: impl FnOnce(&mut DaemonEvent)) {
+        let mut daemon_event = DaemonEvent {
+            event: event.to_string(),
+            worker,
+            name: name.to_string(),
+            code: None,
+            signal: None,
+            text: None,
+            missed: None,
+        };
+        fill(&mut daemon_event);
+        let _ = self.events.send(daemon_event);
+    }
+
     fn status_line(&self) -> String {
         let entries = self.entries();
         let running = entries.values().filter(|e| e.worker.is_some()).count();
@@ -194,6 +226,7 @@ impl Daemon {
 /// worker is gone and the socket is removed.
 pub async fn run(
     config: Config,
+    config_path: Option<PathBuf>,
     socket_path: PathBuf,
     activated: Option<StdUnixListener>,
     mut signals: mpsc::UnboundedReceiver<DaemonSignal>,
@@ -223,13 +256,15 @@ pub async fn run(
         started: Instant::now(),
         stopping: AtomicBool::new(false),
         shutdown: Notify::new(),
+        events: broadcast::channel(WATCH_BUFFER).0,
     });
     for worker in &config.workers {
         let recipe = Recipe::from_config(worker);
-        if let Err(e) = start(&daemon, recipe).await {
+        if let Err(e) = start(&daemon, recipe, true).await {
             tracing::error!("boot worker {}: {e}", worker.name);
         }
     }
+    let watchdog = watchdog_interval();
     tracing::info!("arbord listening on {}", socket_path.display());
     notify("READY=1");
     notify(&daemon.status_line());
@@ -240,12 +275,29 @@ pub async fn run(
                 Ok((stream, _)) => {
                     tokio::spawn(serve_client(Arc::clone(&daemon), stream));
                 }
-                Err(e) => tracing::warn!("accept on the control socket: {e}"),
+                Err(e) => {
+                    // Out of fds (EMFILE) and the like: pause instead of
+                    // spinning on a listener that stays readable.
+                    tracing::warn!("accept on the control socket: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             },
             signal = signals.recv() => match signal {
                 Some(DaemonSignal::Shutdown) | None => break,
-                Some(DaemonSignal::Reload) => tracing::warn!("SIGHUP: configuration reload is not implemented yet"),
+                Some(DaemonSignal::Reload) => {
+                    notify("RELOADING=1");
+                    match &config_path {
+                        Some(path) => match Config::load(path) {
+                            Ok(new) => reload(&daemon, new).await,
+                            Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+                        },
+                        None => tracing::info!("SIGHUP: no configuration file to reload"),
+                    }
+                    notify("READY=1");
+                    notify(&daemon.status_line());
+                }
             },
+            _ = tick(watchdog) => notify("WATCHDOG=1"),
             _ = daemon.shutdown.notified() => break,
         }
     }
@@ -287,6 +339,59 @@ pub async fn run(
     Ok(())
 }
 
+/// Applies a new configuration: starts added workers, closes removed ones,
+/// and replaces changed ones (close, then start with the new settings).
+async fn reload(daemon: &Arc<Daemon>, new: Config) {
+    let running: Vec<(u64, Recipe)> = daemon
+        .entries()
+        .iter()
+        .filter(|(_, e)| e.from_config && e.worker.is_some())
+        .map(|(id, e)| (*id, e.recipe.clone()))
+        .collect();
+    let wanted: Vec<Recipe> = new.workers.iter().map(Recipe::from_config).collect();
+    for (id, recipe) in &running {
+        let keep = wanted
+            .iter()
+            .any(|w| w.name == recipe.name && w.same_as(recipe));
+        if !keep {
+            tracing::info!(worker = %recipe.name, id, "reload: stopping");
+            if let Ok(worker) = daemon.handle(*id) {
+                let _ = worker.close(recipe.close_grace).await;
+            }
+            daemon.entries().remove(id);
+        }
+    }
+    for recipe in wanted {
+        let present = running
+            .iter()
+            .any(|(_, r)| r.name == recipe.name && r.same_as(&recipe));
+        if !present {
+            tracing::info!(worker = %recipe.name, "reload: starting");
+            if let Err(e) = start(daemon, recipe, true).await {
+                tracing::error!("reload: {e}");
+            }
+        }
+    }
+}
+
+/// Half of `$WATCHDOG_USEC`, when systemd asks for keep-alives.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let pid_ok = std::env::var("WATCHDOG_PID")
+        .ok()
+        .map(|pid| pid.parse::<u32>().ok() == Some(std::process::id()))
+        .unwrap_or(true);
+    (pid_ok && usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Completes every `every`, or never.
+async fn tick(every: Option<Duration>) {
+    match every {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Binds the control socket at `path`: replaces a stale socket file, refuses
 /// to start when another arbord answers there, sets `mode`.
 fn bind(path: &std::path::Path, mode: u32) -> Result<StdUnixListener, DaemonError> {
@@ -314,7 +419,11 @@ fn bind(path: &std::path::Path, mode: u32) -> Result<StdUnixListener, DaemonErro
 }
 
 /// Starts a managed worker and its monitor; returns its id.
-async fn start(daemon: &Arc<Daemon>, recipe: Recipe) -> Result<u64, crate::Error> {
+async fn start(
+    daemon: &Arc<Daemon>,
+    recipe: Recipe,
+    from_config: bool,
+) -> Result<u64, crate::Error> {
     let mut worker = daemon.supervisor.spawn(recipe.spec()).await?;
     let id = daemon.next_id.fetch_add(1, Ordering::Relaxed);
     let events = worker.take_events().expect("a new worker has its events");
@@ -323,6 +432,7 @@ async fn start(daemon: &Arc<Daemon>, recipe: Recipe) -> Result<u64, crate::Error
     daemon.entries().insert(
         id,
         Entry {
+            from_config,
             recipe: recipe.clone(),
             pid: worker.pid(),
             worker: Some(Arc::clone(&worker)),
@@ -333,6 +443,7 @@ async fn start(daemon: &Arc<Daemon>, recipe: Recipe) -> Result<u64, crate::Error
             last_exit: None,
         },
     );
+    daemon.emit("spawned", id, &recipe.name, |_| {});
     tokio::spawn(monitor(Arc::clone(daemon), id, recipe, events));
     notify(&daemon.status_line());
     Ok(id)
@@ -344,9 +455,21 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
     loop {
         let record = loop {
             match events.next().await {
-                Some(WorkerEvent::Ready) => set_state(&daemon, id, "running"),
+                Some(WorkerEvent::Ready) => {
+                    set_state(&daemon, id, "running");
+                    daemon.emit("ready", id, &recipe.name, |_| {});
+                }
+                Some(WorkerEvent::Message { data, .. }) => {
+                    daemon.emit("message", id, &recipe.name, |e| {
+                        e.text = Some(String::from_utf8_lossy(&data).into())
+                    });
+                }
+                Some(WorkerEvent::MessageError { reason }) => {
+                    daemon.emit("messageerror", id, &recipe.name, |e| e.text = Some(reason));
+                }
                 Some(WorkerEvent::Output { stream, line }) => {
                     let line = String::from_utf8_lossy(&line).into_owned();
+                    daemon.emit("output", id, &recipe.name, |e| e.text = Some(line.clone()));
                     tracing::info!(worker = %recipe.name, id, ?stream, "{line}");
                     if let Some(entry) = daemon.entries().get_mut(&id) {
                         if entry.logs.len() == LOG_LINES {
@@ -356,10 +479,12 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                     }
                 }
                 Some(WorkerEvent::Error { message, location }) => {
-                    tracing::warn!(worker = %recipe.name, id, ?location, "worker error: {message}")
+                    tracing::warn!(worker = %recipe.name, id, ?location, "worker error: {message}");
+                    daemon.emit("error", id, &recipe.name, |e| e.text = Some(message));
                 }
                 Some(WorkerEvent::ChannelError { error }) => {
-                    tracing::warn!(worker = %recipe.name, id, "channel closed: {error}")
+                    tracing::warn!(worker = %recipe.name, id, "channel closed: {error}");
+                    daemon.emit("messageerror", id, &recipe.name, |e| e.text = Some(error));
                 }
                 Some(WorkerEvent::Exit(record)) => break Some(record),
                 Some(_) => {}
@@ -379,6 +504,10 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
             .map(|r| describe_exit(&r))
             .unwrap_or_else(|| "unknown".into());
         tracing::info!(worker = %recipe.name, id, "exited: {description}");
+        daemon.emit("exit", id, &recipe.name, |e| {
+            e.code = record.and_then(|r| r.code);
+            e.signal = record.and_then(|r| r.signal).map(|s| s.name());
+        });
         if let Some(entry) = daemon.entries().get_mut(&id) {
             entry.worker = None;
             entry.pid = 0;
@@ -394,6 +523,7 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
             match actions.first().copied() {
                 Some(Action::RestartAt(at)) => {
                     set_state(&daemon, id, "restarting");
+                    daemon.emit("restarting", id, &recipe.name, |_| {});
                     tokio::time::sleep_until(at.into()).await;
                     if daemon.stopping.load(Ordering::SeqCst) {
                         set_state(&daemon, id, "exited");
@@ -444,6 +574,7 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 Some(Action::Failed { restarts }) => {
                     tracing::error!(worker = %recipe.name, id, restarts, "restarting too often: marked failed");
                     set_state(&daemon, id, "failed");
+                    daemon.emit("failed", id, &recipe.name, |_| {});
                     notify(&daemon.status_line());
                     return;
                 }
@@ -536,6 +667,15 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
                 return;
             }
         };
+        let stream_filter = match &request {
+            ControlRequest::Watch { id } => Some((*id, None)),
+            ControlRequest::Logs {
+                id, follow: true, ..
+            } => Some((Some(*id), Some("output"))),
+            _ => None,
+        };
+        // Subscribe before answering, so that no event falls in between.
+        let subscription = stream_filter.map(|_| daemon.events.subscribe());
         let shutdown = matches!(request, ControlRequest::Shutdown);
         let response = handle(&daemon, request).await;
         if channel.send_value(&response, &[]).await.is_err() {
@@ -545,6 +685,50 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
             daemon.shutdown.notify_one();
             return;
         }
+        if let (Some((id, only)), Some(subscription)) = (stream_filter, subscription) {
+            stream_events(channel, subscription, id, only).await;
+            return;
+        }
+    }
+}
+
+/// Streams events to a watcher until it hangs up. A watcher that falls
+/// behind gets a `missed` event with the count and carries on.
+async fn stream_events(
+    channel: AsyncChannel,
+    mut events: broadcast::Receiver<DaemonEvent>,
+    id: Option<u64>,
+    only: Option<&str>,
+) {
+    // Split, so that the client's hang-up is seen while waiting for events.
+    let (mut sender, mut receiver) = channel.into_split();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = receiver.recv() => return, // the client sent something or hung up
+        };
+        let event = match event {
+            Ok(event) if id.is_some_and(|id| id != event.worker) => continue,
+            Ok(event) if only.is_some_and(|only| only != event.event) => continue,
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => DaemonEvent {
+                event: "missed".into(),
+                worker: 0,
+                name: String::new(),
+                code: None,
+                signal: None,
+                text: None,
+                missed: Some(missed),
+            },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if sender
+            .send_value(&ControlResponse::Event(event), &[])
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 
@@ -552,7 +736,7 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
     let error = |message: String| ControlResponse::Error { message };
     match request {
         ControlRequest::Spawn(spawn) => match Recipe::from_request(spawn) {
-            Ok(recipe) => match start(daemon, recipe).await {
+            Ok(recipe) => match start(daemon, recipe, false).await {
                 Ok(id) => ControlResponse::Spawned { id },
                 Err(e) => error(e.to_string()),
             },
@@ -633,7 +817,8 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
                 (_, None) => error(format!("unknown signal {signal:?}")),
             }
         }
-        ControlRequest::Logs { id, lines } => match daemon.entries().get(&id) {
+        ControlRequest::Watch { .. } => ControlResponse::Ok,
+        ControlRequest::Logs { id, lines, .. } => match daemon.entries().get(&id) {
             Some(entry) => {
                 let skip = entry.logs.len().saturating_sub(lines as usize);
                 ControlResponse::Logs(entry.logs.iter().skip(skip).cloned().collect())

@@ -81,7 +81,12 @@ enum Command {
         /// Last this many lines.
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: u32,
+        /// Keep printing new lines as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
+    /// Print events (of one worker, or all) as they happen, one per line.
+    Watch { id: Option<u64> },
     /// Daemon status.
     Status,
     /// Stop every worker and the daemon.
@@ -151,10 +156,12 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             id: *id,
             signal: signal.clone(),
         },
-        Command::Logs { id, lines } => ControlRequest::Logs {
+        Command::Logs { id, lines, follow } => ControlRequest::Logs {
             id: *id,
             lines: *lines,
+            follow: *follow,
         },
+        Command::Watch { id } => ControlRequest::Watch { id: *id },
         Command::Status => ControlRequest::Status,
         Command::Shutdown => ControlRequest::Shutdown,
     };
@@ -164,19 +171,37 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
     channel
         .send_value(&request, &[])
         .map_err(|e| e.to_string())?;
-    let response = match channel.recv() {
-        Ok((Frame::Message(message), _)) => message
-            .decode::<ControlResponse>()
-            .map_err(|e| e.to_string())?,
-        Ok((other, _)) => {
-            return Err(format!(
-                "unexpected {} frame from arbord",
-                other.kind().name()
-            ))
+    let streaming = matches!(
+        request,
+        ControlRequest::Watch { .. } | ControlRequest::Logs { follow: true, .. }
+    );
+    let mut announced = false;
+    loop {
+        let response = match channel.recv() {
+            Ok((Frame::Message(message), _)) => message
+                .decode::<ControlResponse>()
+                .map_err(|e| e.to_string())?,
+            Ok((other, _)) => {
+                return Err(format!(
+                    "unexpected {} frame from arbord",
+                    other.kind().name()
+                ))
+            }
+            Err(arbor_protocol::Error::Closed) if streaming => return Ok(()),
+            Err(e) => return Err(format!("arbord at {}: {e}", socket.display())),
+        };
+        if !streaming {
+            return print(args.json, response);
         }
-        Err(e) => return Err(format!("arbord at {}: {e}", socket.display())),
-    };
-    print(args.json, response)
+        // A stream opens with an Ok (watch) or the lines so far (logs -f);
+        // from then on nothing is missed, which stderr says.
+        if response != ControlResponse::Ok {
+            print(args.json, response)?;
+        }
+        if !std::mem::replace(&mut announced, true) {
+            eprintln!("arborctl: following {}", socket.display());
+        }
+    }
 }
 
 fn print(json: bool, response: ControlResponse) -> Result<(), String> {
@@ -225,6 +250,41 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             (None, Some(signal)) => println!("killed by {signal}"),
             _ => println!("exited"),
         },
+        ControlResponse::Event(event) if json => {
+            let mut object = serde_json::json!({
+                "event": event.event, "worker": event.worker, "name": event.name,
+            });
+            if event.event == "exit" {
+                object["code"] = serde_json::json!(event.code);
+                object["signal"] = serde_json::json!(event.signal);
+            }
+            if let Some(text) = event.text {
+                object["text"] = serde_json::json!(text);
+            }
+            if let Some(missed) = event.missed {
+                object["missed"] = serde_json::json!(missed);
+            }
+            to_json(object)
+        }
+        ControlResponse::Event(event) if event.event == "output" => {
+            println!("{}", event.text.unwrap_or_default())
+        }
+        ControlResponse::Event(event) => {
+            let mut line = format!("{} {} {}", event.worker, event.name, event.event);
+            if let Some(code) = event.code {
+                line += &format!(" code={code}");
+            }
+            if let Some(signal) = event.signal {
+                line += &format!(" signal={signal}");
+            }
+            if let Some(missed) = event.missed {
+                line += &format!(" missed={missed}");
+            }
+            if let Some(text) = event.text {
+                line += &format!(" {text:?}");
+            }
+            println!("{line}");
+        }
         ControlResponse::Logs(lines) if json => to_json(serde_json::json!(lines)),
         ControlResponse::Logs(lines) => lines.iter().for_each(|l| println!("{l}")),
         ControlResponse::Status {

@@ -106,7 +106,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(daemon::run(config, socket, activated, signal_rx)) {
+    match runtime.block_on(daemon::run(
+        config,
+        args.config.clone(),
+        socket,
+        activated,
+        signal_rx,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ DaemonError::AlreadyRunning(_)) => {
             eprintln!("arbord: {e}");
