@@ -527,3 +527,40 @@ fn sighup_reloads_the_configuration() {
         .unwrap();
     assert_eq!(kept.2, kept_pid, "an unchanged worker keeps running");
 }
+
+#[test]
+fn a_client_whose_uid_is_not_allowed_gets_an_error_and_is_disconnected() {
+    use std::os::unix::process::CommandExt;
+    if arbor_supervisor::config::current_uid() != 0 {
+        eprintln!("needs root to run a client under another uid (CI runs as root)");
+        return;
+    }
+    // World-writable socket, so that only the uid check can refuse.
+    let daemon = Daemon::start("[daemon]\nmode = \"0666\"\n");
+    let mut child = Command::new(binary("arborctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .arg("status")
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, LIMIT, "arborctl as nobody");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("uid 65534 is not allowed"), "{stderr}");
+    // And the daemon goes on.
+    assert!(daemon.ok(&["status"]).contains("arbord pid"));
+}
+
+#[test]
+fn arborctl_prints_shell_completions_and_help_with_examples() {
+    let output = ctl_at(Path::new("/nonexistent"), &["completions", "bash"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("arborctl"));
+    let help = ctl_at(Path::new("/nonexistent"), &["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("arborctl spawn --name echo"));
+}

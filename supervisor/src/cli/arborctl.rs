@@ -91,6 +91,8 @@ enum Command {
     Status,
     /// Stop every worker and the daemon.
     Shutdown,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 /// The whole program; `main` of the binary calls this.
@@ -119,6 +121,16 @@ fn payload(data: &str) -> Result<Vec<u8>, String> {
 
 fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
     let request = match &args.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "arborctl",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
         Command::Spawn {
             name,
             restart,
