@@ -20,7 +20,7 @@ def load(root):
         results.setdefault(key, {}).setdefault(meta["function_id"], []).append(est["median"]["point_estimate"])
         throughput[key] = meta.get("throughput")
     extras = {}
-    for name in ("memory", "node"):
+    for name in ("memory", "node", "daemon"):
         for f in Path(root).glob(f"run-*/{name}.json"):
             for k, v in json.loads(f.read_text()).items():
                 extras.setdefault(name, {}).setdefault(k, []).append(v)
@@ -63,7 +63,7 @@ def main():
         node_cells = (f"{describe(group, node_ns, tp)} | {arbor / node_ns:.3f}x" if node_ns else " | ")
         print(f"| {name} | {describe(group, arbor, tp)} | {describe(group, raw, tp)} | {arbor / raw:.2f}x "
               f"| {node_cells} | {min(len(fns['arbor']), len(fns['raw']))} |")
-    for k, v in extras.get("memory", {}).items():
+    for k, v in list(extras.get("memory", {}).items()) + list(extras.get("daemon", {}).items()):
         print(f"\n{k}: {med(v)} (median of {len(v)} runs)")
     print("\n(criterion's per-run medians, then the median over runs; a ratio below 1 means arbor takes less time)")
 

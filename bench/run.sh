@@ -20,6 +20,7 @@ for i in $(seq 1 "$runs"); do
   ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench workers -- --noplot worker_round_trip
   cp -r target/criterion "$out/run-$i"
   ./target/release/worker-memory > "$out/run-$i/memory.json"
+  ./target/release/daemon-probe > "$out/run-$i/daemon.json"
   if command -v node > /dev/null; then
     node bench/node/fork_ipc.js > "$out/run-$i/node.json"
   else

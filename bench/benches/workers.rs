@@ -206,6 +206,92 @@ fn worker_round_trip(c: &mut Criterion) {
     });
 }
 
+/// A request through arbord (a client on its control socket, arbord asking
+/// the worker) against the same request through the library.
+fn daemon_request(c: &mut Criterion) {
+    use arbor_protocol::blocking::Channel;
+    use arbor_protocol::control::{ControlRequest, ControlResponse};
+    use arbor_supervisor::config::Config;
+
+    let rt = runtime();
+    let dir = std::env::temp_dir().join(format!("arbor-bench-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("arbord.sock");
+    let config = Config::parse(
+        &format!("[[worker]]\nname = \"echo\"\nprogram = {PEER:?}\nargs = [\"worker-echo\"]\n"),
+        std::path::Path::new("bench.toml"),
+    )
+    .expect("config");
+    let (signals, signal_rx) = tokio::sync::mpsc::unbounded_channel();
+    // arbord in-process: daemon::run is what the binary's main calls.
+    let daemon = rt.spawn(arbor_supervisor::daemon::run(
+        config,
+        None,
+        socket.clone(),
+        None,
+        signal_rx,
+    ));
+    let ask = |channel: &mut Channel, request: &ControlRequest| -> ControlResponse {
+        channel.send_value(request, &[]).expect("send");
+        match channel.recv().expect("recv") {
+            (arbor_protocol::Frame::Message(message), _) => message.decode().expect("decode"),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+            let mut channel = Channel::new(stream).expect("channel");
+            if let ControlResponse::Workers(workers) = ask(&mut channel, &ControlRequest::List) {
+                if workers.iter().any(|w| w.state == "running") {
+                    break channel;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "arbord's worker did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let supervisor = rt
+        .block_on(async { Supervisor::new() })
+        .expect("supervisor");
+    let worker = std::sync::Arc::new(rt.block_on(ready(&supervisor)));
+    let mut group = c.benchmark_group(group_name("daemon_request"));
+    let payload = vec![0x5au8; 64];
+    group.bench_function("arbor", |b| {
+        b.iter(|| {
+            let request = ControlRequest::Request {
+                id: 1,
+                data: payload.clone(),
+                timeout_ms: 5000,
+            };
+            black_box(ask(&mut client, &request));
+        })
+    });
+    // The library's own request, the baseline for this row.
+    group.bench_function("raw", |b| {
+        b.iter_custom(|iters| {
+            let (worker, payload) = (worker.clone(), payload.clone());
+            rt.block_on(rt.spawn(async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(
+                        worker
+                            .request(payload.clone(), Duration::from_secs(5))
+                            .await
+                            .expect("request"),
+                    );
+                }
+                start.elapsed()
+            }))
+            .expect("join")
+        })
+    });
+    group.finish();
+    let _ = signals.send(arbor_supervisor::daemon::DaemonSignal::Shutdown);
+    let _ = rt.block_on(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -217,6 +303,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = spawn_to_ready, worker_round_trip
+    targets = spawn_to_ready, worker_round_trip, daemon_request
 }
 criterion_main!(benches);

@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if mode == "worker-echo" {
         // An arbor worker (channel at fd 3), the same as the echo example.
         let mut worker = arbor_worker::blocking::Worker::connect()?;
-        worker.on_message(|ctx, message, _| ctx.post_message(&message.data, &[]));
+        worker.on_message(|ctx, message, _| ctx.reply(&message.data, &[]));
         return Ok(worker.run()?);
     }
     let socket = channel_from_stdin()?;

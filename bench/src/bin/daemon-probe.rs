@@ -1,0 +1,93 @@
+//! arbord with 100 idle workers: `arborctl ps` latency (a whole arborctl
+//! process, as an operator runs it; median of 20) and arbord's RSS. Prints
+//! one JSON object. Run by bench/run.sh.
+
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arbor_protocol::blocking::Channel;
+use arbor_protocol::control::{ControlRequest, ControlResponse};
+use arbor_protocol::Frame;
+
+const WORKERS: usize = 100;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn ask(socket: &std::path::Path, request: &ControlRequest) -> Option<ControlResponse> {
+    let mut channel = Channel::new(UnixStream::connect(socket).ok()?).ok()?;
+    channel.send_value(request, &[]).ok()?;
+    match channel.recv().ok()? {
+        (Frame::Message(message), _) => message.decode().ok(),
+        _ => None,
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("arbor-daemon-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let here = std::env::current_exe()?;
+    let peer = here.with_file_name("bench-peer");
+    let mut config = String::new();
+    for i in 0..WORKERS {
+        config += &format!(
+            "[[worker]]\nname = \"echo{i}\"\nprogram = {:?}\nargs = [\"worker-echo\"]\n",
+            peer.display().to_string()
+        );
+    }
+    let config_path = dir.join("arbord.toml");
+    std::fs::write(&config_path, config)?;
+    let socket = dir.join("arbord.sock");
+    let mut arbord = Command::new(here.with_file_name("bench-arbord"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(ControlResponse::Workers(workers)) = ask(&socket, &ControlRequest::List) {
+            if workers.iter().filter(|w| w.state == "running").count() == WORKERS {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = arbord.kill();
+            return Err("workers did not all start within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let output = Command::new(here.with_file_name("bench-arborctl"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("ps")
+            .output()?;
+        times.push(start.elapsed());
+        assert!(output.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).lines().count(),
+            WORKERS + 1
+        );
+    }
+    times.sort();
+    let rss = rss_kib(arbord.id());
+    println!(
+        "{{\"arborctl_ps_100_workers_ms\": {:.2}, \"arbord_rss_100_idle_workers_kib\": {rss}}}",
+        times[times.len() / 2].as_secs_f64() * 1000.0
+    );
+    let _ = ask(&socket, &ControlRequest::Shutdown);
+    let _ = arbord.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
