@@ -340,9 +340,17 @@ fn sigterm_closes_every_worker_and_exits_0_with_sd_notify_in_order() {
     let mut daemon = Daemon::start_with(&echo_config(), |command| {
         command.env("NOTIFY_SOCKET", &notify_path);
     });
-    wait_until("echo running", || {
-        workers(&daemon).iter().any(|w| w.3 == "running")
-    });
+    // READY=1 comes once the boot workers are Ready.
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 512];
+    while messages.last().map(String::as_str) != Some("READY=1") {
+        let n = notify.recv(&mut buf).expect("READY=1 within the limit");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        workers(&daemon).iter().all(|w| w.3 == "running"),
+        "READY before the boot workers were"
+    );
     let echo_pid = workers(&daemon)[0].2;
     // SAFETY: kill with a pid we started.
     assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) }, 0);
@@ -353,8 +361,6 @@ fn sigterm_closes_every_worker_and_exits_0_with_sd_notify_in_order() {
         "the worker is gone"
     );
 
-    let mut messages = Vec::new();
-    let mut buf = [0u8; 512];
     while let Ok(n) = notify.recv(&mut buf) {
         let message = String::from_utf8_lossy(&buf[..n]).into_owned();
         let stopping = message == "STOPPING=1";
@@ -563,4 +569,32 @@ fn arborctl_prints_shell_completions_and_help_with_examples() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("arborctl"));
     let help = ctl_at(Path::new("/nonexistent"), &["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("arborctl spawn --name echo"));
+}
+
+#[test]
+fn send_passes_files_as_fds_to_the_worker() {
+    let config = format!(
+        "[[worker]]\nname = \"writer\"\nprogram = {:?}\nargs = [\"write-fds\"]\n",
+        test_worker().display().to_string()
+    );
+    let daemon = Daemon::start(&config);
+    wait_until("writer running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let dir = TempDir::new("sendfd");
+    let target = dir.0.join("target.txt");
+    std::fs::write(&target, b"").unwrap();
+    daemon.ok(&[
+        "send",
+        "1",
+        "through the fd",
+        "--fd",
+        target.to_str().unwrap(),
+    ]);
+    wait_until("the worker wrote through the fd", || {
+        std::fs::read(&target).unwrap() == b"through the fd"
+    });
+    let output = daemon.ctl(&["send", "1", "x", "--fd", "/no/such/file"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/file"));
 }

@@ -139,9 +139,18 @@ pub(crate) fn recv(
         }
     };
     let fds = take_fds(&msg);
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > max_fds {
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         drop(fds);
         return Err(Error::ControlTruncated);
+    }
+    if fds.len() > max_fds {
+        // Room is made for at least one fd; more than the limit is refused.
+        let count = fds.len();
+        drop(fds);
+        return Err(Error::TooManyFds {
+            count,
+            limit: max_fds,
+        });
     }
     if n == 0 && fds.is_empty() {
         return Ok(Received::Eof);

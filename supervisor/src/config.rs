@@ -15,6 +15,11 @@
 //! cwd = "/"
 //! restart = "on-failure"              # never | on-failure | always
 //! close_grace = "5s"
+//! restart_delay = "100ms"              # backoff: first delay,
+//! restart_factor = 2.0                 # growth,
+//! restart_max_delay = "30s"            # cap;
+//! max_restarts = 5                     # intensity: at most 5 restarts
+//! restart_window = "60s"               # in 60 s, else the worker is failed
 //! ```
 //!
 //! A bad file is a [`ConfigError`] naming the file, the line and column, and
@@ -65,6 +70,9 @@ pub struct DaemonConfig {
     /// Permission bits of the control socket, as an octal string.
     #[serde(default = "default_mode", deserialize_with = "octal")]
     pub mode: u32,
+    /// Group the control socket is given to (with `mode = "0660"`, members
+    /// can reach the socket; their uids must still be allowed).
+    pub group: Option<String>,
     /// Uids allowed on the control socket besides arbord's own and root.
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
@@ -78,6 +86,7 @@ impl Default for DaemonConfig {
         Self {
             socket: None,
             mode: default_mode(),
+            group: None,
             allowed_uids: Vec::new(),
             shutdown_grace: default_shutdown_grace(),
         }
@@ -111,17 +120,36 @@ pub struct WorkerConfig {
     /// Close grace.
     #[serde(default = "default_close_grace", deserialize_with = "duration")]
     pub close_grace: Duration,
+    /// Delay before the first restart (default 100ms)...
+    #[serde(default = "default_restart_delay", deserialize_with = "duration")]
+    pub restart_delay: Duration,
+    /// ...multiplied by this for each further one (default 2)...
+    #[serde(default = "default_restart_factor")]
+    pub restart_factor: f64,
+    /// ...up to this (default 30s).
+    #[serde(default = "default_restart_max_delay", deserialize_with = "duration")]
+    pub restart_max_delay: Duration,
+    /// At most this many restarts (default 5)...
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    /// ...within this window (default 60s); one more and the worker is failed.
+    #[serde(default = "default_restart_window", deserialize_with = "duration")]
+    pub restart_window: Duration,
     /// Whether the program speaks arbor's protocol (default true).
     #[serde(default = "yes")]
     pub speaks_protocol: bool,
 }
 
 impl WorkerConfig {
-    /// The restart settings of this worker (backoff and intensity at their defaults).
+    /// The restart settings of this worker.
     pub fn restart_config(&self) -> RestartConfig {
         RestartConfig {
             policy: self.restart,
-            ..RestartConfig::default()
+            first_delay: self.restart_delay,
+            factor: self.restart_factor,
+            max_delay: self.restart_max_delay,
+            max_restarts: self.max_restarts,
+            within: self.restart_window,
         }
     }
 }
@@ -137,6 +165,30 @@ fn default_close_grace() -> Duration {
 }
 fn yes() -> bool {
     true
+}
+fn default_restart_delay() -> Duration {
+    RestartConfig::default().first_delay
+}
+fn default_restart_factor() -> f64 {
+    RestartConfig::default().factor
+}
+fn default_restart_max_delay() -> Duration {
+    RestartConfig::default().max_delay
+}
+fn default_max_restarts() -> u32 {
+    RestartConfig::default().max_restarts
+}
+fn default_restart_window() -> Duration {
+    RestartConfig::default().within
+}
+
+/// The gid of group `name`, from /etc/group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then(|| fields.nth(1)?.parse().ok())?
+    })
 }
 
 fn octal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -294,6 +346,7 @@ mod tests {
 [daemon]
 socket = "/tmp/x.sock"
 mode = "0660"
+group = "root"
 allowed_uids = [1000]
 shutdown_grace = "2s"
 
@@ -311,6 +364,8 @@ close_grace = "250ms"
         assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(2));
         let worker = &config.workers[0];
         assert_eq!(worker.restart, RestartPolicy::OnFailure);
+        assert_eq!(worker.restart_config().max_restarts, 5);
+        assert_eq!(group_id("root"), Some(0));
         assert_eq!(worker.close_grace, Duration::from_millis(250));
         assert_eq!(worker.env["A"], "1");
     }

@@ -28,6 +28,9 @@ use crate::restart::{self, Action, Ending, RestartConfig, RestartState};
 use crate::systemd::notify;
 use crate::{ExitRecord, Initiator, Output, Signal, Supervisor, Worker, WorkerEvent, WorkerSpec};
 
+/// How long READY=1 waits for the boot workers' Ready.
+const BOOT_READY_LIMIT: Duration = Duration::from_secs(30);
+
 /// Lines of captured output kept per worker.
 const LOG_LINES: usize = 1000;
 /// Events buffered for watchers; one that falls further behind is told how
@@ -176,6 +179,8 @@ struct Daemon {
     started: Instant,
     stopping: AtomicBool,
     shutdown: Notify,
+    /// Woken whenever a worker's state changes.
+    state_changed: Notify,
     events: broadcast::Sender<DaemonEvent>,
 }
 
@@ -234,7 +239,11 @@ pub async fn run(
     let (listener, owned_path) = match activated {
         Some(listener) => (listener, None),
         None => (
-            bind(&socket_path, config.daemon.mode)?,
+            bind(
+                &socket_path,
+                config.daemon.mode,
+                config.daemon.group.as_deref(),
+            )?,
             Some(socket_path.clone()),
         ),
     };
@@ -256,12 +265,34 @@ pub async fn run(
         started: Instant::now(),
         stopping: AtomicBool::new(false),
         shutdown: Notify::new(),
+        state_changed: Notify::new(),
         events: broadcast::channel(WATCH_BUFFER).0,
     });
     for worker in &config.workers {
         let recipe = Recipe::from_config(worker);
         if let Err(e) = start(&daemon, recipe, true).await {
             tracing::error!("boot worker {}: {e}", worker.name);
+        }
+    }
+    // READY=1 once the boot workers are up (Ready, or already gone), or
+    // after a generous bound so that one hung worker cannot stall the boot.
+    let boot_deadline = tokio::time::Instant::now() + BOOT_READY_LIMIT;
+    loop {
+        let changed = daemon.state_changed.notified();
+        let starting = daemon
+            .entries()
+            .values()
+            .filter(|e| e.state == "starting")
+            .count();
+        if starting == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(boot_deadline) => {
+                tracing::warn!("{starting} boot workers not Ready after {BOOT_READY_LIMIT:?}; ready anyway");
+                break;
+            }
         }
     }
     let watchdog = watchdog_interval();
@@ -394,7 +425,11 @@ async fn tick(every: Option<Duration>) {
 
 /// Binds the control socket at `path`: replaces a stale socket file, refuses
 /// to start when another arbord answers there, sets `mode`.
-fn bind(path: &std::path::Path, mode: u32) -> Result<StdUnixListener, DaemonError> {
+fn bind(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<&str>,
+) -> Result<StdUnixListener, DaemonError> {
     let socket_error = |source| DaemonError::Socket {
         path: path.to_path_buf(),
         source,
@@ -415,6 +450,15 @@ fn bind(path: &std::path::Path, mode: u32) -> Result<StdUnixListener, DaemonErro
     }
     let listener = StdUnixListener::bind(path).map_err(socket_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_error)?;
+    if let Some(group) = group {
+        let gid = crate::config::group_id(group).ok_or_else(|| {
+            socket_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no group {group:?}"),
+            ))
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(socket_error)?;
+    }
     Ok(listener)
 }
 
@@ -592,6 +636,7 @@ fn set_state(daemon: &Daemon, id: u64, state: &'static str) {
     if let Some(entry) = daemon.entries().get_mut(&id) {
         entry.state = state;
     }
+    daemon.state_changed.notify_waiters();
 }
 
 fn describe_exit(record: &ExitRecord) -> String {
@@ -618,10 +663,8 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
             return;
         }
     };
-    let mut channel = AsyncChannel::with_limits(
-        stream,
-        Limits::default().with_max_payload(16 << 20).with_max_fds(0),
-    );
+    // Fds may come with `post` (arborctl send --fd); they are handed on or closed.
+    let mut channel = AsyncChannel::with_limits(stream, Limits::default());
     let own = crate::config::current_uid();
     if uid != 0 && uid != own && !daemon.config.daemon.allowed_uids.contains(&uid) {
         tracing::warn!(uid, "refused a control client");
@@ -632,9 +675,9 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
         return;
     }
     loop {
-        let request = match channel.recv().await {
-            Ok((Frame::Message(message), _)) => match message.decode::<ControlRequest>() {
-                Ok(request) => request,
+        let (request, fds) = match channel.recv().await {
+            Ok((Frame::Message(message), fds)) => match message.decode::<ControlRequest>() {
+                Ok(request) => (request, fds),
                 Err(e) => {
                     let _ = channel
                         .send_value(
@@ -677,7 +720,7 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
         // Subscribe before answering, so that no event falls in between.
         let subscription = stream_filter.map(|_| daemon.events.subscribe());
         let shutdown = matches!(request, ControlRequest::Shutdown);
-        let response = handle(&daemon, request).await;
+        let response = handle(&daemon, request, fds).await;
         if channel.send_value(&response, &[]).await.is_err() {
             return;
         }
@@ -732,7 +775,12 @@ async fn stream_events(
     }
 }
 
-async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlResponse {
+/// Answers one request; `fds` came with it (only `post` passes them on).
+async fn handle(
+    daemon: &Arc<Daemon>,
+    request: ControlRequest,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> ControlResponse {
     let error = |message: String| ControlResponse::Error { message };
     match request {
         ControlRequest::Spawn(spawn) => match Recipe::from_request(spawn) {
@@ -763,7 +811,7 @@ async fn handle(daemon: &Arc<Daemon>, request: ControlRequest) -> ControlRespons
                 .collect(),
         ),
         ControlRequest::Post { id, data } => match daemon.handle(id) {
-            Ok(worker) => match worker.post_message(data, vec![]).await {
+            Ok(worker) => match worker.post_message(data, fds).await {
                 Ok(()) => ControlResponse::Ok,
                 Err(e) => error(e.to_string()),
             },

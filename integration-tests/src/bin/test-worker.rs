@@ -12,6 +12,7 @@
 //! - `panic`: panics with "boom" on the first message.
 //! - `close-self`: replies to the first message, then closes itself (onclose posts "onclose ran").
 //! - `env NAME`: replies "NAME:<message>" to each message.
+//! - `write-fds`: writes each message's bytes into every fd that came with it.
 //! - `chatty`: prints "line N" to stdout for N in 1..=3, then echoes.
 //! - `plain`: does not speak the protocol; sleeps until killed.
 
@@ -64,6 +65,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             worker.on_message(|ctx, message, fds| {
                 let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
                 ctx.reply(&message.data, &fds)
+            });
+        }
+        "write-fds" => {
+            worker.on_message(|ctx, message, fds| {
+                for fd in fds {
+                    std::fs::File::from(fd)
+                        .write_all(&message.data)
+                        .expect("write through a passed fd");
+                }
+                ctx.post_message(b"written", &[])
             });
         }
         "chatty" => {

@@ -54,8 +54,15 @@ enum Command {
     },
     /// List workers.
     Ps,
-    /// Post a message (DATA, or stdin with `-`).
-    Send { id: u64, data: String },
+    /// Post a message (DATA, or stdin with `-`), with files opened and
+    /// passed as fds (`--fd PATH`, repeatable).
+    Send {
+        id: u64,
+        data: String,
+        /// A file (or FIFO) to open and pass along as an fd.
+        #[arg(long = "fd", value_name = "PATH")]
+        fds: Vec<PathBuf>,
+    },
     /// Ask a worker and print its reply.
     Request {
         id: u64,
@@ -150,7 +157,7 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             speaks_protocol: !plain,
         }),
         Command::Ps => ControlRequest::List,
-        Command::Send { id, data } => ControlRequest::Post {
+        Command::Send { id, data, .. } => ControlRequest::Post {
             id: *id,
             data: payload(data)?,
         },
@@ -180,16 +187,35 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(|e| format!("cannot reach arbord at {}: {e}", socket.display()))?;
     let mut channel = Channel::new(stream).map_err(|e| e.to_string())?;
-    channel
-        .send_value(&request, &[])
-        .map_err(|e| e.to_string())?;
+    let files = match &args.command {
+        Command::Send { fds, .. } => fds
+            .iter()
+            .map(|path| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .or_else(|_| std::fs::File::open(path))
+                    .map_err(|e| format!("--fd {}: {e}", path.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let fds: Vec<_> = files.iter().map(std::os::fd::AsFd::as_fd).collect();
+    // A refused client may find the connection closed while it writes: the
+    // daemon's answer (the refusal) is still there to read.
+    let sent = channel.send_value(&request, &fds);
     let streaming = matches!(
         request,
         ControlRequest::Watch { .. } | ControlRequest::Logs { follow: true, .. }
     );
     let mut announced = false;
     loop {
-        let response = match channel.recv() {
+        let received = channel.recv();
+        if let (Err(e), Err(_)) = (&sent, &received) {
+            return Err(format!("arbord at {}: {e}", socket.display()));
+        }
+        let response = match received {
             Ok((Frame::Message(message), _)) => message
                 .decode::<ControlResponse>()
                 .map_err(|e| e.to_string())?,
