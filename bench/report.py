@@ -28,7 +28,7 @@ def load(root):
 
 
 def describe(group, ns, tp):
-    if "round_trip" in group or "spawn" in group:
+    if "round_trip" in group or "spawn" in group or "request" in group:
         return f"{ns / 1000:.2f} µs" if ns < 1e6 else f"{ns / 1e6:.2f} ms"
     if tp and "Bytes" in tp:
         return f"{tp['Bytes'] / ns:.2f} GB/s"

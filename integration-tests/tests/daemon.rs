@@ -598,3 +598,105 @@ fn send_passes_files_as_fds_to_the_worker() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/file"));
 }
+
+#[test]
+fn a_second_sigterm_terminates_workers_that_ignore_the_first() {
+    let config = format!(
+        "[daemon]\nshutdown_grace = \"60s\"\n[[worker]]\nname = \"stubborn\"\nprogram = {:?}\nargs = [\"stubborn\"]\n",
+        test_worker().display().to_string()
+    );
+    let dir = TempDir::new("twice");
+    let notify_path = dir.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut daemon = Daemon::start_with(&config, |command| {
+        command.env("NOTIFY_SOCKET", &notify_path);
+    });
+    wait_until("stubborn running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let pid = daemon.pid() as i32;
+    // SAFETY: kill with a pid we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The first SIGTERM starts a 60 s close the worker ignores (it is
+    // stopping once STOPPING=1 arrives); the second must not wait for it.
+    let mut buf = [0u8; 512];
+    loop {
+        let n = notify.recv(&mut buf).expect("STOPPING=1 within the limit");
+        if &buf[..n] == b"STOPPING=1" {
+            break;
+        }
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let status = wait_or_kill(&mut daemon.child, LIMIT, "arbord after two SIGTERMs");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_watcher_that_falls_behind_is_told_how_many_events_it_missed() {
+    use arbor_protocol::blocking::Channel;
+    use arbor_protocol::control::{ControlRequest, ControlResponse};
+    let daemon = Daemon::start("");
+    let mut watcher = Channel::new(UnixStream::connect(&daemon.socket).unwrap()).unwrap();
+    watcher.socket().set_read_timeout(Some(LIMIT)).unwrap();
+    watcher
+        .send_value(&ControlRequest::Watch { id: None }, &[])
+        .unwrap();
+    let (arbor_protocol::Frame::Message(first), _) = watcher.recv().unwrap() else {
+        panic!("no answer")
+    };
+    assert_eq!(
+        first.decode::<ControlResponse>().unwrap(),
+        ControlResponse::Ok
+    );
+    // Far more output events than the watcher's socket and buffer hold,
+    // while the watcher reads nothing.
+    let id = daemon.ok(&[
+        "spawn",
+        "--plain",
+        "--name",
+        "flood",
+        "--",
+        "/bin/sh",
+        "-c",
+        "seq 1 30000; sleep 600",
+    ]);
+    let id = id.trim().to_string();
+    wait_until("the flood to be logged", || {
+        daemon.ok(&["logs", "-n", "1", &id]).trim() == "30000"
+    });
+    // Other clients are unaffected meanwhile.
+    assert!(daemon.ok(&["status"]).contains("arbord pid"));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "no 'missed' event");
+        let (arbor_protocol::Frame::Message(message), _) = watcher.recv().unwrap() else {
+            continue;
+        };
+        if let ControlResponse::Event(event) = message.decode::<ControlResponse>().unwrap() {
+            if event.event == "missed" {
+                assert!(event.missed.unwrap() > 0);
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_worker_that_keeps_failing_is_marked_failed_not_restarted_forever() {
+    let config = "[[worker]]\nname = \"crasher\"\nprogram = \"/bin/false\"\nspeaks_protocol = false\n\
+                  restart = \"always\"\nrestart_delay = \"10ms\"\nmax_restarts = 3\nrestart_window = \"60s\"\n";
+    let daemon = Daemon::start(config);
+    wait_until("crasher failed", || {
+        workers(&daemon).iter().any(|w| w.3 == "failed")
+    });
+    let crasher = workers(&daemon)
+        .into_iter()
+        .find(|w| w.1 == "crasher")
+        .unwrap();
+    assert_eq!(crasher.4, 3, "three restarts, then failed");
+    assert_eq!(crasher.2, 0, "no process left");
+}

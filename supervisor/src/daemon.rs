@@ -601,16 +601,12 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                     }
                     Err(e) => {
                         tracing::error!(worker = %recipe.name, id, "restart failed: {e}");
+                        // A start that fails counts as a failed run: back
+                        // off and try again, within the intensity limit.
                         actions = restart::step(
                             &mut state,
                             &recipe.restart,
                             restart::Event::Exited(Ending::Failure),
-                            Instant::now(),
-                        );
-                        restart::step(
-                            &mut state,
-                            &recipe.restart,
-                            restart::Event::Started,
                             Instant::now(),
                         );
                     }
