@@ -801,7 +801,11 @@ async fn handle(
                         0
                     },
                     restarts: e.restarts,
-                    rss_kib: if e.pid > 0 { rss_kib(e.pid) } else { 0 },
+                    rss_kib: if e.pid > 0 {
+                        crate::procfs::rss_kib(e.pid)
+                    } else {
+                        0
+                    },
                     last_exit: e.last_exit.clone(),
                 })
                 .collect(),
@@ -880,13 +884,4 @@ async fn handle(
         }
         ControlRequest::Shutdown => ControlResponse::Ok,
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

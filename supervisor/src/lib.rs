@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod error;
 pub mod exit;
 mod outbox;
+pub mod procfs;
 pub mod restart;
 pub mod signal;
 mod spawn;

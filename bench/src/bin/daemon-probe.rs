@@ -12,15 +12,6 @@ use arbor_protocol::Frame;
 
 const WORKERS: usize = 100;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn ask(socket: &std::path::Path, request: &ControlRequest) -> Option<ControlResponse> {
     let mut channel = Channel::new(UnixStream::connect(socket).ok()?).ok()?;
     channel.send_value(request, &[]).ok()?;
@@ -81,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     times.sort();
-    let rss = rss_kib(arbord.id());
+    let rss = arbor_supervisor::procfs::rss_kib(arbord.id());
     println!(
         "{{\"arborctl_ps_100_workers_ms\": {:.2}, \"arbord_rss_100_idle_workers_kib\": {rss}}}",
         times[times.len() / 2].as_secs_f64() * 1000.0

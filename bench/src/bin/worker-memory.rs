@@ -6,15 +6,6 @@ use std::time::Duration;
 
 use arbor_supervisor::{Supervisor, WorkerEvent, WorkerSpec};
 
-fn rss_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let peer = std::env::current_exe()?.with_file_name("bench-peer");
@@ -25,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn(WorkerSpec::program(&peer).arg("worker-echo"))
         .await?;
     assert!(matches!(warm.next_event().await, Some(WorkerEvent::Ready)));
-    let before = rss_kib("self");
+    let before = arbor_supervisor::procfs::rss_kib("self");
     let mut workers = Vec::new();
     for _ in 0..100 {
         let mut worker = supervisor
@@ -37,8 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
         workers.push(worker);
     }
-    let after = rss_kib("self");
-    let worker_rss = rss_kib(&workers[0].pid().to_string());
+    let after = arbor_supervisor::procfs::rss_kib("self");
+    let worker_rss = arbor_supervisor::procfs::rss_kib(workers[0].pid());
     println!(
         "{{\"supervisor_kib_per_idle_worker\": {:.1}, \"echo_worker_rss_kib\": {worker_rss}}}",
         (after.saturating_sub(before)) as f64 / 100.0
