@@ -700,3 +700,41 @@ fn a_worker_that_keeps_failing_is_marked_failed_not_restarted_forever() {
     assert_eq!(crasher.4, 3, "three restarts, then failed");
     assert_eq!(crasher.2, 0, "no process left");
 }
+
+#[test]
+fn a_worker_closed_while_waiting_for_its_restart_stays_stopped() {
+    let config =
+        "[[worker]]\nname = \"crasher\"\nprogram = \"/bin/false\"\nspeaks_protocol = false\n\
+                  restart = \"always\"\nrestart_delay = \"300ms\"\nmax_restarts = 100\n";
+    let daemon = Daemon::start(config);
+    wait_until("crasher waiting for a restart", || {
+        workers(&daemon).iter().any(|w| w.3 == "restarting")
+    });
+    assert!(daemon.ctl(&["close", "1"]).status.success());
+    // Watch it for well past the backoff: it must never run again.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let listed = workers(&daemon);
+        assert!(
+            listed.iter().all(|w| w.3 != "running" && w.3 != "starting"),
+            "restarted after close: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(workers(&daemon)[0].3, "exited");
+}
+
+#[test]
+fn watch_into_a_closed_pipe_ends_quietly() {
+    let daemon = Daemon::start(&echo_config());
+    let (mut watcher, lines) = follower(&daemon, &["watch"]);
+    daemon.ok(&["spawn", "--plain", "--", "/bin/true"]);
+    let _first = lines.recv_timeout(LIMIT).expect("an event");
+    drop(lines); // the reading end of arborctl's stdout goes away
+                 // More events: arborctl's next write hits a closed pipe.
+    for _ in 0..3 {
+        daemon.ok(&["spawn", "--plain", "--", "/bin/true"]);
+    }
+    let status = wait_or_kill(&mut watcher, LIMIT, "arborctl watch with a closed stdout");
+    assert!(status.success(), "{status}");
+}

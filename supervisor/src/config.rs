@@ -270,6 +270,25 @@ impl Config {
         })?;
         let mut names = std::collections::HashSet::new();
         for (i, worker) in config.workers.iter().enumerate() {
+            let at = || text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
+            if !(1.0..=100.0).contains(&worker.restart_factor) {
+                return Err(error(
+                    format!("worker[{i}].restart_factor"),
+                    format!("{} is not between 1 and 100", worker.restart_factor),
+                    at(),
+                ));
+            }
+            let day = Duration::from_secs(86_400);
+            if worker.restart_delay > day
+                || worker.restart_max_delay > day
+                || worker.close_grace > day
+            {
+                return Err(error(
+                    format!("worker[{i}]"),
+                    "restart delays and close_grace are limited to a day".into(),
+                    at(),
+                ));
+            }
             if worker.program.is_some() == worker.entry.is_some() {
                 let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
                 return Err(error(
@@ -389,6 +408,10 @@ close_grace = "250ms"
         let err = parse("[[worker]]\nname = \"a\"\n").unwrap_err();
         assert!(err.message.contains("program"), "{err}");
         assert_eq!(err.key, "worker[0]");
+
+        let err =
+            parse("[[worker]]\nname = \"a\"\nprogram = \"x\"\nrestart_factor = inf\n").unwrap_err();
+        assert_eq!(err.key, "worker[0].restart_factor", "{err}");
 
         let err = parse("[daemon\n").unwrap_err();
         assert_eq!(err.line, 1, "{err}");

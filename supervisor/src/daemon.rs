@@ -160,6 +160,9 @@ impl Recipe {
 struct Entry {
     /// Set for workers from the configuration file (for reloads).
     from_config: bool,
+    /// An operator (or a reload) stopped this worker: it is not restarted,
+    /// whatever its policy and whenever its exit is seen.
+    stop_requested: bool,
     recipe: Recipe,
     worker: Option<Arc<Worker>>,
     pid: u32,
@@ -179,7 +182,7 @@ struct Daemon {
     started: Instant,
     stopping: AtomicBool,
     shutdown: Notify,
-    /// Woken whenever a worker's state changes.
+    /// Woken whenever a worker's state changes or a stop is requested.
     state_changed: Notify,
     events: broadcast::Sender<DaemonEvent>,
 }
@@ -189,6 +192,28 @@ impl Daemon {
         self.workers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks worker `id` stopped (no more restarts) and returns its live
+    /// handle, if it has one; a worker waiting for a restart just stops.
+    fn request_stop(&self, id: u64) -> Result<Option<Arc<Worker>>, String> {
+        let mut entries = self.entries();
+        let entry = entries
+            .get_mut(&id)
+            .ok_or_else(|| format!("no worker {id}"))?;
+        entry.stop_requested = true;
+        let worker = entry.worker.clone();
+        if worker.is_some() {
+            entry.state = "closing";
+        }
+        drop(entries);
+        self.state_changed.notify_waiters();
+        Ok(worker)
+    }
+
+    fn stop_requested(&self, id: u64) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+            || self.entries().get(&id).is_none_or(|e| e.stop_requested)
     }
 
     fn handle(&self, id: u64) -> Result<Arc<Worker>, String> {
@@ -295,7 +320,7 @@ pub async fn run(
             }
         }
     }
-    let watchdog = watchdog_interval();
+    let mut watchdog = watchdog_interval().map(tokio::time::interval);
     tracing::info!("arbord listening on {}", socket_path.display());
     notify("READY=1");
     notify(&daemon.status_line());
@@ -316,10 +341,25 @@ pub async fn run(
             signal = signals.recv() => match signal {
                 Some(DaemonSignal::Shutdown) | None => break,
                 Some(DaemonSignal::Reload) => {
-                    notify("RELOADING=1");
+                    notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::systemd::monotonic_usec()));
                     match &config_path {
                         Some(path) => match Config::load(path) {
-                            Ok(new) => reload(&daemon, new).await,
+                            // In its own task: closing workers takes their grace,
+                            // and the accept loop, signals and watchdog go on.
+                            Ok(new) => {
+                                if new.daemon.socket != config.daemon.socket
+                                    || new.daemon.mode != config.daemon.mode
+                                    || new.daemon.allowed_uids != config.daemon.allowed_uids
+                                {
+                                    tracing::warn!("SIGHUP: [daemon] changes take effect at the next start");
+                                }
+                                let daemon = Arc::clone(&daemon);
+                                tokio::spawn(async move {
+                                    reload(&daemon, new).await;
+                                    notify("READY=1");
+                                    notify(&daemon.status_line());
+                                });
+                            }
                             Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
                         },
                         None => tracing::info!("SIGHUP: no configuration file to reload"),
@@ -328,7 +368,7 @@ pub async fn run(
                     notify(&daemon.status_line());
                 }
             },
-            _ = tick(watchdog) => notify("WATCHDOG=1"),
+            _ = tick(&mut watchdog) => notify("WATCHDOG=1"),
             _ = daemon.shutdown.notified() => break,
         }
     }
@@ -373,27 +413,42 @@ pub async fn run(
 /// Applies a new configuration: starts added workers, closes removed ones,
 /// and replaces changed ones (close, then start with the new settings).
 async fn reload(daemon: &Arc<Daemon>, new: Config) {
-    let running: Vec<(u64, Recipe)> = daemon
+    // Every worker from the old configuration, whatever its state: running,
+    // waiting for a restart, or stopped by an operator.
+    let current: Vec<(u64, Recipe)> = daemon
         .entries()
         .iter()
-        .filter(|(_, e)| e.from_config && e.worker.is_some())
+        .filter(|(_, e)| e.from_config)
         .map(|(id, e)| (*id, e.recipe.clone()))
         .collect();
     let wanted: Vec<Recipe> = new.workers.iter().map(Recipe::from_config).collect();
-    for (id, recipe) in &running {
-        let keep = wanted
+    let mut closing = Vec::new();
+    for (id, recipe) in &current {
+        if wanted
             .iter()
-            .any(|w| w.name == recipe.name && w.same_as(recipe));
-        if !keep {
-            tracing::info!(worker = %recipe.name, id, "reload: stopping");
-            if let Ok(worker) = daemon.handle(*id) {
-                let _ = worker.close(recipe.close_grace).await;
-            }
+            .any(|w| w.name == recipe.name && w.same_as(recipe))
+        {
+            continue;
+        }
+        tracing::info!(worker = %recipe.name, id, "reload: stopping");
+        if let Ok(Some(worker)) = daemon.request_stop(*id) {
+            worker.begin_close(recipe.close_grace);
+            closing.push(worker);
+        }
+    }
+    for worker in &closing {
+        let _ = worker.wait().await;
+    }
+    for (id, recipe) in &current {
+        if !wanted
+            .iter()
+            .any(|w| w.name == recipe.name && w.same_as(recipe))
+        {
             daemon.entries().remove(id);
         }
     }
     for recipe in wanted {
-        let present = running
+        let present = current
             .iter()
             .any(|(_, r)| r.name == recipe.name && r.same_as(&recipe));
         if !present {
@@ -415,10 +470,13 @@ fn watchdog_interval() -> Option<Duration> {
     (pid_ok && usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
-/// Completes every `every`, or never.
-async fn tick(every: Option<Duration>) {
-    match every {
-        Some(every) => tokio::time::sleep(every).await,
+/// Completes at each tick of `interval` (one schedule, however often the
+/// caller's loop turns), or never.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
         None => std::future::pending().await,
     }
 }
@@ -441,12 +499,23 @@ fn bind(
                 .map_err(socket_error)?;
         }
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !metadata.file_type().is_socket() {
+            return Err(socket_error(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket; not touching it",
+            )));
         }
-        tracing::info!("removing stale socket {}", path.display());
-        std::fs::remove_file(path).map_err(socket_error)?;
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_path_buf())),
+            // Nobody listens: a socket left by a daemon that died.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!("removing stale socket {}", path.display());
+                std::fs::remove_file(path).map_err(socket_error)?;
+            }
+            Err(e) => return Err(socket_error(e)),
+        }
     }
     let listener = StdUnixListener::bind(path).map_err(socket_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_error)?;
@@ -469,14 +538,22 @@ async fn start(
     from_config: bool,
 ) -> Result<u64, crate::Error> {
     let mut worker = daemon.supervisor.spawn(recipe.spec()).await?;
+    if daemon.stopping.load(Ordering::SeqCst) {
+        // Shutdown began while it was starting: it must not outlive arbord.
+        let _ = worker.terminate().await;
+        return Err(crate::Error::ShutDown);
+    }
     let id = daemon.next_id.fetch_add(1, Ordering::Relaxed);
-    let events = worker.take_events().expect("a new worker has its events");
+    let Some(events) = worker.take_events() else {
+        return Err(crate::Error::ShutDown);
+    };
     let worker = Arc::new(worker);
     tracing::info!(worker = %recipe.name, id, pid = worker.pid(), "started");
     daemon.entries().insert(
         id,
         Entry {
             from_config,
+            stop_requested: false,
             recipe: recipe.clone(),
             pid: worker.pid(),
             worker: Some(Arc::clone(&worker)),
@@ -531,12 +608,15 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                     daemon.emit("messageerror", id, &recipe.name, |e| e.text = Some(error));
                 }
                 Some(WorkerEvent::Exit(record)) => break Some(record),
-                Some(_) => {}
+                Some(WorkerEvent::Request { id: request, .. }) => {
+                    // arbord has nothing to answer with; the worker's request times out.
+                    tracing::warn!(worker = %recipe.name, id, request, "worker sent a request arbord cannot answer");
+                }
                 None => break None,
             }
         };
         let ending = match record {
-            _ if daemon.stopping.load(Ordering::SeqCst) => Ending::Stopped,
+            _ if daemon.stop_requested(id) => Ending::Stopped,
             Some(ExitRecord {
                 initiated_by: Initiator::Close | Initiator::Terminate,
                 ..
@@ -568,9 +648,22 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 Some(Action::RestartAt(at)) => {
                     set_state(&daemon, id, "restarting");
                     daemon.emit("restarting", id, &recipe.name, |_| {});
-                    tokio::time::sleep_until(at.into()).await;
-                    if daemon.stopping.load(Ordering::SeqCst) {
+                    // Sleep out the backoff, unless a stop comes first.
+                    let sleep = tokio::time::sleep_until(at.into());
+                    tokio::pin!(sleep);
+                    loop {
+                        let stop = daemon.state_changed.notified();
+                        if daemon.stop_requested(id) {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            _ = stop => {}
+                        }
+                    }
+                    if daemon.stop_requested(id) {
                         set_state(&daemon, id, "exited");
+                        daemon.emit("exit", id, &recipe.name, |_| {});
                         return;
                     }
                     actions = restart::step(
@@ -581,8 +674,17 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                     );
                 }
                 Some(Action::Start) => match daemon.supervisor.spawn(recipe.spec()).await {
+                    Ok(worker) if daemon.stop_requested(id) => {
+                        // Stopped while this restart was starting.
+                        let _ = worker.terminate().await;
+                        set_state(&daemon, id, "exited");
+                        return;
+                    }
                     Ok(mut worker) => {
-                        events = worker.take_events().expect("a new worker has its events");
+                        let Some(new_events) = worker.take_events() else {
+                            return;
+                        };
+                        events = new_events;
                         restart::step(
                             &mut state,
                             &recipe.restart,
@@ -597,6 +699,8 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                             entry.restarts += 1;
                         }
                         tracing::info!(worker = %recipe.name, id, "restarted");
+                        daemon.emit("spawned", id, &recipe.name, |_| {});
+                        notify(&daemon.status_line());
                         break;
                     }
                     Err(e) => {
@@ -717,7 +821,9 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
         let subscription = stream_filter.map(|_| daemon.events.subscribe());
         let shutdown = matches!(request, ControlRequest::Shutdown);
         let response = handle(&daemon, request, fds).await;
-        if channel.send_value(&response, &[]).await.is_err() {
+        let failed_stream =
+            stream_filter.is_some() && matches!(response, ControlResponse::Error { .. });
+        if channel.send_value(&response, &[]).await.is_err() || failed_stream {
             return;
         }
         if shutdown {
@@ -779,6 +885,9 @@ async fn handle(
 ) -> ControlResponse {
     let error = |message: String| ControlResponse::Error { message };
     match request {
+        ControlRequest::Spawn(_) if daemon.stopping.load(Ordering::SeqCst) => {
+            error("arbord is shutting down".into())
+        }
         ControlRequest::Spawn(spawn) => match Recipe::from_request(spawn) {
             Ok(recipe) => match start(daemon, recipe, false).await {
                 Ok(id) => ControlResponse::Spawned { id },
@@ -831,9 +940,8 @@ async fn handle(
             },
             Err(e) => error(e),
         },
-        ControlRequest::Close { id, grace_ms } => match daemon.handle(id) {
-            Ok(worker) => {
-                set_state(daemon, id, "closing");
+        ControlRequest::Close { id, grace_ms } => match daemon.request_stop(id) {
+            Ok(Some(worker)) => {
                 let grace = grace_ms.map(Duration::from_millis).unwrap_or_else(|| {
                     daemon
                         .entries()
@@ -846,13 +954,22 @@ async fn handle(
                     Err(e) => error(e.to_string()),
                 }
             }
+            // Waiting for a restart (or already gone): it stays stopped.
+            Ok(None) => ControlResponse::Exited(ExitInfo {
+                code: None,
+                signal: None,
+            }),
             Err(e) => error(e),
         },
-        ControlRequest::Terminate { id } => match daemon.handle(id) {
-            Ok(worker) => match worker.terminate().await {
+        ControlRequest::Terminate { id } => match daemon.request_stop(id) {
+            Ok(Some(worker)) => match worker.terminate().await {
                 Ok(record) => ControlResponse::Exited(exit_info(&record)),
                 Err(e) => error(e.to_string()),
             },
+            Ok(None) => ControlResponse::Exited(ExitInfo {
+                code: None,
+                signal: None,
+            }),
             Err(e) => error(e),
         },
         ControlRequest::Signal { id, signal } => {

@@ -193,13 +193,22 @@ pub fn step(
             }
             state.restarts.push_back(now);
             let delay = state.next_delay;
-            state.next_delay = config.max_delay.min(delay.mul_f64(config.factor.max(1.0)));
-            if delay.is_zero() {
-                state.phase = Phase::Running(now);
-                vec![Action::Start]
-            } else {
-                state.phase = Phase::Waiting(now + delay);
-                vec![Action::RestartAt(now + delay)]
+            let grown = Duration::try_from_secs_f64(delay.as_secs_f64() * config.factor.max(1.0));
+            state.next_delay = grown.map_or(config.max_delay, |grown| grown.min(config.max_delay));
+            match now.checked_add(delay) {
+                _ if delay.is_zero() => {
+                    state.phase = Phase::Running(now);
+                    vec![Action::Start]
+                }
+                Some(at) => {
+                    state.phase = Phase::Waiting(at);
+                    vec![Action::RestartAt(at)]
+                }
+                // A delay past the end of time: never restart.
+                None => {
+                    state.phase = Phase::Finished;
+                    vec![Action::Finished]
+                }
             }
         }
         (Phase::Waiting(at), Event::Due) if now >= at => {

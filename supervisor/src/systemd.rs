@@ -67,3 +67,14 @@ fn set_cloexec(fd: RawFd) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// CLOCK_MONOTONIC in microseconds, as `RELOADING=1` wants it beside it.
+pub fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `now`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000
+}

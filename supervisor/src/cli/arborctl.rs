@@ -102,6 +102,19 @@ enum Command {
     Completions { shell: clap_complete::Shell },
 }
 
+/// `println!` that ends arborctl quietly when stdout is closed (as in
+/// `arborctl watch | head -1`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 /// The whole program; `main` of the binary calls this.
 pub fn main() -> ExitCode {
     let args = Args::parse();
@@ -225,7 +238,7 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
                     other.kind().name()
                 ))
             }
-            Err(arbor_protocol::Error::Closed) if streaming => return Ok(()),
+            Err(arbor_protocol::Error::Closed) if streaming && announced => return Ok(()),
             Err(e) => return Err(format!("arbord at {}: {e}", socket.display())),
         };
         if !streaming {
@@ -243,13 +256,13 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
 }
 
 fn print(json: bool, response: ControlResponse) -> Result<(), String> {
-    let to_json = |value: serde_json::Value| println!("{value}");
+    let to_json = |value: serde_json::Value| say!("{value}");
     match response {
         ControlResponse::Error { message } => return Err(message),
         ControlResponse::Ok if json => to_json(serde_json::json!({"ok": true})),
         ControlResponse::Ok => {}
         ControlResponse::Spawned { id } if json => to_json(serde_json::json!({"id": id})),
-        ControlResponse::Spawned { id } => println!("{id}"),
+        ControlResponse::Spawned { id } => say!("{id}"),
         ControlResponse::Workers(workers) if json => to_json(serde_json::json!(workers
             .iter()
             .map(|w| serde_json::json!({
@@ -259,14 +272,26 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             }))
             .collect::<Vec<_>>())),
         ControlResponse::Workers(workers) => {
-            println!(
+            say!(
                 "{:>4}  {:<16} {:>8}  {:<10} {:>8} {:>8} {:>9}",
-                "ID", "NAME", "PID", "STATE", "UPTIME", "RESTARTS", "RSS"
+                "ID",
+                "NAME",
+                "PID",
+                "STATE",
+                "UPTIME",
+                "RESTARTS",
+                "RSS"
             );
             for w in workers {
-                println!(
+                say!(
                     "{:>4}  {:<16} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
-                    w.id, w.name, w.pid, w.state, w.uptime_secs, w.restarts, w.rss_kib
+                    w.id,
+                    w.name,
+                    w.pid,
+                    w.state,
+                    w.uptime_secs,
+                    w.restarts,
+                    w.rss_kib
                 );
             }
         }
@@ -284,9 +309,9 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             to_json(serde_json::json!({"code": exit.code, "signal": exit.signal}))
         }
         ControlResponse::Exited(exit) => match (exit.code, exit.signal) {
-            (Some(code), _) => println!("exited with code {code}"),
-            (None, Some(signal)) => println!("killed by {signal}"),
-            _ => println!("exited"),
+            (Some(code), _) => say!("exited with code {code}"),
+            (None, Some(signal)) => say!("killed by {signal}"),
+            _ => say!("exited"),
         },
         ControlResponse::Event(event) if json => {
             let mut object = serde_json::json!({
@@ -305,7 +330,7 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             to_json(object)
         }
         ControlResponse::Event(event) if event.event == "output" => {
-            println!("{}", event.text.unwrap_or_default())
+            say!("{}", event.text.unwrap_or_default())
         }
         ControlResponse::Event(event) => {
             let mut line = format!("{} {} {}", event.worker, event.name, event.event);
@@ -321,10 +346,10 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             if let Some(text) = event.text {
                 line += &format!(" {text:?}");
             }
-            println!("{line}");
+            say!("{line}");
         }
         ControlResponse::Logs(lines) if json => to_json(serde_json::json!(lines)),
-        ControlResponse::Logs(lines) => lines.iter().for_each(|l| println!("{l}")),
+        ControlResponse::Logs(lines) => lines.iter().for_each(|l| say!("{l}")),
         ControlResponse::Status {
             pid,
             uptime_secs,
@@ -339,7 +364,7 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             workers,
             running,
         } => {
-            println!("arbord pid {pid}, up {uptime_secs}s, {running} of {workers} workers running")
+            say!("arbord pid {pid}, up {uptime_secs}s, {running} of {workers} workers running")
         }
     }
     Ok(())
