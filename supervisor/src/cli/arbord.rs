@@ -80,7 +80,7 @@ pub fn main() -> ExitCode {
         .unwrap_or_else(default_socket_path);
 
     let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::Builder::new()
+    let forwarder = std::thread::Builder::new()
         .name("arbord-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
@@ -92,8 +92,11 @@ pub fn main() -> ExitCode {
                     return;
                 }
             }
-        })
-        .expect("spawn the signal thread");
+        });
+    if let Err(e) = forwarder {
+        eprintln!("arbord: cannot start the signal thread: {e}");
+        return ExitCode::from(1);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
