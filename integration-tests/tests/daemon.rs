@@ -738,3 +738,48 @@ fn watch_into_a_closed_pipe_ends_quietly() {
     let status = wait_or_kill(&mut watcher, LIMIT, "arborctl watch with a closed stdout");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
+    use arbor_protocol::blocking::Channel;
+    use arbor_protocol::control::{ControlRequest, ControlResponse, SpawnRequest};
+    let daemon = Daemon::start("");
+    let mut client = Channel::new(UnixStream::connect(&daemon.socket).unwrap()).unwrap();
+    client.socket().set_read_timeout(Some(LIMIT)).unwrap();
+    let mut ask = |request: &ControlRequest| -> ControlResponse {
+        client.send_value(request, &[]).unwrap();
+        let (arbor_protocol::Frame::Message(message), _) = client.recv().unwrap() else {
+            panic!("no answer")
+        };
+        message.decode().unwrap()
+    };
+    for _ in 0..300 {
+        let spawn = ControlRequest::Spawn(SpawnRequest {
+            name: Some("brief".into()),
+            program: "/bin/true".into(),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+            restart: "never".into(),
+            close_grace_ms: 1000,
+            speaks_protocol: false,
+        });
+        assert!(matches!(ask(&spawn), ControlResponse::Spawned { .. }));
+    }
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let ControlResponse::Workers(listed) = ask(&ControlRequest::List) else {
+            panic!("no list")
+        };
+        if listed.iter().all(|w| w.state == "exited") {
+            assert!(listed.len() <= 257, "{} entries kept", listed.len());
+            assert!(listed.len() >= 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the brief workers did not all exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -28,6 +28,12 @@ use crate::restart::{self, Action, Ending, RestartConfig, RestartState};
 use crate::systemd::notify;
 use crate::{ExitRecord, Initiator, Output, Signal, Supervisor, Worker, WorkerEvent, WorkerSpec};
 
+/// Control connections served at once; one more is told arbord is busy.
+const MAX_CLIENTS: usize = 4096;
+/// Workers that have exited for good kept in the registry (for `ps` and
+/// `logs`); the oldest are forgotten beyond this.
+const KEEP_EXITED: usize = 256;
+
 /// How long READY=1 waits for the boot workers' Ready.
 const BOOT_READY_LIMIT: Duration = Duration::from_secs(30);
 
@@ -321,6 +327,7 @@ pub async fn run(
         }
     }
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     tracing::info!("arbord listening on {}", socket_path.display());
     notify("READY=1");
     notify(&daemon.status_line());
@@ -329,7 +336,20 @@ pub async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_client(Arc::clone(&daemon), stream));
+                    match Arc::clone(&connections).try_acquire_owned() {
+                        Ok(permit) => {
+                            let daemon = Arc::clone(&daemon);
+                            tokio::spawn(async move {
+                                serve_client(daemon, stream).await;
+                                drop(permit);
+                            });
+                        }
+                        // Over the cap: this client is told so and dropped,
+                        // the ones already connected go on.
+                        Err(_) => {
+                            tokio::spawn(refuse_busy(stream));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of fds (EMFILE) and the like: pause instead of
@@ -549,6 +569,7 @@ async fn start(
     };
     let worker = Arc::new(worker);
     tracing::info!(worker = %recipe.name, id, pid = worker.pid(), "started");
+    forget_old_exits(daemon);
     daemon.entries().insert(
         id,
         Entry {
@@ -568,6 +589,30 @@ async fn start(
     tokio::spawn(monitor(Arc::clone(daemon), id, recipe, events));
     notify(&daemon.status_line());
     Ok(id)
+}
+
+/// Keeps the registry bounded: beyond KEEP_EXITED workers that are gone for
+/// good, the oldest are dropped (a client spawning in a loop cannot grow
+/// arbord without bound).
+fn forget_old_exits(daemon: &Daemon) {
+    let mut entries = daemon.entries();
+    let gone: Vec<u64> = entries
+        .iter()
+        .filter(|(_, e)| e.worker.is_none() && matches!(e.state, "exited" | "failed"))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in gone.iter().take(gone.len().saturating_sub(KEEP_EXITED)) {
+        entries.remove(id);
+    }
+}
+
+/// Answers a client over the connection cap with an error, then hangs up.
+async fn refuse_busy(stream: UnixStream) {
+    let mut channel = AsyncChannel::new(stream);
+    let busy = ControlResponse::Error {
+        message: format!("arbord is serving {MAX_CLIENTS} clients already; try again"),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), channel.send_value(&busy, &[])).await;
 }
 
 /// Follows one managed worker through its events, exits and restarts.
