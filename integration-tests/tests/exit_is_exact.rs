@@ -256,3 +256,28 @@ async fn close_from_inside_runs_onclose_flushes_and_exits_0() {
     assert_eq!(messages, [b"last words".to_vec(), b"onclose ran".to_vec()]);
     assert_eq!((exit.code, exit.initiated_by), (Some(0), Initiator::Worker));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_close_with_a_shorter_grace_hurries_the_first() {
+    let supervisor = Supervisor::new().unwrap();
+    let worker = spawn(
+        &supervisor,
+        WorkerSpec::program(test_worker()).arg("stubborn"),
+    )
+    .await;
+    worker.begin_close(Duration::from_secs(3600));
+    let started = Instant::now();
+    let exit = within(
+        LIMIT,
+        "the hurried close",
+        worker.close(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(exit.signal, Some(Signal::KILL));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

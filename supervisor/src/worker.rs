@@ -629,7 +629,18 @@ impl DriverState {
     fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
         match command {
             Some(Control::Close(grace)) => {
-                if matches!(self.asked, Some(Initiator::Close | Initiator::Terminate)) {
+                if self.asked == Some(Initiator::Terminate) {
+                    return;
+                }
+                if self.asked == Some(Initiator::Close) {
+                    // A second close may only hurry the first one along: the
+                    // next step comes no later than the new grace allows.
+                    if let Some((at, signal, old_grace)) = self.escalation {
+                        let sooner = Instant::now() + grace;
+                        if sooner < at {
+                            self.escalation = Some((sooner, signal, old_grace.min(grace)));
+                        }
+                    }
                     return;
                 }
                 self.asked = Some(Initiator::Close);
