@@ -635,14 +635,19 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 }
                 Some(WorkerEvent::Output { stream, line }) => {
                     let line = String::from_utf8_lossy(&line).into_owned();
-                    daemon.emit("output", id, &recipe.name, |e| e.text = Some(line.clone()));
                     tracing::info!(worker = %recipe.name, id, ?stream, "{line}");
-                    if let Some(entry) = daemon.entries().get_mut(&id) {
+                    // Into the ring and out to followers under one lock: a
+                    // `logs -f` that takes its snapshot and subscribes under
+                    // the same lock sees each line exactly once.
+                    let mut entries = daemon.entries();
+                    if let Some(entry) = entries.get_mut(&id) {
                         if entry.logs.len() == LOG_LINES {
                             entry.logs.pop_front();
                         }
-                        entry.logs.push_back(line);
+                        entry.logs.push_back(line.clone());
                     }
+                    daemon.emit("output", id, &recipe.name, |e| e.text = Some(line));
+                    drop(entries);
                 }
                 Some(WorkerEvent::Error { message, location }) => {
                     tracing::warn!(worker = %recipe.name, id, ?location, "worker error: {message}");
@@ -862,10 +867,38 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
             } => Some((Some(*id), Some("output"))),
             _ => None,
         };
-        // Subscribe before answering, so that no event falls in between.
-        let subscription = stream_filter.map(|_| daemon.events.subscribe());
+        // Subscribe before answering, so that no event falls in between;
+        // for `logs -f`, in the same critical section as the snapshot.
         let shutdown = matches!(request, ControlRequest::Shutdown);
-        let response = handle(&daemon, request, fds).await;
+        let (response, subscription) = match request {
+            ControlRequest::Logs {
+                id,
+                lines,
+                follow: true,
+            } => {
+                let entries = daemon.entries();
+                match entries.get(&id) {
+                    Some(entry) => {
+                        let skip = entry.logs.len().saturating_sub(lines as usize);
+                        let snapshot = entry.logs.iter().skip(skip).cloned().collect();
+                        (
+                            ControlResponse::Logs(snapshot),
+                            Some(daemon.events.subscribe()),
+                        )
+                    }
+                    None => (
+                        ControlResponse::Error {
+                            message: format!("no worker {id}"),
+                        },
+                        None,
+                    ),
+                }
+            }
+            request => {
+                let subscription = stream_filter.map(|_| daemon.events.subscribe());
+                (handle(&daemon, request, fds).await, subscription)
+            }
+        };
         let failed_stream =
             stream_filter.is_some() && matches!(response, ControlResponse::Error { .. });
         if channel.send_value(&response, &[]).await.is_err() || failed_stream {
