@@ -179,3 +179,30 @@ pub enum ControlResponse {
         message: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Limits;
+    use crate::message::{encode_frame, Outgoing};
+
+    #[test]
+    fn status_is_encoded_as_wire_md_shows() {
+        let mut bytes = Vec::new();
+        encode_frame(
+            &mut bytes,
+            Outgoing::Value(&ControlRequest::Status),
+            0,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            bytes,
+            [
+                0x41, 0x52, 0x42, 0x52, 1, 2, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, // header
+                4, 0, 0, 0, 0, 0, 0, 0, // byte string length
+                9, 0, 0, 0, // variant 9
+            ]
+        );
+    }
+}
