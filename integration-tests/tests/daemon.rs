@@ -30,7 +30,7 @@ impl Daemon {
         let socket = dir.0.join("arbord.sock");
         let config_path = dir.0.join("arbord.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new(binary("arbord"));
+        let mut command = Command::new(binary("test-arbord"));
         command
             .arg("--config")
             .arg(&config_path)
@@ -87,7 +87,7 @@ impl Drop for Daemon {
 }
 
 fn ctl_at(socket: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(binary("arborctl"))
+    let mut child = Command::new(binary("test-arborctl"))
         .arg("--socket")
         .arg(socket)
         .args(args)
@@ -225,7 +225,7 @@ fn a_bad_config_names_file_line_and_key_and_exits_2() {
         "[[worker]]\nname = \"a\"\nprogram = \"x\"\nrestart = \"sometimes\"\n",
     )
     .unwrap();
-    let mut child = Command::new(binary("arbord"))
+    let mut child = Command::new(binary("test-arbord"))
         .arg("--config")
         .arg(&config)
         .arg("--socket")
@@ -247,7 +247,7 @@ fn a_bad_config_names_file_line_and_key_and_exits_2() {
 #[test]
 fn a_second_daemon_on_the_same_socket_exits_1_and_a_stale_socket_is_replaced() {
     let daemon = Daemon::start("");
-    let mut second = Command::new(binary("arbord"))
+    let mut second = Command::new(binary("test-arbord"))
         .arg("--socket")
         .arg(&daemon.socket)
         .stderr(Stdio::piped())
@@ -265,7 +265,7 @@ fn a_second_daemon_on_the_same_socket_exits_1_and_a_stale_socket_is_replaced() {
     let stale = dir.0.join("arbord.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists() && UnixStream::connect(&stale).is_err());
-    let mut third = Command::new(binary("arbord"))
+    let mut third = Command::new(binary("test-arbord"))
         .arg("--socket")
         .arg(&stale)
         .stderr(Stdio::null())
@@ -419,7 +419,7 @@ fn next_line_containing(lines: &std::sync::mpsc::Receiver<String>, needle: &str)
 
 /// Starts `arborctl ARGS` that streams, and waits until it is following.
 fn follower(daemon: &Daemon, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(binary("arborctl"))
+    let mut child = Command::new(binary("test-arborctl"))
         .arg("--socket")
         .arg(&daemon.socket)
         .args(args)
@@ -543,7 +543,7 @@ fn a_client_whose_uid_is_not_allowed_gets_an_error_and_is_disconnected() {
     }
     // World-writable socket, so that only the uid check can refuse.
     let daemon = Daemon::start("[daemon]\nmode = \"0666\"\n");
-    let mut child = Command::new(binary("arborctl"))
+    let mut child = Command::new(binary("test-arborctl"))
         .arg("--socket")
         .arg(&daemon.socket)
         .arg("status")
@@ -772,7 +772,7 @@ fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
             panic!("no list")
         };
         if listed.iter().all(|w| w.state == "exited") {
-            assert!(listed.len() <= 257, "{} entries kept", listed.len());
+            assert!(listed.len() <= 256, "{} entries kept", listed.len());
             assert!(listed.len() >= 200);
             break;
         }

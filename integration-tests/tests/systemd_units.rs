@@ -24,7 +24,7 @@ fn the_unit_files_pass_systemd_analyze_verify() {
     let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
     let dir = TempDir::new("units");
     // verify checks that ExecStart exists: point it at the built arbord.
-    let arbord = binary("arbord");
+    let arbord = binary("test-arbord");
     for unit in ["arbord.service", "arbord.socket"] {
         let text = std::fs::read_to_string(units.join(unit)).unwrap();
         let text = text.replace("/usr/bin/arbord", &arbord.display().to_string());
@@ -59,7 +59,7 @@ fn arbord_serves_a_socket_from_systemd_socket_activate() {
         .arg("-l")
         .arg(&socket)
         .arg("--fdname=control")
-        .arg(binary("arbord"))
+        .arg(binary("test-arbord"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -75,7 +75,7 @@ fn arbord_serves_a_socket_from_systemd_socket_activate() {
     }
     // The first connection makes systemd-socket-activate exec arbord with
     // the listening socket as fd 3.
-    let mut ctl = Command::new(binary("arborctl"))
+    let mut ctl = Command::new(binary("test-arborctl"))
         .arg("--socket")
         .arg(&socket)
         .arg("status")

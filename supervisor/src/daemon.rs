@@ -774,6 +774,7 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 }
                 Some(Action::Finished) | None => {
                     set_state(&daemon, id, "exited");
+                    forget_old_exits(&daemon);
                     notify(&daemon.status_line());
                     return;
                 }

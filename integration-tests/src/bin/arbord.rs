@@ -1,5 +1,0 @@
-//! arbord, built by the integration tests next to test-worker.
-
-fn main() -> std::process::ExitCode {
-    arbor_supervisor::cli::arbord::main()
-}
