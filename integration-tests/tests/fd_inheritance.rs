@@ -18,19 +18,25 @@ async fn report(worker: &mut Worker) -> String {
     String::from_utf8(next_message(worker).await.0).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_worker_has_stdio_and_its_channel_only() {
-    let supervisor = Supervisor::new().unwrap();
+/// Starts a `list-fds` worker, takes its report and closes it.
+async fn plain_worker_report(supervisor: &Supervisor) -> String {
     let mut worker = supervisor
         .spawn(WorkerSpec::program(test_worker()).arg("list-fds"))
         .await
         .unwrap();
     let report = report(&mut worker).await;
+    worker.close(Duration::from_secs(5)).await.unwrap();
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_worker_has_stdio_and_its_channel_only() {
+    let supervisor = Supervisor::new().unwrap();
+    let report = plain_worker_report(&supervisor).await;
     assert!(
         report.starts_with("fds=0 1 2 3;LISTEN_FDS=;LISTEN_FDNAMES=;LISTEN_PID=;"),
         "{report}"
     );
-    worker.close(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,16 +104,11 @@ async fn fds_received_during_spawns_do_not_leak_into_new_workers() {
         })
     };
     for _ in 0..20 {
-        let mut worker = supervisor
-            .spawn(WorkerSpec::program(test_worker()).arg("list-fds"))
-            .await
-            .unwrap();
-        let report = report(&mut worker).await;
+        let report = plain_worker_report(&supervisor).await;
         assert!(
             report.starts_with("fds=0 1 2 3;"),
             "a worker inherited extra fds: {report}"
         );
-        worker.close(Duration::from_secs(5)).await.unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let bounced = within(LIMIT, "bouncer", bouncer).await.unwrap();

@@ -956,6 +956,40 @@ async fn stream_events(
     }
 }
 
+/// Stops worker `id` for good: closes it (`close` is `Some`, with its grace
+/// or the worker's own) or terminates it (`None`), and reports the exit. A
+/// worker waiting for a restart just stays stopped.
+async fn stop(daemon: &Arc<Daemon>, id: u64, close: Option<Option<Duration>>) -> ControlResponse {
+    let worker = match daemon.request_stop(id) {
+        Ok(Some(worker)) => worker,
+        Ok(None) => {
+            return ControlResponse::Exited(ExitInfo {
+                code: None,
+                signal: None,
+            })
+        }
+        Err(message) => return ControlResponse::Error { message },
+    };
+    let exit = match close {
+        Some(grace) => {
+            let grace = grace.unwrap_or_else(|| {
+                let entries = daemon.entries();
+                entries
+                    .get(&id)
+                    .map_or(Duration::from_secs(5), |e| e.recipe.close_grace)
+            });
+            worker.close(grace).await
+        }
+        None => worker.terminate().await,
+    };
+    match exit {
+        Ok(record) => ControlResponse::Exited(exit_info(&record)),
+        Err(e) => ControlResponse::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
 /// Answers one request; `fds` came with it (only `post` passes them on).
 async fn handle(
     daemon: &Arc<Daemon>,
@@ -1019,38 +1053,10 @@ async fn handle(
             },
             Err(e) => error(e),
         },
-        ControlRequest::Close { id, grace_ms } => match daemon.request_stop(id) {
-            Ok(Some(worker)) => {
-                let grace = grace_ms.map(Duration::from_millis).unwrap_or_else(|| {
-                    daemon
-                        .entries()
-                        .get(&id)
-                        .map(|e| e.recipe.close_grace)
-                        .unwrap_or(Duration::from_secs(5))
-                });
-                match worker.close(grace).await {
-                    Ok(record) => ControlResponse::Exited(exit_info(&record)),
-                    Err(e) => error(e.to_string()),
-                }
-            }
-            // Waiting for a restart (or already gone): it stays stopped.
-            Ok(None) => ControlResponse::Exited(ExitInfo {
-                code: None,
-                signal: None,
-            }),
-            Err(e) => error(e),
-        },
-        ControlRequest::Terminate { id } => match daemon.request_stop(id) {
-            Ok(Some(worker)) => match worker.terminate().await {
-                Ok(record) => ControlResponse::Exited(exit_info(&record)),
-                Err(e) => error(e.to_string()),
-            },
-            Ok(None) => ControlResponse::Exited(ExitInfo {
-                code: None,
-                signal: None,
-            }),
-            Err(e) => error(e),
-        },
+        ControlRequest::Close { id, grace_ms } => {
+            stop(daemon, id, Some(grace_ms.map(Duration::from_millis))).await
+        }
+        ControlRequest::Terminate { id } => stop(daemon, id, None).await,
         ControlRequest::Signal { id, signal } => {
             match (daemon.handle(id), Signal::from_name(&signal)) {
                 (Ok(worker), Some(signal)) => match worker.signal(signal).await {
