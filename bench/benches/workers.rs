@@ -228,7 +228,7 @@ fn daemon_request(c: &mut Criterion) {
         config,
         None,
         socket.clone(),
-        None,
+        arbor_supervisor::systemd::Activated::default(),
         signal_rx,
     ));
     let ask = |channel: &mut Channel, request: &ControlRequest| -> ControlResponse {

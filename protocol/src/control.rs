@@ -89,6 +89,67 @@ pub enum ControlRequest {
     Status,
     /// Stop every worker and exit; answered with [`ControlResponse::Ok`] first.
     Shutdown,
+    /// Set a pool's replica count: starts replicas (answered once they are
+    /// Ready) or closes the newest ones with their grace (answered once
+    /// they exited). Answered with [`ControlResponse::Done`].
+    Scale {
+        /// The pool.
+        pool: String,
+        /// The replica count wanted.
+        replicas: u32,
+    },
+    /// Rolling reload: replaces every replica of the pool (or of every pool)
+    /// a step at a time: start new ones, wait for their Ready, close as many
+    /// old ones. Answered with [`ControlResponse::Done`] when done, or an
+    /// error at the first replica not Ready in time (the old replicas it
+    /// would have replaced keep running).
+    Reload {
+        /// The pool; `None` for every pool.
+        pool: Option<String>,
+    },
+    /// Pools with their sockets and replicas; answered with [`ControlResponse::Pools`].
+    Pools,
+}
+
+/// A pool socket, as [`ControlResponse::Pools`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSocketInfo {
+    /// Its name.
+    pub name: String,
+    /// The address (`127.0.0.1:8080`, `unix:/path`).
+    pub listen: String,
+    /// `shared`, `reuseport` or `handoff`.
+    pub mode: String,
+    /// The handoff policy (`round-robin`, `least-busy`); empty otherwise.
+    pub policy: String,
+    /// Whether systemd passed it (socket activation) rather than arbord binding it.
+    pub activated: bool,
+}
+
+/// One replica of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// Its worker id.
+    pub id: u64,
+    /// Its pid (0 when not running).
+    pub pid: u32,
+    /// Its state, as in [`WorkerInfo::state`].
+    pub state: String,
+    /// Established connections it holds on the pool's sockets.
+    pub connections: u32,
+}
+
+/// A pool, as [`ControlResponse::Pools`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    /// Its name.
+    pub name: String,
+    /// The replica count wanted.
+    pub replicas_wanted: u32,
+    /// Its sockets.
+    pub sockets: Vec<PoolSocketInfo>,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaInfo>,
 }
 
 /// A worker as `list` reports it.
@@ -176,6 +237,13 @@ pub enum ControlResponse {
     /// The request failed.
     Error {
         /// A one-line reason.
+        message: String,
+    },
+    /// Answer to [`ControlRequest::Pools`].
+    Pools(Vec<PoolInfo>),
+    /// A pool operation finished.
+    Done {
+        /// What it did, in words.
         message: String,
     },
 }

@@ -31,9 +31,9 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 
 /// The kinds of frame version 1 defines.
 ///
-/// Kinds 7 to 12 are reserved for the frames the design has room for
-/// (`Spawn`, `SpawnResult`, `ChildExit`, `Connection`, `Port`, `Transfer`),
-/// 15 to 31 for later worker-channel frames and 32 to 63 for the control
+/// Kinds 7 to 9, 11 and 12 are reserved for the frames the design has room
+/// for (`Spawn`, `SpawnResult`, `ChildExit`, `Port`, `Transfer`), 17 to 31
+/// for later worker-channel frames and 32 to 63 for the control
 /// socket; a kind a peer does not know is [`Error::UnknownKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -54,14 +54,19 @@ pub enum FrameKind {
     Request = 13,
     /// The answer to a [`FrameKind::Request`], naming its id.
     Reply = 14,
+    /// An accepted connection handed to a pool replica; exactly one fd.
+    Connection = 10,
+    /// A replica's answer to a [`FrameKind::Connection`]: taken or refused.
+    ConnectionAck = 15,
+    /// A replica's count of connections it has open (for least-busy handoff).
+    Load = 16,
 }
 
 /// Kinds reserved in version 1 for frames the design names, with their names.
-pub const RESERVED_KINDS: [(u8, &str); 6] = [
+pub const RESERVED_KINDS: [(u8, &str); 5] = [
     (7, "Spawn"),
     (8, "SpawnResult"),
     (9, "ChildExit"),
-    (10, "Connection"),
     (11, "Port"),
     (12, "Transfer"),
 ];
@@ -78,6 +83,9 @@ impl FrameKind {
             6 => Self::Pong,
             13 => Self::Request,
             14 => Self::Reply,
+            10 => Self::Connection,
+            15 => Self::ConnectionAck,
+            16 => Self::Load,
             _ => return None,
         })
     }
@@ -93,6 +101,9 @@ impl FrameKind {
             Self::Pong => "Pong",
             Self::Request => "Request",
             Self::Reply => "Reply",
+            Self::Connection => "Connection",
+            Self::ConnectionAck => "ConnectionAck",
+            Self::Load => "Load",
         }
     }
 }

@@ -31,5 +31,7 @@ mod sys;
 
 pub use error::{Error, Result};
 pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
-pub use message::{ErrorReport, Frame, Location, Message, Ready, Request};
+pub use message::{
+    Connection, ConnectionAck, ErrorReport, Frame, Location, Message, Ready, Request,
+};
 pub use sys::is_cloexec;

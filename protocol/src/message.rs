@@ -110,6 +110,35 @@ pub enum Frame {
     Request(Request),
     /// The answer to the request with this id.
     Reply(Request),
+    /// An accepted connection for a pool replica; its fd travels with the
+    /// frame (exactly one).
+    Connection(Connection),
+    /// A replica's answer to a [`Frame::Connection`].
+    ConnectionAck(ConnectionAck),
+    /// A replica's count of the handed-off connections it has open, sent
+    /// whenever one of them closes.
+    Load(u32),
+}
+
+/// The payload of a Connection frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// Chosen by the supervisor; the [`ConnectionAck`] names it.
+    pub id: u64,
+    /// The pool socket it was accepted on (its `[[pool.socket]]` name).
+    pub socket: String,
+}
+
+/// The payload of a ConnectionAck frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionAck {
+    /// The [`Connection`] answered.
+    pub id: u64,
+    /// `false`: the replica did not take it (it is closing, or has no
+    /// connection handler), and the supervisor hands it to another.
+    pub accepted: bool,
+    /// Handed-off connections the replica has open, this one included.
+    pub open: u32,
 }
 
 /// The payload of a Request or a Reply: an id and the message's bytes.
@@ -135,6 +164,9 @@ impl Frame {
             Frame::Pong(_) => FrameKind::Pong,
             Frame::Request(_) => FrameKind::Request,
             Frame::Reply(_) => FrameKind::Reply,
+            Frame::Connection(_) => FrameKind::Connection,
+            Frame::ConnectionAck(_) => FrameKind::ConnectionAck,
+            Frame::Load(_) => FrameKind::Load,
         }
     }
 
@@ -150,6 +182,9 @@ impl Frame {
             Frame::Error(report) => codec::encode_into(report, out),
             Frame::Ping(nonce) | Frame::Pong(nonce) => codec::encode_into(nonce, out),
             Frame::Request(request) | Frame::Reply(request) => codec::encode_into(request, out),
+            Frame::Connection(connection) => codec::encode_into(connection, out),
+            Frame::ConnectionAck(ack) => codec::encode_into(ack, out),
+            Frame::Load(open) => codec::encode_into(open, out),
         }
     }
 
@@ -177,6 +212,13 @@ impl Frame {
             FrameKind::Pong => Frame::Pong(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Request => Frame::Request(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Reply => Frame::Reply(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Connection => {
+                Frame::Connection(codec::decode_exact(payload).map_err(malformed)?)
+            }
+            FrameKind::ConnectionAck => {
+                Frame::ConnectionAck(codec::decode_exact(payload).map_err(malformed)?)
+            }
+            FrameKind::Load => Frame::Load(codec::decode_exact(payload).map_err(malformed)?),
         })
     }
 }
@@ -285,6 +327,16 @@ mod tests {
                 id: 9,
                 data: b"answer".to_vec(),
             }),
+            Frame::Connection(Connection {
+                id: 5,
+                socket: "http".into(),
+            }),
+            Frame::ConnectionAck(ConnectionAck {
+                id: 5,
+                accepted: true,
+                open: 3,
+            }),
+            Frame::Load(2),
         ]
     }
 
@@ -311,6 +363,23 @@ mod tests {
 
     #[test]
     fn payload_layouts_match_wire_md() {
+        // Connection: u64 id, then the socket name as u64 length + UTF-8.
+        assert_eq!(
+            &encode(&Frame::Connection(Connection {
+                id: 1,
+                socket: "h".into()
+            }))[HEADER_LEN..],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, b'h']
+        );
+        // ConnectionAck: u64 id, u8 accepted, u32 open.
+        assert_eq!(
+            &encode(&Frame::ConnectionAck(ConnectionAck {
+                id: 2,
+                accepted: false,
+                open: 7
+            }))[HEADER_LEN..],
+            &[2, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]
+        );
         // Message: u64 length + bytes.
         assert_eq!(
             &encode(&Frame::Message(Message::new(b"hi".to_vec())))[HEADER_LEN..],

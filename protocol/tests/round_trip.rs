@@ -35,6 +35,16 @@ fn every_frame() -> Vec<Frame> {
             id: 1,
             data: b"answer".to_vec(),
         }),
+        Frame::Connection(arbor_protocol::Connection {
+            id: 3,
+            socket: "http".into(),
+        }),
+        Frame::ConnectionAck(arbor_protocol::ConnectionAck {
+            id: 3,
+            accepted: true,
+            open: 1,
+        }),
+        Frame::Load(0),
     ]
 }
 

@@ -20,6 +20,22 @@
 //! restart_max_delay = "30s"            # cap;
 //! max_restarts = 5                     # intensity: at most 5 restarts
 //! restart_window = "60s"               # in 60 s, else the worker is failed
+//!
+//! [[pool]]                            # N replicas of one program, with sockets
+//! name = "web"
+//! program = "/usr/local/bin/http-hello"
+//! replicas = 4
+//! ready_timeout = "30s"               # a replica not Ready by then is killed
+//! surge = 1                           # replicas started at once in a rolling reload
+//! restart = "always"                  # and every other `[[worker]]` key
+//!
+//! [[pool.socket]]
+//! name = "http"                       # LISTEN_FDNAMES in the replicas; matched
+//!                                     # against systemd's socket names
+//! listen = "127.0.0.1:8080"           # or "[::1]:8080", "unix:/run/web.sock"
+//! backlog = 1024
+//! mode = "shared"                     # shared | reuseport | handoff
+//! policy = "round-robin"              # handoff only: round-robin | least-busy
 //! ```
 //!
 //! A bad file is a [`ConfigError`] naming the file, the line and column, and
@@ -31,6 +47,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::listen::ListenAddr;
 use crate::restart::{RestartConfig, RestartPolicy};
 
 /// Why a configuration could not be used.
@@ -59,6 +76,77 @@ pub struct Config {
     /// Workers started at boot.
     #[serde(default, rename = "worker")]
     pub workers: Vec<WorkerConfig>,
+    /// Pools started at boot: a `[[pool]]` takes every `[[worker]]` key
+    /// plus `replicas`, `ready_timeout`, `surge` and `[[pool.socket]]`.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<WorkerConfig>,
+}
+
+/// `[[pool.socket]]`: a socket a pool's replicas serve.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketConfig {
+    /// Its name: the replicas see it in `LISTEN_FDNAMES`, and a socket
+    /// passed by systemd under this name is used instead of binding.
+    pub name: String,
+    /// Where to listen.
+    pub listen: ListenAddr,
+    /// The listen backlog (default 1024).
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+    /// How connections reach the replicas.
+    #[serde(default)]
+    pub mode: SocketMode,
+    /// Which replica a handed-off connection goes to (`handoff` mode).
+    #[serde(default)]
+    pub policy: HandoffPolicy,
+}
+
+/// How a pool socket's connections reach the replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SocketMode {
+    /// arbord binds once; every replica inherits the listening socket and
+    /// the kernel spreads the accepts.
+    #[default]
+    Shared,
+    /// arbord binds one `SO_REUSEPORT` listener per replica; the kernel
+    /// spreads connections over them by hash.
+    Reuseport,
+    /// arbord accepts and hands each connection to a replica.
+    Handoff,
+}
+
+impl SocketMode {
+    /// As the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketMode::Shared => "shared",
+            SocketMode::Reuseport => "reuseport",
+            SocketMode::Handoff => "handoff",
+        }
+    }
+}
+
+/// Which replica gets the next handed-off connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandoffPolicy {
+    /// Each ready replica in turn (skipping one still answering its last).
+    #[default]
+    RoundRobin,
+    /// The replica with the fewest open handed-off connections.
+    LeastBusy,
+}
+
+impl HandoffPolicy {
+    /// As the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HandoffPolicy::RoundRobin => "round-robin",
+            HandoffPolicy::LeastBusy => "least-busy",
+        }
+    }
 }
 
 /// `[daemon]`.
@@ -138,9 +226,35 @@ pub struct WorkerConfig {
     /// Whether the program speaks arbor's protocol (default true).
     #[serde(default = "yes")]
     pub speaks_protocol: bool,
+    /// `[[pool]]` only: how many replicas (default 1).
+    pub replicas: Option<u32>,
+    /// `[[pool]]` only: how long a replica may take to send Ready before it
+    /// is killed (and a rolling reload stops); default 30s.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub ready_timeout: Option<Duration>,
+    /// `[[pool]]` only: replicas replaced at once in a rolling reload (default 1).
+    pub surge: Option<u32>,
+    /// `[[pool]]` only: the sockets its replicas serve.
+    #[serde(default)]
+    pub socket: Vec<SocketConfig>,
 }
 
 impl WorkerConfig {
+    /// A pool's replica count.
+    pub fn replica_count(&self) -> u32 {
+        self.replicas.unwrap_or(1)
+    }
+
+    /// A pool's readiness timeout.
+    pub fn ready_limit(&self) -> Duration {
+        self.ready_timeout.unwrap_or(Duration::from_secs(30))
+    }
+
+    /// A pool's rolling-reload step.
+    pub fn surge_count(&self) -> u32 {
+        self.surge.unwrap_or(1).max(1)
+    }
+
     /// The restart settings of this worker.
     pub fn restart_config(&self) -> RestartConfig {
         RestartConfig {
@@ -154,6 +268,9 @@ impl WorkerConfig {
     }
 }
 
+fn default_backlog() -> u32 {
+    1024
+}
 fn default_mode() -> u32 {
     0o600
 }
@@ -205,6 +322,10 @@ fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RestartPolicy, D::Er
     String::deserialize(d)?
         .parse()
         .map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -269,11 +390,59 @@ impl Config {
             error(key, inner.message().to_string(), inner.span())
         })?;
         let mut names = std::collections::HashSet::new();
-        for (i, worker) in config.workers.iter().enumerate() {
+        let mut socket_names = std::collections::HashSet::new();
+        let entries = config.workers.iter().map(|w| ("worker", w));
+        let entries = entries
+            .enumerate()
+            .chain(config.pools.iter().map(|p| ("pool", p)).enumerate());
+        for (i, (table, worker)) in entries {
             let at = || text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
+            let is_pool = table == "pool";
+            let pool_only = [
+                ("replicas", worker.replicas.is_some()),
+                ("ready_timeout", worker.ready_timeout.is_some()),
+                ("surge", worker.surge.is_some()),
+                ("socket", !worker.socket.is_empty()),
+            ];
+            if let Some((key, _)) = pool_only.iter().find(|(_, set)| *set && !is_pool) {
+                return Err(error(
+                    format!("{table}[{i}].{key}"),
+                    format!("`{key}` belongs in a [[pool]]"),
+                    at(),
+                ));
+            }
+            if worker.replicas.is_some_and(|n| n > 1000) {
+                return Err(error(
+                    format!("{table}[{i}].replicas"),
+                    "at most 1000 replicas".into(),
+                    at(),
+                ));
+            }
+            for (j, socket) in worker.socket.iter().enumerate() {
+                let at = text.find(&format!("\"{}\"", socket.name)).map(|s| s..s);
+                if socket.name == "control" || !socket_names.insert(socket.name.as_str()) {
+                    return Err(error(
+                        format!("{table}[{i}].socket[{j}].name"),
+                        format!(
+                            "socket name {:?} is taken (socket names are unique across pools; `control` is arbord's)",
+                            socket.name
+                        ),
+                        at,
+                    ));
+                }
+                if socket.mode == SocketMode::Reuseport
+                    && !matches!(socket.listen, ListenAddr::Tcp(_))
+                {
+                    return Err(error(
+                        format!("{table}[{i}].socket[{j}].mode"),
+                        "reuseport needs a TCP address".into(),
+                        at,
+                    ));
+                }
+            }
             if !(1.0..=100.0).contains(&worker.restart_factor) {
                 return Err(error(
-                    format!("worker[{i}].restart_factor"),
+                    format!("{table}[{i}].restart_factor"),
                     format!("{} is not between 1 and 100", worker.restart_factor),
                     at(),
                 ));
@@ -284,7 +453,7 @@ impl Config {
                 || worker.close_grace > day
             {
                 return Err(error(
-                    format!("worker[{i}]"),
+                    format!("{table}[{i}]"),
                     "restart delays and close_grace are limited to a day".into(),
                     at(),
                 ));
@@ -292,7 +461,7 @@ impl Config {
             if worker.program.is_some() == worker.entry.is_some() {
                 let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
                 return Err(error(
-                    format!("worker[{i}]"),
+                    format!("{table}[{i}]"),
                     "needs exactly one of `program` and `entry`".into(),
                     at,
                 ));
@@ -300,8 +469,8 @@ impl Config {
             if !names.insert(worker.name.as_str()) {
                 let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
                 return Err(error(
-                    format!("worker[{i}].name"),
-                    format!("duplicate worker name {:?}", worker.name),
+                    format!("{table}[{i}].name"),
+                    format!("duplicate name {:?}", worker.name),
                     at,
                 ));
             }

@@ -33,6 +33,8 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod exit;
+mod handoff;
+pub mod listen;
 mod outbox;
 pub mod procfs;
 pub mod restart;

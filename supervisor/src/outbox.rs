@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arbor_protocol::nonblocking::AsyncSender;
-use arbor_protocol::{Frame, Request};
+use arbor_protocol::{Connection, Frame, Request};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::spec::WhenFull;
@@ -28,6 +28,8 @@ pub(crate) enum OutKind {
     Message,
     Request(u64),
     Reply(u64),
+    /// A Connection frame with this id; the data is the socket's name.
+    Connection(u64),
 }
 
 /// One posted message.
@@ -63,6 +65,12 @@ impl Outbound {
                         }),
                         &fds,
                     )
+                    .await
+            }
+            OutKind::Connection(id) => {
+                let socket = String::from_utf8_lossy(&self.data).into_owned();
+                sender
+                    .feed(&Frame::Connection(Connection { id, socket }), &fds)
                     .await
             }
         }

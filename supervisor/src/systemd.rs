@@ -2,8 +2,8 @@
 //!
 //! `notify` sends one datagram to `$NOTIFY_SOCKET` (a path, or an abstract
 //! name written `@name`) and does nothing when it is unset, so arbord runs
-//! the same under systemd and outside it. `take_activated_control_socket`
-//! takes the control socket from `LISTEN_FDS` when systemd passed one; call
+//! the same under systemd and outside it. `take_activated`
+//! takes the control and pool sockets from `LISTEN_FDS` when systemd passed them; call
 //! it first thing in `main`, before any thread exists.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -31,33 +31,69 @@ pub fn notify(state: &str) {
     }
 }
 
-/// The control socket passed by systemd socket activation: the fd named
-/// `control` in `LISTEN_FDNAMES`, else the first one. `None` when this
-/// process was not socket-activated (or `LISTEN_PID` names another process).
-/// The `LISTEN_*` variables are removed so that they do not leak further.
-pub fn take_activated_control_socket() -> Option<UnixListener> {
-    let pid_matches = std::env::var("LISTEN_PID").ok()?.parse::<u32>().ok()? == std::process::id();
-    let count: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+/// The sockets systemd passed by socket activation.
+#[derive(Debug, Default)]
+pub struct Activated {
+    /// The control socket: the fd named `control`, or a single unnamed
+    /// Unix socket.
+    pub control: Option<UnixListener>,
+    /// Every other socket, by its `LISTEN_FDNAMES` name: pool sockets with
+    /// that name use it instead of binding.
+    pub sockets: Vec<(String, OwnedFd)>,
+}
+
+/// Takes the sockets passed by systemd socket activation (nothing when this
+/// process was not socket-activated, or `LISTEN_PID` names another process).
+/// Each is made close-on-exec, and the `LISTEN_*` variables are removed so
+/// that they do not leak further. Call before any thread exists.
+pub fn take_activated() -> Activated {
+    let pid_matches = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count: RawFd = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         // Called before any thread exists (see the module docs).
         std::env::remove_var(var);
     }
-    if !pid_matches || count < 1 {
-        return None;
+    let mut activated = Activated::default();
+    if !pid_matches || !(1..=1024).contains(&count) {
+        return activated;
     }
-    let index = names.split(':').position(|n| n == "control").unwrap_or(0) as RawFd;
-    if index >= count {
-        return None;
+    let names: Vec<&str> = names.split(':').collect();
+    for index in 0..count {
+        let fd = 3 + index;
+        // SAFETY: systemd passed fds 3..3+LISTEN_FDS to this process (LISTEN_PID
+        // matched), each is taken once here, and nothing else in the process
+        // has taken them.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // They came without close-on-exec: set it, so workers never inherit them.
+        let _ = set_cloexec(fd);
+        let name = names
+            .get(index as usize)
+            .copied()
+            .filter(|n| !n.is_empty() && *n != "unknown");
+        match name {
+            Some("control") => activated.control = Some(UnixListener::from(owned)),
+            None if count == 1 && is_unix(&owned) => {
+                activated.control = Some(UnixListener::from(owned))
+            }
+            Some(name) => activated.sockets.push((name.to_string(), owned)),
+            None => activated.sockets.push((format!("fd{fd}"), owned)),
+        }
     }
-    let fd = 3 + index;
-    // SAFETY: systemd passed fds 3..3+LISTEN_FDS to this process (LISTEN_PID
-    // matched) and nothing else in the process has taken them yet.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let listener = UnixListener::from(owned);
-    // The fd came without close-on-exec: set it, so workers never inherit it.
-    let _ = set_cloexec(fd);
-    Some(listener)
+    activated
+}
+
+fn is_unix(fd: &OwnedFd) -> bool {
+    fd.try_clone()
+        .map(socket2::Socket::from)
+        .and_then(|s| s.local_addr())
+        .is_ok_and(|addr| addr.is_unix())
 }
 
 fn set_cloexec(fd: RawFd) -> std::io::Result<()> {

@@ -87,6 +87,21 @@ pub enum WorkerEvent {
         /// The protocol error, as text.
         error: String,
     },
+    /// The worker's answer to [`Worker::hand_off`].
+    ConnectionAck {
+        /// The connection's id, as handed off.
+        id: u64,
+        /// `false`: the worker did not take it; the fd is the caller's to
+        /// hand to another worker.
+        accepted: bool,
+        /// Handed-off connections the worker has open.
+        open: u32,
+    },
+    /// The worker's count of open handed-off connections changed.
+    Load {
+        /// Handed-off connections the worker has open.
+        open: u32,
+    },
     /// One line of captured output, without its newline.
     Output {
         /// Which stream.
@@ -293,6 +308,20 @@ impl Worker {
                 },
                 PostError::Gone => self.gone(),
             })
+    }
+
+    /// Hands an accepted connection to the worker in a Connection frame
+    /// (pool `handoff` mode); the answer comes as
+    /// [`WorkerEvent::ConnectionAck`] with the same `id`. Pass a duplicate
+    /// and keep the original until then: a refusal, or the worker's exit
+    /// before it answers, leaves the connection with the caller.
+    pub async fn hand_off(&self, id: u64, socket: &str, connection: OwnedFd) -> Result<()> {
+        self.post(
+            OutKind::Connection(id),
+            socket.as_bytes().to_vec(),
+            vec![connection],
+        )
+        .await
     }
 
     /// Posts `value` encoded with the wire codec; the worker decodes it with
@@ -604,6 +633,12 @@ impl DriverState {
                 }
                 return;
             }
+            Ok((Frame::ConnectionAck(ack), _)) => WorkerEvent::ConnectionAck {
+                id: ack.id,
+                accepted: ack.accepted,
+                open: ack.open,
+            },
+            Ok((Frame::Load(open), _)) => WorkerEvent::Load { open },
             Ok((Frame::Request(request), fds)) => WorkerEvent::Request {
                 id: request.id,
                 data: request.data,

@@ -186,6 +186,17 @@ impl Worker {
                 }
                 Frame::Close => ctx.close_requested = true,
                 Frame::Ping(nonce) => ctx.sender.feed(&Frame::Pong(nonce), &[])?,
+                // The blocking worker has no connection handler: refused, so
+                // the parent hands the connection to another replica (the
+                // fd that came with it is closed here).
+                Frame::Connection(connection) => ctx.sender.feed(
+                    &Frame::ConnectionAck(arbor_protocol::ConnectionAck {
+                        id: connection.id,
+                        accepted: false,
+                        open: 0,
+                    }),
+                    &[],
+                )?,
                 _ => {}
             }
             if ctx.close_requested {

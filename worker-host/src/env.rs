@@ -22,6 +22,64 @@ pub fn entry_point() -> Option<String> {
     std::env::var("ARBOR_ENTRY").ok()
 }
 
+/// A listening socket passed by the socket-activation convention.
+#[derive(Debug)]
+pub struct ListenFd {
+    /// Its name from `LISTEN_FDNAMES` (`"unknown"` when none is given).
+    pub name: String,
+    /// The socket, close-on-exec.
+    pub fd: OwnedFd,
+}
+
+/// Takes the listening sockets passed by the socket-activation convention,
+/// once: `LISTEN_FDS` fds with names in `LISTEN_FDNAMES`, when `LISTEN_PID`
+/// is this process. They start at fd 4 under an arbor supervisor (fd 3 is
+/// the channel) and at fd 3 under systemd, so the same program serves
+/// either way. Empty when nothing was passed; an fd that is not an open
+/// socket is skipped.
+pub fn take_listen_fds() -> Vec<ListenFd> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count: RawFd = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !for_us || count <= 0 || TAKEN.swap(true, Ordering::SeqCst) {
+        return Vec::new();
+    }
+    let first: RawFd = if std::env::var_os("ARBOR_CHANNEL_FD").is_some() {
+        4
+    } else {
+        3
+    };
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':');
+    let mut taken = Vec::new();
+    for fd in first..first.saturating_add(count) {
+        let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
+        if !is_socket(fd) {
+            continue;
+        }
+        // SAFETY: the supervisor (or systemd) passed this fd to this process
+        // for LISTEN_PID = our pid, it is an open socket (just checked), and
+        // TAKEN guarantees it is wrapped only once in this process.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_cloexec(owned.as_raw_fd());
+        taken.push(ListenFd {
+            name: name.to_string(),
+            fd: owned,
+        });
+    }
+    taken
+}
+
+fn is_socket(fd: RawFd) -> bool {
+    socket_option(fd, libc::SO_TYPE).is_some()
+}
+
 /// Takes the channel the supervisor left at `ARBOR_CHANNEL_FD`, once.
 pub(crate) fn take_channel() -> Result<(UnixStream, Identity)> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -60,23 +118,26 @@ pub(crate) fn take_channel() -> Result<(UnixStream, Identity)> {
 }
 
 fn is_unix_stream_socket(fd: RawFd) -> bool {
-    let get = |option| {
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `value`; on a
-        // closed fd or a non-socket it fails with EBADF/ENOTSOCK.
-        let ret = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (ret == 0).then_some(value)
+    socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+}
+
+/// An int SOL_SOCKET option of `fd`; `None` for a closed fd or a non-socket.
+fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`; on a
+    // closed fd or a non-socket it fails with EBADF/ENOTSOCK.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
-    get(libc::SO_DOMAIN) == Some(libc::AF_UNIX) && get(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+    (ret == 0).then_some(value)
 }
 
 // The channel must not leak into programs this worker runs itself.

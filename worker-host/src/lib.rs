@@ -22,5 +22,5 @@ pub mod nonblocking;
 mod panic;
 
 pub use arbor_protocol::Message;
-pub use env::{entry_point, Identity};
+pub use env::{entry_point, take_listen_fds, Identity, ListenFd};
 pub use error::{Error, Result};

@@ -27,10 +27,12 @@
 
 use std::future::Future;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
-use arbor_protocol::{Frame, Limits, Message, Ready, Request};
+use arbor_protocol::{ConnectionAck, Frame, Limits, Message, Ready, Request};
 use serde::Serialize;
 use tokio::sync::{Mutex, Notify};
 
@@ -38,12 +40,56 @@ use crate::env::{take_channel, Identity};
 use crate::error::{Error, Result};
 
 /// The worker's side of its channel, for tokio programs.
-#[derive(Debug)]
 pub struct AsyncWorker {
     poster: Poster,
     receiver: AsyncReceiver,
     identity: Identity,
     closer: Closer,
+    on_connection: Option<ConnectionHandler>,
+}
+
+impl std::fmt::Debug for AsyncWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncWorker")
+            .field("identity", &self.identity)
+            .field("on_connection", &self.on_connection.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+type ConnectionHandler =
+    Arc<dyn Fn(Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A connection the supervisor accepted and handed to this worker (a pool
+/// in `handoff` mode), as [`AsyncWorker::on_connection`]'s handler gets it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The accepted socket (TCP or Unix, as the pool socket is), close-on-exec.
+    pub stream: OwnedFd,
+    /// The name of the pool socket it was accepted on.
+    pub socket: String,
+    /// Counts the connection as open while it lives (for the supervisor's
+    /// `least-busy` policy); keep it as long as the connection is served.
+    pub guard: OpenGuard,
+}
+
+/// Counts one handed-off connection as open until dropped.
+#[derive(Debug)]
+pub struct OpenGuard {
+    load: Arc<LoadCounter>,
+}
+
+#[derive(Debug, Default)]
+struct LoadCounter {
+    open: AtomicU32,
+    changed: Notify,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.load.open.fetch_sub(1, Ordering::SeqCst);
+        self.load.changed.notify_one();
+    }
 }
 
 /// Posts messages to the parent; cheap to clone into tasks.
@@ -117,7 +163,21 @@ impl AsyncWorker {
             receiver,
             identity,
             closer: Closer::default(),
+            on_connection: None,
         })
+    }
+
+    /// Takes connections handed over by the supervisor (the node cluster
+    /// model: the supervisor accepts, the worker serves). Each one is served
+    /// by `handler` in a task of its own. Without a handler, or once the
+    /// worker is closing, connections are refused and the supervisor hands
+    /// them to another worker.
+    pub fn on_connection<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connection = Some(Arc::new(move |connection| Box::pin(handler(connection))));
     }
 
     /// A handle for posting messages.
@@ -142,7 +202,9 @@ impl AsyncWorker {
 
     /// Sends Ready, then runs `on_message` for each message (one at a time,
     /// in order) until the parent's Close or [`Closer::close`]; then runs
-    /// `on_close` to completion and returns `Ok`.
+    /// `on_close` to completion and returns `Ok`. While onclose runs, the
+    /// channel is still read: connections handed over meanwhile are
+    /// refused (so they go to another worker) and pings answered.
     pub async fn run<M, MF, C, CF>(self, mut on_message: M, on_close: C) -> Result<()>
     where
         M: FnMut(Incoming) -> MF,
@@ -155,13 +217,19 @@ impl AsyncWorker {
             mut receiver,
             identity,
             closer,
+            on_connection,
         } = self;
+        let load = Arc::new(LoadCounter::default());
         let ready = Ready::new(identity.id, identity.name.clone(), std::process::id());
         poster.send(&Frame::Ready(ready)).await?;
         loop {
             let received = tokio::select! {
                 received = receiver.recv() => received,
                 _ = closer.notify.notified() => break,
+                _ = load.changed.notified() => {
+                    poster.send(&Frame::Load(load.open.load(Ordering::SeqCst))).await?;
+                    continue;
+                }
             };
             match received {
                 Ok((Frame::Message(message), fds)) => {
@@ -180,6 +248,24 @@ impl AsyncWorker {
                     })
                     .await?
                 }
+                Ok((Frame::Connection(connection), mut fds)) => {
+                    let taken = match (&on_connection, fds.len()) {
+                        (Some(handler), 1) => {
+                            load.open.fetch_add(1, Ordering::SeqCst);
+                            let connection = Connection {
+                                stream: fds.remove(0),
+                                socket: connection.socket,
+                                guard: OpenGuard {
+                                    load: Arc::clone(&load),
+                                },
+                            };
+                            tokio::spawn(handler(connection));
+                            true
+                        }
+                        _ => false,
+                    };
+                    acknowledge(&poster, connection.id, taken, &load).await?;
+                }
                 Ok((Frame::Close, _)) => break,
                 Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
                 Ok(_) => {}
@@ -187,8 +273,40 @@ impl AsyncWorker {
                 Err(e) => return Err(e.into()),
             }
         }
-        on_close().await?;
+        // onclose runs while the channel is still read: a connection handed
+        // over meanwhile goes back at once instead of waiting for the exit.
+        let closing = on_close();
+        tokio::pin!(closing);
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                done = &mut closing => {
+                    done?;
+                    break;
+                }
+                received = receiver.recv(), if reading => match received {
+                    Ok((Frame::Connection(connection), _fds)) => {
+                        acknowledge(&poster, connection.id, false, &load).await?;
+                    }
+                    Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
+                    Ok(_) => {}
+                    Err(_) => reading = false,
+                },
+                _ = load.changed.notified(), if reading => {
+                    poster.send(&Frame::Load(load.open.load(Ordering::SeqCst))).await?;
+                }
+            }
+        }
         poster.sender.lock().await.flush().await?;
         Ok(())
     }
+}
+
+async fn acknowledge(poster: &Poster, id: u64, accepted: bool, load: &LoadCounter) -> Result<()> {
+    let ack = ConnectionAck {
+        id,
+        accepted,
+        open: load.open.load(Ordering::SeqCst),
+    };
+    poster.send(&Frame::ConnectionAck(ack)).await
 }

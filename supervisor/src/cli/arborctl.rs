@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::config::{default_socket_path, parse_duration};
 use arbor_protocol::blocking::Channel;
-use arbor_protocol::control::{ControlRequest, ControlResponse, SpawnRequest};
+use arbor_protocol::control::{
+    ControlRequest, ControlResponse, PoolInfo, SpawnRequest, WorkerInfo,
+};
 use arbor_protocol::Frame;
 use clap::{Parser, Subcommand};
 
@@ -18,6 +20,8 @@ use clap::{Parser, Subcommand};
 ///   arborctl ps --json
 ///   arborctl request 1 hello
 ///   arborctl close 1 --grace 2s
+///   arborctl scale web 4
+///   arborctl reload web
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -52,8 +56,15 @@ enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// List workers.
+    /// List workers, then pools with their sockets and each replica's
+    /// connections.
     Ps,
+    /// Set a pool's replica count (waits for new replicas' Ready, or for
+    /// removed ones to exit).
+    Scale { pool: String, replicas: u32 },
+    /// Rolling reload: replace every replica of POOL (or of every pool),
+    /// each new one Ready before an old one is closed.
+    Reload { pool: Option<String> },
     /// Post a message (DATA, or stdin with `-`), with files opened and
     /// passed as fds (`--fd PATH`, repeatable).
     Send {
@@ -170,6 +181,11 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             speaks_protocol: !plain,
         }),
         Command::Ps => ControlRequest::List,
+        Command::Scale { pool, replicas } => ControlRequest::Scale {
+            pool: pool.clone(),
+            replicas: *replicas,
+        },
+        Command::Reload { pool } => ControlRequest::Reload { pool: pool.clone() },
         Command::Send { id, data, .. } => ControlRequest::Post {
             id: *id,
             data: payload(data)?,
@@ -241,6 +257,21 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             Err(arbor_protocol::Error::Closed) if streaming && announced => return Ok(()),
             Err(e) => return Err(format!("arbord at {}: {e}", socket.display())),
         };
+        if let (Command::Ps, ControlResponse::Workers(workers)) = (&args.command, &response) {
+            // Then the pools, on the same connection.
+            let pools = match channel
+                .send_value(&ControlRequest::Pools, &[])
+                .and_then(|_| channel.recv())
+            {
+                Ok((Frame::Message(message), _)) => match message.decode::<ControlResponse>() {
+                    Ok(ControlResponse::Pools(pools)) => pools,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            print_ps(args.json, workers, &pools);
+            return Ok(());
+        }
         if !streaming {
             return print(args.json, response);
         }
@@ -255,6 +286,95 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
     }
 }
 
+/// `ps`: the workers, then each pool with its sockets and replicas. With
+/// `--json`, one array of workers; a pool's replicas carry `pool` and
+/// `connections`.
+fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
+    let replica = |id: u64| {
+        pools.iter().find_map(|pool| {
+            let r = pool.replicas.iter().find(|r| r.id == id)?;
+            Some((pool.name.as_str(), r.connections))
+        })
+    };
+    if json {
+        let list: Vec<_> = workers
+            .iter()
+            .map(|w| {
+                let (pool, connections) = replica(w.id).unzip();
+                serde_json::json!({
+                    "id": w.id, "name": w.name, "pid": w.pid, "state": w.state,
+                    "uptime": w.uptime_secs, "restarts": w.restarts, "rss": w.rss_kib,
+                    "last_exit": w.last_exit, "pool": pool, "connections": connections,
+                })
+            })
+            .collect();
+        say!("{}", serde_json::json!(list));
+        return;
+    }
+    say!(
+        "{:>4}  {:<16} {:>8}  {:<10} {:>8} {:>8} {:>9}",
+        "ID",
+        "NAME",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "RSS"
+    );
+    for w in workers {
+        say!(
+            "{:>4}  {:<16} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
+            w.id,
+            w.name,
+            w.pid,
+            w.state,
+            w.uptime_secs,
+            w.restarts,
+            w.rss_kib
+        );
+    }
+    for pool in pools {
+        let running = pool
+            .replicas
+            .iter()
+            .filter(|r| r.state == "running")
+            .count();
+        say!("");
+        say!(
+            "pool {}: {running}/{} replicas running",
+            pool.name,
+            pool.replicas_wanted
+        );
+        for socket in &pool.sockets {
+            let policy = if socket.policy.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", socket.policy)
+            };
+            let from = if socket.activated {
+                ", from systemd"
+            } else {
+                ""
+            };
+            say!(
+                "  socket {} {} ({}{policy}{from})",
+                socket.name,
+                socket.listen,
+                socket.mode
+            );
+        }
+        for r in &pool.replicas {
+            say!(
+                "  replica {:>4} pid {:>8}  {:<10} {} connections",
+                r.id,
+                r.pid,
+                r.state,
+                r.connections
+            );
+        }
+    }
+}
+
 fn print(json: bool, response: ControlResponse) -> Result<(), String> {
     let to_json = |value: serde_json::Value| say!("{value}");
     match response {
@@ -263,38 +383,12 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
         ControlResponse::Ok => {}
         ControlResponse::Spawned { id } if json => to_json(serde_json::json!({"id": id})),
         ControlResponse::Spawned { id } => say!("{id}"),
-        ControlResponse::Workers(workers) if json => to_json(serde_json::json!(workers
-            .iter()
-            .map(|w| serde_json::json!({
-                "id": w.id, "name": w.name, "pid": w.pid, "state": w.state,
-                "uptime": w.uptime_secs, "restarts": w.restarts, "rss": w.rss_kib,
-                "last_exit": w.last_exit,
-            }))
-            .collect::<Vec<_>>())),
-        ControlResponse::Workers(workers) => {
-            say!(
-                "{:>4}  {:<16} {:>8}  {:<10} {:>8} {:>8} {:>9}",
-                "ID",
-                "NAME",
-                "PID",
-                "STATE",
-                "UPTIME",
-                "RESTARTS",
-                "RSS"
-            );
-            for w in workers {
-                say!(
-                    "{:>4}  {:<16} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
-                    w.id,
-                    w.name,
-                    w.pid,
-                    w.state,
-                    w.uptime_secs,
-                    w.restarts,
-                    w.rss_kib
-                );
-            }
+        ControlResponse::Workers(workers) => print_ps(json, &workers, &[]),
+        ControlResponse::Pools(pools) => print_ps(json, &[], &pools),
+        ControlResponse::Done { message } if json => {
+            to_json(serde_json::json!({"ok": true, "message": message}))
         }
+        ControlResponse::Done { message } => say!("{message}"),
         ControlResponse::Reply(bytes) if json => {
             to_json(serde_json::json!({"reply": String::from_utf8_lossy(&bytes)}))
         }

@@ -43,7 +43,7 @@ pub fn main() -> ExitCode {
         };
     }
     // Before any thread exists: the activated socket and the signal handlers.
-    let activated = crate::systemd::take_activated_control_socket();
+    let activated = crate::systemd::take_activated();
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {

@@ -6,6 +6,9 @@
 //! ring and the daemon's log, exits into the restart state machine of
 //! [`crate::restart`]) and restarts it as its policy says. Each control
 //! connection has its own task: a slow or hostile client holds only that.
+//! Pools (replicas with sockets, scale, rolling reload) are in [`pools`].
+
+mod pools;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
@@ -26,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use crate::config::{Config, WorkerConfig};
 use crate::restart::{self, Action, Ending, RestartConfig, RestartState};
 use crate::systemd::notify;
+use crate::systemd::Activated;
 use crate::{ExitRecord, Initiator, Output, Signal, Supervisor, Worker, WorkerEvent, WorkerSpec};
 
 /// Control connections served at once; one more is told arbord is busy.
@@ -83,9 +87,18 @@ struct Recipe {
     close_grace: Duration,
     speaks_protocol: bool,
     restart: RestartConfig,
+    /// Set for a pool's replicas: the pool's sockets and readiness limit.
+    pool: Option<Arc<pools::PoolRuntime>>,
 }
 
 impl Recipe {
+    fn for_pool(pool: &WorkerConfig, runtime: &Arc<pools::PoolRuntime>) -> Self {
+        Self {
+            pool: Some(Arc::clone(runtime)),
+            ..Self::from_config(pool)
+        }
+    }
+
     fn from_config(worker: &WorkerConfig) -> Self {
         Self {
             name: worker.name.clone(),
@@ -103,6 +116,7 @@ impl Recipe {
             close_grace: worker.close_grace,
             speaks_protocol: worker.speaks_protocol,
             restart: worker.restart_config(),
+            pool: None,
         }
     }
 
@@ -126,6 +140,7 @@ impl Recipe {
             close_grace: Duration::from_millis(request.close_grace_ms),
             speaks_protocol: request.speaks_protocol,
             restart,
+            pool: None,
         })
     }
 
@@ -140,7 +155,9 @@ impl Recipe {
             && self.restart == other.restart
     }
 
-    fn spec(&self) -> WorkerSpec {
+    /// The spec of a new run; a pool replica gets its sockets here (a
+    /// `reuseport` socket is bound anew for each).
+    fn spec(&self) -> std::io::Result<WorkerSpec> {
         let spec = match &self.program {
             crate::Program::Path(path) => WorkerSpec::program(path),
             crate::Program::Entry(entry) => WorkerSpec::entry(entry),
@@ -158,7 +175,12 @@ impl Recipe {
         if let Some(cwd) = &self.cwd {
             spec = spec.cwd(cwd);
         }
-        spec
+        if let Some(pool) = &self.pool {
+            for (name, fd) in pool.listen_fds()? {
+                spec = spec.listen_fd(name, fd);
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -184,6 +206,7 @@ struct Daemon {
     supervisor: Supervisor,
     config: Config,
     workers: Mutex<BTreeMap<u64, Entry>>,
+    pools: Mutex<BTreeMap<String, pools::Pool>>,
     next_id: AtomicU64,
     started: Instant,
     stopping: AtomicBool,
@@ -200,13 +223,23 @@ impl Daemon {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, pools::Pool>> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Marks worker `id` stopped (no more restarts) and returns its live
-    /// handle, if it has one; a worker waiting for a restart just stops.
+    /// handle, if it has one; a worker waiting for a restart just stops. A
+    /// pool replica gets no more connections from here on.
     fn request_stop(&self, id: u64) -> Result<Option<Arc<Worker>>, String> {
         let mut entries = self.entries();
         let entry = entries
             .get_mut(&id)
             .ok_or_else(|| format!("no worker {id}"))?;
+        if let Some(pool) = &entry.recipe.pool {
+            pool.retire(id);
+        }
         entry.stop_requested = true;
         let worker = entry.worker.clone();
         if worker.is_some() {
@@ -264,9 +297,13 @@ pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     socket_path: PathBuf,
-    activated: Option<StdUnixListener>,
+    activated: Activated,
     mut signals: mpsc::UnboundedReceiver<DaemonSignal>,
 ) -> Result<(), DaemonError> {
+    let Activated {
+        control: activated,
+        sockets: mut activated_sockets,
+    } = activated;
     let (listener, owned_path) = match activated {
         Some(listener) => (listener, None),
         None => (
@@ -292,6 +329,7 @@ pub async fn run(
         supervisor: Supervisor::with_limits(Limits::default())?,
         config: config.clone(),
         workers: Mutex::new(BTreeMap::new()),
+        pools: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
         started: Instant::now(),
         stopping: AtomicBool::new(false),
@@ -305,6 +343,15 @@ pub async fn run(
             tracing::error!("boot worker {}: {e}", worker.name);
         }
     }
+    for pool in &config.pools {
+        if let Err(e) = pools::open(&daemon, pool, &mut activated_sockets).await {
+            tracing::error!("boot pool {}: {e}", pool.name);
+        }
+    }
+    for (name, _) in &activated_sockets {
+        tracing::warn!("socket {name:?} from systemd matches no pool socket; closed");
+    }
+    drop(activated_sockets);
     // READY=1 once the boot workers are up (Ready, or already gone), or
     // after a generous bound so that one hung worker cannot stall the boot.
     let boot_deadline = tokio::time::Instant::now() + BOOT_READY_LIMIT;
@@ -395,6 +442,7 @@ pub async fn run(
 
     notify("STOPPING=1");
     daemon.stopping.store(true, Ordering::SeqCst);
+    pools::stop_all(&daemon);
     let handles: Vec<Arc<Worker>> = daemon
         .entries()
         .values()
@@ -478,6 +526,27 @@ async fn reload(daemon: &Arc<Daemon>, new: Config) {
             }
         }
     }
+    // Pools: removed ones close, added ones open, changed ones roll.
+    let running = pools::configs(daemon);
+    for name in running.keys() {
+        if !new.pools.iter().any(|p| &p.name == name) {
+            tracing::info!(pool = %name, "reload: closing pool");
+            pools::remove(daemon, name).await;
+        }
+    }
+    let mut no_sockets = Vec::new();
+    for pool in &new.pools {
+        let result = match running.get(&pool.name) {
+            Some(_) => pools::reconfigure(daemon, pool).await,
+            None => {
+                tracing::info!(pool = %pool.name, "reload: opening pool");
+                pools::open(daemon, pool, &mut no_sockets).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!("reload: {e}");
+        }
+    }
 }
 
 /// Half of `$WATCHDOG_USEC`, when systemd asks for keep-alives.
@@ -519,23 +588,11 @@ fn bind(
                 .map_err(socket_error)?;
         }
     }
-    if let Ok(metadata) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !metadata.file_type().is_socket() {
-            return Err(socket_error(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket; not touching it",
-            )));
+    match crate::listen::remove_stale_socket(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(DaemonError::AlreadyRunning(path.to_path_buf()))
         }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(DaemonError::AlreadyRunning(path.to_path_buf())),
-            // Nobody listens: a socket left by a daemon that died.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                tracing::info!("removing stale socket {}", path.display());
-                std::fs::remove_file(path).map_err(socket_error)?;
-            }
-            Err(e) => return Err(socket_error(e)),
-        }
+        other => other.map_err(socket_error)?,
     }
     let listener = StdUnixListener::bind(path).map_err(socket_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_error)?;
@@ -557,7 +614,7 @@ async fn start(
     recipe: Recipe,
     from_config: bool,
 ) -> Result<u64, crate::Error> {
-    let mut worker = daemon.supervisor.spawn(recipe.spec()).await?;
+    let mut worker = spawn(daemon, &recipe).await?;
     if daemon.stopping.load(Ordering::SeqCst) {
         // Shutdown began while it was starting: it must not outlive arbord.
         let _ = worker.terminate().await;
@@ -591,6 +648,15 @@ async fn start(
     Ok(id)
 }
 
+/// Starts one run of `recipe`.
+async fn spawn(daemon: &Daemon, recipe: &Recipe) -> Result<Worker, crate::Error> {
+    let spec = recipe.spec().map_err(|source| crate::Error::Spawn {
+        name: recipe.name.clone(),
+        source,
+    })?;
+    daemon.supervisor.spawn(spec).await
+}
+
 /// Keeps the registry bounded: beyond KEEP_EXITED workers that are gone for
 /// good, the oldest are dropped (a client spawning in a loop cannot grow
 /// arbord without bound).
@@ -618,12 +684,48 @@ async fn refuse_busy(stream: UnixStream) {
 /// Follows one managed worker through its events, exits and restarts.
 async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate::Events) {
     let mut state = RestartState::new(&recipe.restart, Instant::now());
+    let pool = recipe.pool.clone();
     loop {
+        // A pool replica that is not Ready in time is killed (and restarted
+        // by its policy): it must not hold a place in the pool forever.
+        let ready_limit = pool.as_ref().map(|p| p.ready_timeout);
+        let mut ready_by = ready_limit.map(|limit| tokio::time::Instant::now() + limit);
         let record = loop {
-            match events.next().await {
+            let event = tokio::select! {
+                event = events.next() => event,
+                _ = sleep_until(ready_by) => {
+                    tracing::warn!(worker = %recipe.name, id, "not Ready within {:?}: killed", ready_limit.unwrap_or_default());
+                    if let Ok(worker) = daemon.handle(id) {
+                        worker.begin_terminate();
+                    }
+                    ready_by = None;
+                    continue;
+                }
+            };
+            match event {
                 Some(WorkerEvent::Ready) => {
+                    ready_by = None;
                     set_state(&daemon, id, "running");
+                    if let (Some(pool), Ok(worker)) = (&pool, daemon.handle(id)) {
+                        if !daemon.stop_requested(id) {
+                            pool.replica_ready(id, &worker);
+                        }
+                    }
                     daemon.emit("ready", id, &recipe.name, |_| {});
+                }
+                Some(WorkerEvent::ConnectionAck {
+                    id: connection,
+                    accepted,
+                    open,
+                }) => {
+                    if let Some(pool) = &pool {
+                        pool.ack(id, connection, accepted, open);
+                    }
+                }
+                Some(WorkerEvent::Load { open }) => {
+                    if let Some(pool) = &pool {
+                        pool.load(id, open);
+                    }
                 }
                 Some(WorkerEvent::Message { data, .. }) => {
                     daemon.emit("message", id, &recipe.name, |e| {
@@ -665,6 +767,9 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 None => break None,
             }
         };
+        if let Some(pool) = &pool {
+            pool.replica_gone(id);
+        }
         let ending = match record {
             _ if daemon.stop_requested(id) => Ending::Stopped,
             Some(ExitRecord {
@@ -723,7 +828,7 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                         Instant::now(),
                     );
                 }
-                Some(Action::Start) => match daemon.supervisor.spawn(recipe.spec()).await {
+                Some(Action::Start) => match spawn(&daemon, &recipe).await {
                     Ok(worker) if daemon.stop_requested(id) => {
                         // Stopped while this restart was starting.
                         let _ = worker.terminate().await;
@@ -780,6 +885,14 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 }
             }
         }
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1085,5 +1198,37 @@ async fn handle(
             }
         }
         ControlRequest::Shutdown => ControlResponse::Ok,
+        ControlRequest::Pools => ControlResponse::Pools(pools::infos(daemon)),
+        ControlRequest::Scale { .. } | ControlRequest::Reload { .. }
+            if daemon.stopping.load(Ordering::SeqCst) =>
+        {
+            error("arbord is shutting down".into())
+        }
+        ControlRequest::Scale { pool, replicas } => {
+            match pools::scale(daemon, &pool, replicas).await {
+                Ok(message) => ControlResponse::Done { message },
+                Err(message) => error(message),
+            }
+        }
+        ControlRequest::Reload { pool } => {
+            let names = match pool {
+                Some(name) => vec![name],
+                None => pools::names(daemon),
+            };
+            let mut done = Vec::new();
+            for name in names {
+                match pools::rolling_reload(daemon, &name).await {
+                    Ok(message) => done.push(message),
+                    Err(message) => return error(message),
+                }
+            }
+            ControlResponse::Done {
+                message: if done.is_empty() {
+                    "no pools".into()
+                } else {
+                    done.join("\n")
+                },
+            }
+        }
     }
 }

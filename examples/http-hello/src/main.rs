@@ -1,0 +1,291 @@
+//! http-hello: an HTTP/1.1 keep-alive server whose every reply names its
+//! pid, for arbor pools in any mode, and standalone.
+//!
+//! Where its connections come from:
+//! - sockets passed by the socket-activation convention (`LISTEN_FDS`):
+//!   from arbord (pool modes `shared` and `reuseport`, fds from 4) or from
+//!   systemd (fds from 3);
+//! - connections handed over by arbord in Connection frames (mode `handoff`);
+//! - with neither, it binds `--listen ADDR` (default `127.0.0.1:8080`).
+//!
+//! Closing (arbord's Close, or SIGTERM/SIGINT when standalone) loses no
+//! request: it takes what is already queued on its listeners and stops
+//! accepting, then answers each connection's next request with
+//! `Connection: close`; a connection that stays idle for `LINGER` is shut
+//! down gracefully. It exits when every connection is done.
+
+use std::convert::Infallible;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, Notify};
+
+/// How long a connection may stay idle after closing began before it is shut.
+const LINGER: Duration = Duration::from_millis(500);
+/// The longest a close waits for connections to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// What every connection and listener of the process shares.
+struct Server {
+    /// Flips to `true` once: closing began.
+    closing: watch::Sender<bool>,
+    /// Connections and listeners still running.
+    active: AtomicUsize,
+    idle: Notify,
+    body: Bytes,
+}
+
+/// Counts one connection or listener as active while it lives.
+struct Active(Arc<Server>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Server {
+    fn new() -> Arc<Self> {
+        Arc::new(Server {
+            closing: watch::channel(false).0,
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+            body: Bytes::from(format!("hello from pid {}\n", std::process::id())),
+        })
+    }
+
+    fn track(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        Active(Arc::clone(self))
+    }
+
+    /// Begins closing and waits (at most DRAIN_LIMIT) for every connection.
+    async fn close(&self) {
+        self.closing.send_replace(true);
+        let drained = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.active.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_LIMIT, drained).await;
+    }
+
+    fn respond(&self, closing: bool) -> Response<Full<Bytes>> {
+        let mut response = Response::builder()
+            .header("content-type", "text/plain")
+            .header("content-length", self.body.len());
+        if closing {
+            // hyper ends the connection after this response.
+            response = response.header("connection", "close");
+        }
+        response
+            .body(Full::new(self.body.clone()))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
+}
+
+/// Completes once closing began.
+async fn closing_begun(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// Serves one connection until the client leaves or closing ends it.
+async fn serve<S>(server: Arc<Server>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _active = server.track();
+    let mut closing = server.closing.subscribe();
+    let service = {
+        let server = Arc::clone(&server);
+        let closing = closing.clone();
+        hyper::service::service_fn(move |_request: Request<Incoming>| {
+            let response = server.respond(*closing.borrow());
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = closing_begun(&mut closing) => {}
+    }
+    // Closing: the client's next request is answered with Connection: close.
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = tokio::time::sleep(LINGER) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(LINGER, connection).await;
+}
+
+/// Serves an accepted stream socket of either family.
+async fn serve_fd(server: Arc<Server>, fd: OwnedFd) {
+    let socket = socket2::Socket::from(fd);
+    let unix = socket.local_addr().is_ok_and(|addr| addr.is_unix());
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let fd = OwnedFd::from(socket);
+    if unix {
+        if let Ok(stream) = tokio::net::UnixStream::from_std(fd.into()) {
+            serve(server, stream).await;
+        }
+    } else if let Ok(stream) = tokio::net::TcpStream::from_std(fd.into()) {
+        let _ = stream.set_nodelay(true);
+        serve(server, stream).await;
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<OwnedFd> {
+        Ok(match self {
+            Listener::Tcp(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+            Listener::Unix(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
+        })
+    }
+}
+
+/// Accepts on a listening socket until closing; then takes what is already
+/// queued (so that nothing queued is reset) and drops the listener.
+async fn accept_loop(server: Arc<Server>, fd: OwnedFd) -> std::io::Result<()> {
+    let _active = server.track();
+    let socket = socket2::Socket::from(fd);
+    socket.set_nonblocking(true)?;
+    let unix = socket.local_addr()?.is_unix();
+    let fd = OwnedFd::from(socket);
+    let listener = if unix {
+        Listener::Unix(tokio::net::UnixListener::from_std(fd.into())?)
+    } else {
+        Listener::Tcp(tokio::net::TcpListener::from_std(fd.into())?)
+    };
+    let mut closing = server.closing.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(fd) => { tokio::spawn(serve_fd(Arc::clone(&server), fd)); }
+                Err(e) => {
+                    eprintln!("http-hello: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = closing_begun(&mut closing) => break,
+        }
+    }
+    // Whatever the kernel already queued for this listener is served too.
+    while let Ok(Ok(fd)) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        tokio::spawn(serve_fd(Arc::clone(&server), fd));
+    }
+    Ok(())
+}
+
+fn listen_arg() -> Result<Option<String>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut listen = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
+            "-h" | "--help" => {
+                println!("usage: http-hello [--listen ADDR]   (default 127.0.0.1:8080 when no socket is passed)");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(listen)
+}
+
+async fn run() -> Result<(), String> {
+    let listen = listen_arg()?;
+    let server = Server::new();
+    let mut listeners: Vec<OwnedFd> = arbor_worker::take_listen_fds()
+        .into_iter()
+        .map(|l| l.fd)
+        .collect();
+    let supervised = std::env::var_os("ARBOR_CHANNEL_FD").is_some();
+    if let Some(addr) =
+        listen.or_else(|| (listeners.is_empty() && !supervised).then(|| "127.0.0.1:8080".into()))
+    {
+        let listener =
+            std::net::TcpListener::bind(&addr).map_err(|e| format!("bind {addr}: {e}"))?;
+        listeners.push(listener.into());
+    }
+    for fd in listeners {
+        tokio::spawn(accept_loop(Arc::clone(&server), fd));
+    }
+    if supervised {
+        let mut worker =
+            arbor_worker::nonblocking::AsyncWorker::connect().map_err(|e| e.to_string())?;
+        let handed = Arc::clone(&server);
+        worker.on_connection(move |connection| {
+            let server = Arc::clone(&handed);
+            async move {
+                // The guard counts the connection as open (for arbord's
+                // least-busy policy) until it is served.
+                let _guard = connection.guard;
+                serve_fd(server, connection.stream).await;
+            }
+        });
+        let closing = Arc::clone(&server);
+        worker
+            .run(
+                |_message| async { Ok(()) },
+                move || async move {
+                    closing.close().await;
+                    Ok(())
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        server.close().await;
+        Ok(())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("http-hello: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("http-hello: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
