@@ -1,5 +1,8 @@
 //! Helpers for arbor's integration tests: bounded waits and /proc checks.
 
+pub mod arbord;
+pub mod http;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;

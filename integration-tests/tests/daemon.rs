@@ -5,100 +5,12 @@
 
 use std::io::Write;
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use arbor_integration_tests::arbord::{ctl_at, wait_until, Daemon, LIMIT};
 use arbor_integration_tests::{binary, test_worker, wait_or_kill, TempDir};
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-/// A running arbord, killed when dropped.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: TempDir,
-}
-
-impl Daemon {
-    fn start(config: &str) -> Self {
-        Self::start_with(config, |_| {})
-    }
-
-    fn start_with(config: &str, tweak: impl FnOnce(&mut Command)) -> Self {
-        let dir = TempDir::new("daemon");
-        let socket = dir.0.join("arbord.sock");
-        let config_path = dir.0.join("arbord.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new(binary("test-arbord"));
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null());
-        tweak(&mut command);
-        let child = command.spawn().unwrap();
-        let mut daemon = Self {
-            child,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + LIMIT;
-        while UnixStream::connect(&daemon.socket).is_err() {
-            if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!("arbord exited early: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "arbord did not listen within {LIMIT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        daemon
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        ctl_at(&self.socket, args)
-    }
-
-    /// Runs arborctl and returns its stdout, failing on a non-zero exit.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.ctl(args);
-        assert!(
-            output.status.success(),
-            "arborctl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ctl_at(socket: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(binary("test-arborctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_or_kill(&mut child, LIMIT, "arborctl");
-    child.wait_with_output().unwrap()
-}
 
 fn echo_config() -> String {
     format!(
@@ -129,17 +41,6 @@ fn workers(daemon: &Daemon) -> Vec<(u64, String, u32, String, u32)> {
             )
         })
         .collect()
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {LIMIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

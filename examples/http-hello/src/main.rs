@@ -9,10 +9,15 @@
 //! - with neither, it binds `--listen ADDR` (default `127.0.0.1:8080`).
 //!
 //! Closing (arbord's Close, or SIGTERM/SIGINT when standalone) loses no
-//! request: it takes what is already queued on its listeners and stops
-//! accepting, then answers each connection's next request with
-//! `Connection: close`; a connection that stays idle for `LINGER` is shut
-//! down gracefully. It exits when every connection is done.
+//! request, in two steps:
+//! 1. stop accepting: each listener takes what the kernel already queued
+//!    for it, then is dropped;
+//! 2. only then, each connection's next request is answered with
+//!    `Connection: close` (so clients reconnect, elsewhere: no new
+//!    connection is sent to a listener about to close); a connection that
+//!    stays idle for `LINGER` is shut down gracefully.
+//!
+//! It exits when every connection is done.
 
 use std::convert::Infallible;
 use std::os::fd::OwnedFd;
@@ -28,27 +33,50 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 
 /// How long a connection may stay idle after closing began before it is shut.
-const LINGER: Duration = Duration::from_millis(500);
+const LINGER: Duration = Duration::from_secs(2);
 /// The longest a close waits for connections to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What every connection and listener of the process shares.
 struct Server {
-    /// Flips to `true` once: closing began.
+    /// Flips to `true` once: stop accepting.
+    stop_accepting: watch::Sender<bool>,
+    /// Flips to `true` once every listener is gone: end the connections.
     closing: watch::Sender<bool>,
-    /// Connections and listeners still running.
-    active: AtomicUsize,
-    idle: Notify,
+    /// Listeners still open.
+    listeners: Counter,
+    /// Connections still open.
+    connections: Counter,
     body: Bytes,
 }
 
-/// Counts one connection or listener as active while it lives.
-struct Active(Arc<Server>);
+/// A count of running things, with a wake-up when it reaches zero.
+#[derive(Default)]
+struct Counter {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+impl Counter {
+    async fn wait_zero(&self) {
+        loop {
+            let zero = self.zero.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            zero.await;
+        }
+    }
+}
+
+/// Counts one connection or listener while it lives.
+struct Active(Arc<Server>, fn(&Server) -> &Counter);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
+        let counter = (self.1)(&self.0);
+        if counter.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            counter.zero.notify_waiters();
         }
     }
 }
@@ -56,31 +84,30 @@ impl Drop for Active {
 impl Server {
     fn new() -> Arc<Self> {
         Arc::new(Server {
+            stop_accepting: watch::channel(false).0,
             closing: watch::channel(false).0,
-            active: AtomicUsize::new(0),
-            idle: Notify::new(),
+            listeners: Counter::default(),
+            connections: Counter::default(),
             body: Bytes::from(format!("hello from pid {}\n", std::process::id())),
         })
     }
 
-    fn track(self: &Arc<Self>) -> Active {
-        self.active.fetch_add(1, Ordering::SeqCst);
-        Active(Arc::clone(self))
+    fn track(self: &Arc<Self>, counter: fn(&Server) -> &Counter) -> Active {
+        counter(self).count.fetch_add(1, Ordering::SeqCst);
+        Active(Arc::clone(self), counter)
     }
 
-    /// Begins closing and waits (at most DRAIN_LIMIT) for every connection.
+    /// Closes in the two steps of the module docs, waiting at most
+    /// DRAIN_LIMIT for the connections.
     async fn close(&self) {
-        self.closing.send_replace(true);
+        self.stop_accepting.send_replace(true);
         let drained = async {
-            loop {
-                let idle = self.idle.notified();
-                if self.active.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                idle.await;
-            }
+            self.listeners.wait_zero().await;
+            self.closing.send_replace(true);
+            self.connections.wait_zero().await;
         };
         let _ = tokio::time::timeout(DRAIN_LIMIT, drained).await;
+        self.closing.send_replace(true);
     }
 
     fn respond(&self, closing: bool) -> Response<Full<Bytes>> {
@@ -107,7 +134,6 @@ async fn serve<S>(server: Arc<Server>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _active = server.track();
     let mut closing = server.closing.subscribe();
     let service = {
         let server = Arc::clone(&server);
@@ -132,6 +158,17 @@ where
     }
     connection.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(LINGER, connection).await;
+}
+
+/// Serves an accepted connection in a task of its own; it counts as open
+/// from now on, so that a close cannot miss it.
+fn spawn_serve(server: &Arc<Server>, fd: OwnedFd) {
+    let open = server.track(|s| &s.connections);
+    let server = Arc::clone(server);
+    tokio::spawn(async move {
+        serve_fd(server, fd).await;
+        drop(open);
+    });
 }
 
 /// Serves an accepted stream socket of either family.
@@ -169,7 +206,7 @@ impl Listener {
 /// Accepts on a listening socket until closing; then takes what is already
 /// queued (so that nothing queued is reset) and drops the listener.
 async fn accept_loop(server: Arc<Server>, fd: OwnedFd) -> std::io::Result<()> {
-    let _active = server.track();
+    let _active = server.track(|s| &s.listeners);
     let socket = socket2::Socket::from(fd);
     socket.set_nonblocking(true)?;
     let unix = socket.local_addr()?.is_unix();
@@ -179,11 +216,11 @@ async fn accept_loop(server: Arc<Server>, fd: OwnedFd) -> std::io::Result<()> {
     } else {
         Listener::Tcp(tokio::net::TcpListener::from_std(fd.into())?)
     };
-    let mut closing = server.closing.subscribe();
+    let mut closing = server.stop_accepting.subscribe();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(fd) => { tokio::spawn(serve_fd(Arc::clone(&server), fd)); }
+                Ok(fd) => spawn_serve(&server, fd),
                 Err(e) => {
                     eprintln!("http-hello: accept: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -194,7 +231,7 @@ async fn accept_loop(server: Arc<Server>, fd: OwnedFd) -> std::io::Result<()> {
     }
     // Whatever the kernel already queued for this listener is served too.
     while let Ok(Ok(fd)) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-        tokio::spawn(serve_fd(Arc::clone(&server), fd));
+        spawn_serve(&server, fd);
     }
     Ok(())
 }
@@ -238,12 +275,14 @@ async fn run() -> Result<(), String> {
             arbor_worker::nonblocking::AsyncWorker::connect().map_err(|e| e.to_string())?;
         let handed = Arc::clone(&server);
         worker.on_connection(move |connection| {
+            // Counted before its task starts, so that a close cannot miss it.
+            let open = handed.track(|s| &s.connections);
             let server = Arc::clone(&handed);
             async move {
-                // The guard counts the connection as open (for arbord's
-                // least-busy policy) until it is served.
+                // The guard counts it open for arbord's least-busy policy.
                 let _guard = connection.guard;
                 serve_fd(server, connection.stream).await;
+                drop(open);
             }
         });
         let closing = Arc::clone(&server);

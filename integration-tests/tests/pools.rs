@@ -1,0 +1,369 @@
+//! Pools with the real arbord, arborctl and http-hello: every socket mode
+//! serves on every replica, a killed replica takes only its own
+//! connections, and rolling reloads and scaling under constant load fail no
+//! request. All on loopback, every wait bounded.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
+use arbor_integration_tests::http::{free_port, Client, Load, Stats, Target};
+use arbor_integration_tests::{binary, test_worker, wait_or_kill};
+
+/// How long the load runs around reloads and scaling ("about 20 s").
+const LOAD_TIME: Duration = Duration::from_secs(20);
+
+/// A `[[pool]]` of http-hello replicas with one socket.
+fn pool(name: &str, mode: &str, listen: &str, replicas: u32) -> String {
+    pool_running(name, mode, listen, replicas, &binary("http-hello"), &[])
+}
+
+fn pool_running(
+    name: &str,
+    mode: &str,
+    listen: &str,
+    replicas: u32,
+    program: &Path,
+    args: &[String],
+) -> String {
+    format!(
+        "[[pool]]\nname = {name:?}\nprogram = {:?}\nargs = {args:?}\nreplicas = {replicas}\nrestart = \"on-failure\"\nclose_grace = \"10s\"\nready_timeout = \"10s\"\n\n[[pool.socket]]\nname = \"{name}-socket\"\nlisten = {listen:?}\nmode = {mode:?}\n\n",
+        program.display().to_string()
+    )
+}
+
+fn tcp(port: u16) -> (String, Target) {
+    let addr = format!("127.0.0.1:{port}");
+    let target = Target::Tcp(addr.parse().unwrap());
+    (addr, target)
+}
+
+/// The pool's replicas from `arborctl ps --json`: (id, pid, state, connections).
+fn replicas(daemon: &Daemon, pool: &str) -> Vec<(u64, u32, String, u64)> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["pool"] == pool)
+        .map(|w| {
+            (
+                w["id"].as_u64().unwrap(),
+                w["pid"].as_u64().unwrap() as u32,
+                w["state"].as_str().unwrap().to_string(),
+                w["connections"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn running_pids(daemon: &Daemon, pool: &str) -> BTreeSet<u32> {
+    replicas(daemon, pool)
+        .into_iter()
+        .filter(|r| r.2 == "running")
+        .map(|r| r.1)
+        .collect()
+}
+
+fn wait_running(daemon: &Daemon, pool: &str, count: usize) -> BTreeSet<u32> {
+    wait_until(&format!("{count} replicas of {pool} running"), || {
+        running_pids(daemon, pool).len() == count
+    });
+    running_pids(daemon, pool)
+}
+
+/// Fresh connections, eight at a time, until every pid in `pids` answered.
+fn served_by_all(target: &Target, pids: &BTreeSet<u32>) {
+    let deadline = Instant::now() + LIMIT;
+    let mut seen = BTreeSet::new();
+    while !pids.is_subset(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} of {pids:?} answered within {LIMIT:?}"
+        );
+        let burst: Vec<_> = (0..8)
+            .map(|_| {
+                let target = target.clone();
+                std::thread::spawn(move || Client::new(target).get())
+            })
+            .collect();
+        for thread in burst {
+            let reply = thread.join().unwrap().expect("a request");
+            assert!(pids.contains(&reply.pid), "{} is not a replica", reply.pid);
+            seen.insert(reply.pid);
+        }
+    }
+}
+
+fn assert_no_failure(stats: &Stats, what: &str) {
+    eprintln!(
+        "{what}: {} requests, {} failed, per pid {:?}",
+        stats.ok, stats.failed, stats.by_pid
+    );
+    assert_eq!(
+        stats.failed,
+        0,
+        "{what}: {} of {} requests failed: {:?}",
+        stats.failed,
+        stats.ok + stats.failed,
+        stats.reasons
+    );
+    assert!(
+        stats.ok > 100,
+        "{what}: only {} requests answered",
+        stats.ok
+    );
+}
+
+#[test]
+fn every_mode_serves_on_every_replica() {
+    let dir = arbor_integration_tests::TempDir::new("pool-modes");
+    let unix = dir.0.join("hello.sock");
+    let (shared, shared_target) = tcp(free_port());
+    let (reuseport, reuseport_target) = tcp(free_port());
+    let (handoff, handoff_target) = tcp(free_port());
+    let config = [
+        pool("shared", "shared", &shared, 2),
+        pool("reuseport", "reuseport", &reuseport, 2),
+        pool("handoff", "handoff", &handoff, 2),
+        pool("unix", "handoff", &format!("unix:{}", unix.display()), 2),
+    ]
+    .concat();
+    let daemon = Daemon::start(&config);
+    for (name, target) in [
+        ("shared", shared_target),
+        ("reuseport", reuseport_target),
+        ("handoff", handoff_target.clone()),
+        ("unix", Target::Unix(unix.clone())),
+    ] {
+        let pids = wait_running(&daemon, name, 2);
+        served_by_all(&target, &pids);
+    }
+    // ps shows the pools with their sockets, and counts a connection held open.
+    let mut held = Client::new(handoff_target);
+    let holder = held.get().unwrap().pid;
+    wait_until("ps counts the held connection", || {
+        replicas(&daemon, "handoff")
+            .iter()
+            .any(|r| r.1 == holder && r.3 >= 1)
+    });
+    let ps = daemon.ok(&["ps"]);
+    for line in [
+        "pool shared: 2/2 replicas running",
+        &format!("socket handoff-socket {handoff} (handoff round-robin)"),
+        &format!("socket reuseport-socket {reuseport} (reuseport)"),
+        &format!(
+            "socket unix-socket unix:{} (handoff round-robin)",
+            unix.display()
+        ),
+    ] {
+        assert!(ps.contains(line), "{line:?} missing from:\n{ps}");
+    }
+}
+
+#[test]
+fn a_killed_replica_takes_only_its_own_connections_and_is_restarted() {
+    let ports: Vec<_> = (0..3).map(|_| tcp(free_port())).collect();
+    let modes = ["shared", "reuseport", "handoff"];
+    let config: String = modes
+        .iter()
+        .zip(&ports)
+        .map(|(mode, (addr, _))| pool(mode, mode, addr, 2))
+        .collect();
+    let daemon = Daemon::start(&config);
+    for (mode, (_, target)) in modes.iter().zip(&ports) {
+        let pids = wait_running(&daemon, mode, 2);
+        // Keep-alive connections until both replicas hold at least two.
+        let mut clients: Vec<(Client, u32)> = Vec::new();
+        let deadline = Instant::now() + LIMIT;
+        while pids
+            .iter()
+            .any(|pid| clients.iter().filter(|c| c.1 == *pid).count() < 2)
+        {
+            assert!(Instant::now() < deadline, "{mode}: connections not spread");
+            let mut client = Client::new(target.clone());
+            let pid = client.get().unwrap().pid;
+            clients.push((client, pid));
+        }
+        let victim = clients[0].1;
+        assert_eq!(kill_process(victim), 0);
+        for (client, pid) in clients.iter_mut().filter(|c| c.1 != victim) {
+            let reply = client
+                .get()
+                .unwrap_or_else(|e| panic!("{mode}: a connection to {pid} broke: {e}"));
+            assert_eq!(reply.pid, *pid, "{mode}: the connection moved");
+        }
+        // New connections are served, and the pool is whole again.
+        Client::new(target.clone()).get().expect("a new connection");
+        wait_until(&format!("{mode}: the killed replica restarted"), || {
+            let now = running_pids(&daemon, mode);
+            now.len() == 2 && !now.contains(&victim)
+        });
+    }
+}
+
+/// `kill -KILL pid`; its exit code.
+fn kill_process(pid: u32) -> i32 {
+    let status = Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    status.code().unwrap_or(-1)
+}
+
+/// Rolling reloads, back to back for LOAD_TIME under constant load: no
+/// request fails and every replica is replaced.
+fn rolling_reload_under_load(mode: &str) {
+    let (addr, target) = tcp(free_port());
+    let daemon = Daemon::start(&pool("web", mode, &addr, 2));
+    let first = wait_running(&daemon, "web", 2);
+    let load = Load::start(target, 4);
+    let started = Instant::now();
+    let mut reloads = 0;
+    while started.elapsed() < LOAD_TIME {
+        let out = daemon.ok(&["reload", "web"]);
+        assert!(out.contains("2 replicas replaced"), "{out}");
+        reloads += 1;
+    }
+    let stats = load.stop();
+    assert_no_failure(&stats, &format!("{mode}: {reloads} rolling reloads"));
+    let last = wait_running(&daemon, "web", 2);
+    assert!(first.is_disjoint(&last), "{first:?} still in {last:?}");
+    assert!(
+        stats.by_pid.len() >= 4,
+        "{mode}: only {:?} served",
+        stats.by_pid
+    );
+}
+
+#[test]
+fn a_rolling_reload_under_load_fails_no_request_shared() {
+    rolling_reload_under_load("shared");
+}
+
+#[test]
+fn a_rolling_reload_under_load_fails_no_request_reuseport() {
+    rolling_reload_under_load("reuseport");
+}
+
+#[test]
+fn a_rolling_reload_under_load_fails_no_request_handoff() {
+    rolling_reload_under_load("handoff");
+}
+
+#[test]
+fn scaling_up_and_down_under_load_fails_no_request() {
+    for mode in ["shared", "reuseport", "handoff"] {
+        let (addr, target) = tcp(free_port());
+        let daemon = Daemon::start(&pool("web", mode, &addr, 2));
+        wait_running(&daemon, "web", 2);
+        let load = Load::start(target, 4);
+        let step = LOAD_TIME / 9;
+        for replicas in [4, 1, 3] {
+            std::thread::sleep(step);
+            let out = daemon.ok(&["scale", "web", &replicas.to_string()]);
+            assert!(out.contains(&format!("→ {replicas} replicas")), "{out}");
+            assert_eq!(running_pids(&daemon, "web").len(), replicas, "{mode}");
+        }
+        std::thread::sleep(step);
+        let stats = load.stop();
+        assert_no_failure(&stats, &format!("{mode}: scale 2 → 4 → 1 → 3"));
+    }
+}
+
+#[test]
+fn a_refused_connection_goes_to_another_replica() {
+    // Replicas alternate between http-hello and a worker that refuses every
+    // handed-off connection (the blocking worker API has no handler).
+    let (addr, target) = tcp(free_port());
+    let script = format!(
+        "if [ $((ARBOR_WORKER_ID % 2)) = 0 ]; then exec {:?} echo; else exec {:?}; fi",
+        test_worker().display().to_string(),
+        binary("http-hello").display().to_string()
+    );
+    let config = pool_running(
+        "mixed",
+        "handoff",
+        &addr,
+        2,
+        Path::new("/bin/sh"),
+        &["-c".into(), script],
+    );
+    let daemon = Daemon::start(&config);
+    wait_running(&daemon, "mixed", 2);
+    let load = Load::start(target, 4);
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = load.stop();
+    assert_no_failure(&stats, "a refusing replica in round-robin");
+    assert_eq!(stats.by_pid.len(), 1, "{:?}", stats.by_pid);
+}
+
+#[test]
+fn socket_activation_serves_the_pool_on_the_passed_socket() {
+    let dir = arbor_integration_tests::TempDir::new("pool-activation");
+    let (addr, target) = tcp(free_port());
+    let config = dir.0.join("arbord.toml");
+    // The configured address is the same port: binding it would fail
+    // (EADDRINUSE), so an answer proves the passed socket is used.
+    std::fs::write(
+        &config,
+        pool("web", "handoff", &addr, 2).replace("web-socket", "web"),
+    )
+    .unwrap();
+    let socket = dir.0.join("arbord.sock");
+    let activate = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("systemd-socket-activate (Debian: apt-get install systemd)");
+    let mut activator = Command::new(activate)
+        .arg("-l")
+        .arg(&addr)
+        .arg("--fdname=web")
+        .arg(binary("test-arbord"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate listens first and starts arbord at the first
+    // connection, which waits in the backlog meanwhile.
+    let deadline = Instant::now() + LIMIT;
+    let reply = loop {
+        match Client::new(target.clone()).get() {
+            Ok(reply) => break reply,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no answer on {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let ctl = |args: &[&str]| arbor_integration_tests::arbord::ctl_at(&socket, args);
+    let ps = String::from_utf8(ctl(&["ps"]).stdout).unwrap();
+    assert!(
+        ps.contains(&format!(
+            "socket web {addr} (handoff round-robin, from systemd)"
+        )),
+        "{ps}"
+    );
+    assert!(
+        ps.contains(&reply.pid.to_string()),
+        "{} not in\n{ps}",
+        reply.pid
+    );
+    assert!(ctl(&["shutdown"]).status.success());
+    let status = wait_or_kill(
+        &mut activator,
+        LIMIT,
+        "arbord under systemd-socket-activate",
+    );
+    assert!(status.success(), "{status}");
+}
