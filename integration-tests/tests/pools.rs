@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
 use arbor_integration_tests::http::{free_port, Client, Load, Stats, Target};
-use arbor_integration_tests::{binary, test_worker, wait_or_kill};
+use arbor_integration_tests::{binary, is_alive, test_worker, wait_or_kill};
 
 /// How long the load runs around reloads and scaling ("about 20 s").
 const LOAD_TIME: Duration = Duration::from_secs(20);
@@ -194,8 +194,14 @@ fn a_killed_replica_takes_only_its_own_connections_and_is_restarted() {
                 .unwrap_or_else(|e| panic!("{mode}: a connection to {pid} broke: {e}"));
             assert_eq!(reply.pid, *pid, "{mode}: the connection moved");
         }
-        // New connections are served, and the pool is whole again.
-        Client::new(target.clone()).get().expect("a new connection");
+        // Once it is gone (its listener with it, in reuseport mode), new
+        // connections are served, and the pool is whole again.
+        wait_until(&format!("{mode}: replica {victim} gone"), || {
+            !is_alive(victim)
+        });
+        Client::new(target.clone())
+            .get()
+            .unwrap_or_else(|e| panic!("{mode}: a new connection: {e}"));
         wait_until(&format!("{mode}: the killed replica restarted"), || {
             let now = running_pids(&daemon, mode);
             now.len() == 2 && !now.contains(&victim)
@@ -366,4 +372,75 @@ fn socket_activation_serves_the_pool_on_the_passed_socket() {
         "arbord under systemd-socket-activate",
     );
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn least_busy_sends_new_connections_to_the_replica_with_fewest_open() {
+    let (addr, target) = tcp(free_port());
+    let config = pool("web", "handoff", &addr, 2).replace(
+        "mode = \"handoff\"\n",
+        "mode = \"handoff\"\npolicy = \"least-busy\"\n",
+    );
+    let daemon = Daemon::start(&config);
+    let pids = wait_running(&daemon, "web", 2);
+    // One handoff is in flight per replica until its ack, and a busy
+    // replica is skipped: after each connection, ps's count of it (and the
+    // time an arborctl round trip takes) lets the ack arrive first.
+    let connect = |held: &mut Vec<(Client, u32)>| {
+        let mut client = Client::new(target.clone());
+        let pid = client.get().unwrap().pid;
+        held.push((client, pid));
+        let count = held.iter().filter(|c| c.1 == pid).count() as u64;
+        wait_until("ps counts the new connection", || {
+            replicas(&daemon, "web")
+                .iter()
+                .any(|r| r.1 == pid && r.3 == count)
+        });
+        pid
+    };
+    // Four held connections: two on each replica.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        connect(&mut held);
+    }
+    for pid in &pids {
+        assert_eq!(held.iter().filter(|c| c.1 == *pid).count(), 2, "{held:?}");
+    }
+    // One replica's two close; once it reports them gone (ps sees it
+    // first), the next two new connections both go to it.
+    let idle = *pids.first().unwrap();
+    held.retain(|c| c.1 != idle);
+    wait_until("the idle replica's connections closed", || {
+        replicas(&daemon, "web")
+            .iter()
+            .any(|r| r.1 == idle && r.3 == 0)
+    });
+    let next: Vec<u32> = (0..2).map(|_| connect(&mut held)).collect();
+    assert_eq!(next, [idle, idle], "least-busy chose {next:?}");
+}
+
+#[test]
+fn sighup_rolls_a_changed_pool_under_load() {
+    let (addr, target) = tcp(free_port());
+    let daemon = Daemon::start(&pool("web", "shared", &addr, 2));
+    let first = wait_running(&daemon, "web", 2);
+    let load = Load::start(target, 4);
+    // New settings (an environment variable) and one more replica.
+    let changed = pool("web", "shared", &addr, 3).replace(
+        "replicas = 3\n",
+        "replicas = 3\nenv = { GREETING = \"changed\" }\n",
+    );
+    std::fs::write(daemon.dir.0.join("arbord.toml"), changed).unwrap();
+    assert!(Command::new("kill")
+        .arg("-HUP")
+        .arg(daemon.pid().to_string())
+        .status()
+        .unwrap()
+        .success());
+    wait_until("three new replicas", || {
+        let now = running_pids(&daemon, "web");
+        now.len() == 3 && now.is_disjoint(&first)
+    });
+    let stats = load.stop();
+    assert_no_failure(&stats, "SIGHUP with a changed pool");
 }

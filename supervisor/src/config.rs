@@ -420,6 +420,16 @@ impl Config {
             }
             for (j, socket) in worker.socket.iter().enumerate() {
                 let at = text.find(&format!("\"{}\"", socket.name)).map(|s| s..s);
+                if socket.name.is_empty()
+                    || socket.name.contains([':', ' ', '\t', '\n'])
+                    || socket.name.len() > 255
+                {
+                    return Err(error(
+                        format!("{table}[{i}].socket[{j}].name"),
+                        format!("socket name {:?} must be 1-255 characters without `:` or spaces (it goes into LISTEN_FDNAMES)", socket.name),
+                        at,
+                    ));
+                }
                 if socket.name == "control" || !socket_names.insert(socket.name.as_str()) {
                     return Err(error(
                         format!("{table}[{i}].socket[{j}].name"),
@@ -588,6 +598,79 @@ close_grace = "250ms"
         let err =
             parse("[[worker]]\nname=\"a\"\nprogram=\"x\"\n[[worker]]\nname=\"a\"\nprogram=\"y\"\n")
                 .unwrap_err();
+        assert!(err.message.contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn pools_parse_with_their_sockets() {
+        let config = parse(
+            r#"
+[[pool]]
+name = "web"
+program = "http-hello"
+replicas = 3
+ready_timeout = "5s"
+surge = 2
+
+[[pool.socket]]
+name = "http"
+listen = "[::1]:8080"
+mode = "handoff"
+policy = "least-busy"
+
+[[pool.socket]]
+name = "local"
+listen = "unix:/run/web.sock"
+"#,
+        )
+        .unwrap();
+        let pool = &config.pools[0];
+        assert_eq!(pool.replica_count(), 3);
+        assert_eq!(pool.ready_limit(), Duration::from_secs(5));
+        assert_eq!(pool.surge_count(), 2);
+        assert_eq!(pool.socket[0].mode, SocketMode::Handoff);
+        assert_eq!(pool.socket[0].policy, HandoffPolicy::LeastBusy);
+        assert_eq!(pool.socket[0].backlog, 1024);
+        assert_eq!(pool.socket[1].mode, SocketMode::Shared);
+        assert_eq!(
+            pool.socket[1].listen,
+            ListenAddr::Unix("/run/web.sock".into())
+        );
+    }
+
+    #[test]
+    fn pool_mistakes_are_named() {
+        let pool = "[[pool]]\nname = \"web\"\nprogram = \"x\"\n";
+        let err = parse(&format!(
+            "{pool}[[pool.socket]]\nname = \"h\"\nlisten = \"localhost:80\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("pool[0].socket[0].listen", 6),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{pool}[[pool.socket]]\nname = \"h\"\nlisten = \"unix:/x\"\nmode = \"reuseport\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "pool[0].socket[0].mode", "{err}");
+        let err = parse(&format!(
+            "{pool}[[pool.socket]]\nname = \"h\"\nlisten = \"127.0.0.1:1\"\nmode = \"sideways\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("sideways"), "{err}");
+        let err = parse(&format!(
+            "{pool}[[pool.socket]]\nname = \"control\"\nlisten = \"127.0.0.1:1\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "pool[0].socket[0].name", "{err}");
+        let err = parse("[[worker]]\nname = \"a\"\nprogram = \"x\"\nreplicas = 2\n").unwrap_err();
+        assert_eq!(err.key, "worker[0].replicas", "{err}");
+        let err = parse(&format!(
+            "[[worker]]\nname = \"web\"\nprogram = \"x\"\n{pool}"
+        ))
+        .unwrap_err();
         assert!(err.message.contains("duplicate"), "{err}");
     }
 

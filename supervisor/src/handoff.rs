@@ -24,11 +24,11 @@ use tokio::sync::Notify;
 use crate::config::HandoffPolicy;
 use crate::Worker;
 
-/// How long one Connection frame may take to be queued to a replica before
-/// the connection goes to another.
-const HAND_OFF_LIMIT: Duration = Duration::from_secs(1);
 /// How long a connection every replica refused waits before it is offered again.
 const RETRY_REFUSED: Duration = Duration::from_millis(50);
+/// Offers of one connection to every replica before it is given up (closed):
+/// about 5 s of refusals (replicas without a connection handler).
+const MAX_OFFERS: u32 = 100;
 
 /// Connection ids, unique in the process (acks are routed by them).
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -68,6 +68,10 @@ struct Pending {
     id: u64,
     fd: OwnedFd,
     refused_by: Vec<u64>,
+    /// When every replica refused it: when it is offered again.
+    retry_at: Option<tokio::time::Instant>,
+    /// How many times every replica refused it.
+    rounds: u32,
 }
 
 /// A listening socket the dispatcher accepts on.
@@ -154,8 +158,35 @@ impl Dispatcher {
             .collect();
         for connection in orphans {
             if let Some((_, pending)) = state.in_flight.remove(&connection) {
-                state.queue.push_front(pending);
+                self.requeue(&mut state, pending);
             }
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// Puts a connection back at the head of the queue; after a stop there
+    /// is nobody to give it to, and it is closed.
+    fn requeue(&self, state: &mut State, pending: Pending) {
+        if !self.stopped.load(Ordering::SeqCst) {
+            state.queue.push_front(pending);
+        }
+    }
+
+    /// Posting the Connection frame to `replica` failed (it is gone): the
+    /// connection goes to another.
+    fn post_failed(&self, replica: u64, connection: u64) {
+        let mut state = self.state();
+        if let Some((owner, mut pending)) = state.in_flight.remove(&connection) {
+            if owner == replica {
+                pending.refused_by.push(replica);
+                self.requeue(&mut state, pending);
+            } else {
+                state.in_flight.insert(connection, (owner, pending));
+            }
+        }
+        if let Some(r) = state.replicas.get_mut(&replica) {
+            r.busy = None;
         }
         drop(state);
         self.changed.notify_one();
@@ -169,7 +200,7 @@ impl Dispatcher {
             Some((owner, mut pending)) if owner == replica => {
                 if !accepted {
                     pending.refused_by.push(replica);
-                    state.queue.push_front(pending);
+                    self.requeue(&mut state, pending);
                 }
                 // Accepted: arbord's copy of the fd closes here.
             }
@@ -195,9 +226,11 @@ impl Dispatcher {
         self.changed.notify_one();
     }
 
-    /// Stops accepting; connections not yet handed out are closed.
+    /// Stops accepting; connections not yet handed out are closed (and so
+    /// is one that comes back later, refused or from a replica that died).
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.state().queue.clear();
         self.changed.notify_one();
     }
 
@@ -223,6 +256,7 @@ impl Dispatcher {
     async fn run(self: Arc<Self>, listener: Listener) {
         loop {
             if self.stopped.load(Ordering::SeqCst) {
+                // The listener closes here; what is still queued was closed by stop().
                 return;
             }
             let changed = self.changed.notified();
@@ -244,6 +278,14 @@ impl Dispatcher {
                 self.hand_off(replica, pending).await;
                 continue;
             }
+            let retry_at = {
+                let mut state = self.state();
+                let front = state.queue.front_mut();
+                front.map(|p| {
+                    *p.retry_at
+                        .get_or_insert(tokio::time::Instant::now() + RETRY_REFUSED)
+                })
+            };
             let (queued, can_accept, every_replica_refused) = {
                 let state = self.state();
                 let free = self.choose(&state, &[]).is_some();
@@ -262,7 +304,9 @@ impl Dispatcher {
                     accepted = listener.accept() => match accepted {
                         Ok(fd) => {
                             let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-                            self.state().queue.push_back(Pending { id, fd, refused_by: Vec::new() });
+                            self.state().queue.push_back(Pending {
+                                id, fd, refused_by: Vec::new(), retry_at: None, rounds: 0,
+                            });
                         }
                         Err(e) => {
                             // EMFILE and the like: pause rather than spin.
@@ -274,13 +318,24 @@ impl Dispatcher {
                 }
             } else if queued && every_replica_refused {
                 // Every free replica refused it (closing, or no handler):
-                // offer it again a little later, or when something changes.
+                // offer it again when its retry time comes (a new replica
+                // may take it sooner); given up after MAX_OFFERS rounds.
+                let Some(retry_at) = retry_at else { continue };
                 tokio::select! {
-                    _ = tokio::time::sleep(RETRY_REFUSED) => {}
+                    _ = tokio::time::sleep_until(retry_at) => {
+                        let mut state = self.state();
+                        let given_up = state.queue.front_mut().is_some_and(|front| {
+                            front.refused_by.clear();
+                            front.retry_at = None;
+                            front.rounds += 1;
+                            front.rounds >= MAX_OFFERS
+                        });
+                        if given_up {
+                            state.queue.pop_front();
+                            tracing::warn!(socket = %self.socket, "every replica refused a connection {MAX_OFFERS} times: closed");
+                        }
+                    }
                     _ = &mut changed => {}
-                }
-                if let Some(front) = self.state().queue.front_mut() {
-                    front.refused_by.clear();
                 }
             } else {
                 changed.await;
@@ -289,48 +344,38 @@ impl Dispatcher {
     }
 
     /// Sends `pending` to `replica`, keeping arbord's copy until the ack.
-    async fn hand_off(&self, replica: u64, pending: Pending) {
-        let worker = {
-            let mut state = self.state();
-            let Some(r) = state.replicas.get_mut(&replica) else {
-                state.queue.push_front(pending);
-                return;
-            };
-            r.busy = Some(pending.id);
-            let worker = Arc::clone(&r.worker);
-            state.last = replica;
-            worker
-        };
-        let id = pending.id;
+    /// The post runs in a task of its own: a replica slow to read its
+    /// channel holds up only itself (it is busy until it answers), and a
+    /// post is never cut off half-written.
+    async fn hand_off(self: &Arc<Self>, replica: u64, pending: Pending) {
         let copy = match pending.fd.try_clone() {
             Ok(copy) => copy,
             Err(e) => {
-                // Out of fds: give it back to the queue and let the replica go.
+                // Out of fds: back to the queue, and a pause.
                 tracing::warn!(socket = %self.socket, "cannot duplicate a connection: {e}");
-                {
-                    let mut state = self.state();
-                    if let Some(r) = state.replicas.get_mut(&replica) {
-                        r.busy = None;
-                    }
-                    state.queue.push_front(pending);
-                }
+                self.requeue(&mut self.state(), pending);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return;
             }
         };
-        self.state().in_flight.insert(id, (replica, pending));
-        let sent =
-            tokio::time::timeout(HAND_OFF_LIMIT, worker.hand_off(id, &self.socket, copy)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            // The replica is gone or stuck: the connection goes to another.
+        let id = pending.id;
+        let worker = {
             let mut state = self.state();
-            if let Some((_, mut pending)) = state.in_flight.remove(&id) {
-                pending.refused_by.push(replica);
-                state.queue.push_front(pending);
+            let Some(r) = state.replicas.get_mut(&replica) else {
+                self.requeue(&mut state, pending);
+                return;
+            };
+            r.busy = Some(id);
+            let worker = Arc::clone(&r.worker);
+            state.last = replica;
+            state.in_flight.insert(id, (replica, pending));
+            worker
+        };
+        let dispatcher = Arc::clone(self);
+        tokio::spawn(async move {
+            if worker.hand_off(id, &dispatcher.socket, copy).await.is_err() {
+                dispatcher.post_failed(replica, id);
             }
-            if let Some(r) = state.replicas.get_mut(&replica) {
-                r.busy = None;
-            }
-        }
+        });
     }
 }

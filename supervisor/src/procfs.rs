@@ -11,26 +11,14 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
         .unwrap_or(0)
 }
 
-/// How many established connections process `pid` holds on `addrs`: TCP
-/// connections whose local port is one of theirs, and accepted Unix
-/// connections on one of their paths. Read from its fd table and its
-/// network namespace's `/proc/<pid>/net/{tcp,tcp6,unix}`; 0 when unknown.
-pub fn established(pid: u32, addrs: &[crate::listen::ListenAddr]) -> u32 {
+/// How many established connections each process of `pids` holds on
+/// `addrs`: TCP connections whose local port is one of theirs, and accepted
+/// Unix connections on one of their paths. The socket tables are read once,
+/// from arbord's own network namespace (which its workers share), then each
+/// process's fd table; 0 for a process that is gone (or pid 0).
+pub fn established(pids: &[u32], addrs: &[crate::listen::ListenAddr]) -> Vec<u32> {
     use crate::listen::ListenAddr;
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    let inodes: std::collections::HashSet<String> = fds
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter_map(|link| {
-            let link = link.to_string_lossy().into_owned();
-            Some(
-                link.strip_prefix("socket:[")?
-                    .strip_suffix(']')?
-                    .to_string(),
-            )
-        })
-        .collect();
+    use std::collections::HashSet;
     let ports: Vec<String> = addrs
         .iter()
         .filter_map(|a| match a {
@@ -45,40 +33,49 @@ pub fn established(pid: u32, addrs: &[crate::listen::ListenAddr]) -> u32 {
             ListenAddr::Tcp(_) => None,
         })
         .collect();
-    let mut count = 0;
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-        for fields in text
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        {
-            if fields.len() > 9
-                && fields[3] == "01"
-                && ports.iter().any(|p| fields[1].ends_with(p.as_str()))
-                && inodes.contains(fields[9])
-            {
-                count += 1;
+    // Inodes of the sockets connected on those addresses.
+    let mut connected: HashSet<String> = HashSet::new();
+    let table =
+        |name: &str| std::fs::read_to_string(format!("/proc/self/net/{name}")).unwrap_or_default();
+    if !ports.is_empty() {
+        for text in [table("tcp"), table("tcp6")] {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() > 9
+                    && fields[3] == "01"
+                    && ports.iter().any(|p| fields[1].ends_with(p.as_str()))
+                {
+                    connected.insert(fields[9].to_string());
+                }
             }
         }
     }
     if !paths.is_empty() {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
         // Num RefCount Protocol Flags Type St Inode Path; St 03 = connected.
-        for fields in text
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        {
-            if fields.len() > 7
-                && fields[5] == "03"
-                && paths.iter().any(|p| p == fields[7])
-                && inodes.contains(fields[6])
-            {
-                count += 1;
+        for line in table("unix").lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 7 && fields[5] == "03" && paths.iter().any(|p| p == fields[7]) {
+                connected.insert(fields[6].to_string());
             }
         }
     }
-    count
+    pids.iter()
+        .map(|pid| {
+            if *pid == 0 || connected.is_empty() {
+                return 0;
+            }
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                return 0;
+            };
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|link| {
+                    let link = link.to_string_lossy();
+                    link.strip_prefix("socket:[")
+                        .and_then(|l| l.strip_suffix(']'))
+                        .is_some_and(|inode| connected.contains(inode))
+                })
+                .count() as u32
+        })
+        .collect()
 }

@@ -67,12 +67,15 @@ pub fn take_activated() -> Activated {
     let names: Vec<&str> = names.split(':').collect();
     for index in 0..count {
         let fd = 3 + index;
+        // They came without close-on-exec: set it, so workers never inherit
+        // them. It fails on an fd that is not open: that one is not taken.
+        if set_cloexec(fd).is_err() {
+            continue;
+        }
         // SAFETY: systemd passed fds 3..3+LISTEN_FDS to this process (LISTEN_PID
-        // matched), each is taken once here, and nothing else in the process
-        // has taken them.
+        // matched), this one is open (just checked), each is taken once here,
+        // and nothing else in the process has taken them.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // They came without close-on-exec: set it, so workers never inherit them.
-        let _ = set_cloexec(fd);
         let name = names
             .get(index as usize)
             .copied()

@@ -47,7 +47,8 @@ pub fn take_listen_fds() -> Vec<ListenFd> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    if !for_us || count <= 0 || TAKEN.swap(true, Ordering::SeqCst) {
+    // More than 1024 is not a real socket-activation environment.
+    if !for_us || !(1..=1024).contains(&count) || TAKEN.swap(true, Ordering::SeqCst) {
         return Vec::new();
     }
     let first: RawFd = if std::env::var_os("ARBOR_CHANNEL_FD").is_some() {

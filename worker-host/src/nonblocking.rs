@@ -64,7 +64,9 @@ type ConnectionHandler =
 /// in `handoff` mode), as [`AsyncWorker::on_connection`]'s handler gets it.
 #[derive(Debug)]
 pub struct Connection {
-    /// The accepted socket (TCP or Unix, as the pool socket is), close-on-exec.
+    /// The accepted socket (TCP or Unix, as the pool socket is),
+    /// close-on-exec and non-blocking (it shares the open file description
+    /// with the supervisor's accept).
     pub stream: OwnedFd,
     /// The name of the pool socket it was accepted on.
     pub socket: String,

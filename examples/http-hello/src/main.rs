@@ -194,7 +194,38 @@ enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
+/// A listener taken out of tokio, for the last accepts.
+enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StdListener {
+    /// Every connection queued now (the listener is non-blocking).
+    fn drain(&self) -> Vec<OwnedFd> {
+        let mut queued = Vec::new();
+        loop {
+            let accepted = match self {
+                StdListener::Tcp(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
+                StdListener::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
+            };
+            match accepted {
+                Ok(fd) => queued.push(fd),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return queued,
+            }
+        }
+    }
+}
+
 impl Listener {
+    fn into_std(self) -> std::io::Result<StdListener> {
+        Ok(match self {
+            Listener::Tcp(l) => StdListener::Tcp(l.into_std()?),
+            Listener::Unix(l) => StdListener::Unix(l.into_std()?),
+        })
+    }
+
     async fn accept(&self) -> std::io::Result<OwnedFd> {
         Ok(match self {
             Listener::Tcp(l) => OwnedFd::from(l.accept().await?.0.into_std()?),
@@ -229,8 +260,10 @@ async fn accept_loop(server: Arc<Server>, fd: OwnedFd) -> std::io::Result<()> {
             _ = closing_begun(&mut closing) => break,
         }
     }
-    // Whatever the kernel already queued for this listener is served too.
-    while let Ok(Ok(fd)) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+    // Whatever the kernel already queued for this listener is served too:
+    // plain non-blocking accepts until EAGAIN (tokio's cached readiness
+    // could say "nothing" while connections wait), then the listener closes.
+    for fd in listener.into_std()?.drain() {
         spawn_serve(&server, fd);
     }
     Ok(())

@@ -87,14 +87,17 @@ struct Recipe {
     close_grace: Duration,
     speaks_protocol: bool,
     restart: RestartConfig,
-    /// Set for a pool's replicas: the pool's sockets and readiness limit.
+    /// Set for a pool's replicas: the pool's sockets.
     pool: Option<Arc<pools::PoolRuntime>>,
+    /// A pool replica not Ready by then is killed (and restarted as a failure).
+    ready_timeout: Option<Duration>,
 }
 
 impl Recipe {
     fn for_pool(pool: &WorkerConfig, runtime: &Arc<pools::PoolRuntime>) -> Self {
         Self {
             pool: Some(Arc::clone(runtime)),
+            ready_timeout: Some(pool.ready_limit()),
             ..Self::from_config(pool)
         }
     }
@@ -117,6 +120,7 @@ impl Recipe {
             speaks_protocol: worker.speaks_protocol,
             restart: worker.restart_config(),
             pool: None,
+            ready_timeout: None,
         }
     }
 
@@ -141,6 +145,7 @@ impl Recipe {
             speaks_protocol: request.speaks_protocol,
             restart,
             pool: None,
+            ready_timeout: None,
         })
     }
 
@@ -153,6 +158,7 @@ impl Recipe {
             && self.close_grace == other.close_grace
             && self.speaks_protocol == other.speaks_protocol
             && self.restart == other.restart
+            && self.ready_timeout == other.ready_timeout
     }
 
     /// The spec of a new run; a pool replica gets its sockets here (a
@@ -486,7 +492,7 @@ async fn reload(daemon: &Arc<Daemon>, new: Config) {
     let current: Vec<(u64, Recipe)> = daemon
         .entries()
         .iter()
-        .filter(|(_, e)| e.from_config)
+        .filter(|(_, e)| e.from_config && e.recipe.pool.is_none())
         .map(|(id, e)| (*id, e.recipe.clone()))
         .collect();
     let wanted: Vec<Recipe> = new.workers.iter().map(Recipe::from_config).collect();
@@ -688,8 +694,9 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
     loop {
         // A pool replica that is not Ready in time is killed (and restarted
         // by its policy): it must not hold a place in the pool forever.
-        let ready_limit = pool.as_ref().map(|p| p.ready_timeout);
+        let ready_limit = recipe.ready_timeout;
         let mut ready_by = ready_limit.map(|limit| tokio::time::Instant::now() + limit);
+        let mut missed_ready = false;
         let record = loop {
             let event = tokio::select! {
                 event = events.next() => event,
@@ -699,6 +706,7 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                         worker.begin_terminate();
                     }
                     ready_by = None;
+                    missed_ready = true;
                     continue;
                 }
             };
@@ -706,9 +714,19 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                 Some(WorkerEvent::Ready) => {
                     ready_by = None;
                     set_state(&daemon, id, "running");
-                    if let (Some(pool), Ok(worker)) = (&pool, daemon.handle(id)) {
-                        if !daemon.stop_requested(id) {
-                            pool.replica_ready(id, &worker);
+                    if let Some(pool) = &pool {
+                        // Under the lock request_stop retires replicas under:
+                        // a replica being stopped is never put back.
+                        let entries = daemon.entries();
+                        if let Some(Entry {
+                            stop_requested: false,
+                            worker: Some(worker),
+                            ..
+                        }) = entries.get(&id)
+                        {
+                            if !daemon.stopping.load(Ordering::SeqCst) {
+                                pool.replica_ready(id, worker);
+                            }
                         }
                     }
                     daemon.emit("ready", id, &recipe.name, |_| {});
@@ -772,6 +790,8 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
         }
         let ending = match record {
             _ if daemon.stop_requested(id) => Ending::Stopped,
+            // Killed for not being Ready in time: a failure, restarted by policy.
+            _ if missed_ready => Ending::Failure,
             Some(ExitRecord {
                 initiated_by: Initiator::Close | Initiator::Terminate,
                 ..
@@ -1198,7 +1218,14 @@ async fn handle(
             }
         }
         ControlRequest::Shutdown => ControlResponse::Ok,
-        ControlRequest::Pools => ControlResponse::Pools(pools::infos(daemon)),
+        ControlRequest::Pools => {
+            // /proc reads block: off the runtime's threads.
+            let daemon = Arc::clone(daemon);
+            match tokio::task::spawn_blocking(move || pools::infos(&daemon)).await {
+                Ok(infos) => ControlResponse::Pools(infos),
+                Err(e) => error(e.to_string()),
+            }
+        }
         ControlRequest::Scale { .. } | ControlRequest::Reload { .. }
             if daemon.stopping.load(Ordering::SeqCst) =>
         {

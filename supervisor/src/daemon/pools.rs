@@ -15,6 +15,9 @@ use std::time::Duration;
 use arbor_protocol::control::{PoolInfo, PoolSocketInfo, ReplicaInfo};
 
 use super::{start, Daemon, Recipe};
+
+/// A pool's readiness limit when its recipe has none.
+const DEFAULT_READY: Duration = Duration::from_secs(30);
 use crate::config::{SocketConfig, SocketMode, WorkerConfig};
 use crate::handoff::Dispatcher;
 use crate::listen::{self, ListenAddr};
@@ -28,8 +31,9 @@ pub(crate) struct PoolSocket {
     addr: ListenAddr,
     /// `shared`: the listening socket every replica inherits. `reuseport`:
     /// a bound socket that does not listen, holding the port between the
-    /// replicas' own listeners. `handoff`: the dispatcher has it.
-    fd: Option<OwnedFd>,
+    /// replicas' own listeners. `handoff`: the dispatcher has it. Taken
+    /// (closed) when the pool stops.
+    fd: std::sync::Mutex<Option<OwnedFd>>,
     dispatcher: Option<Arc<Dispatcher>>,
     activated: bool,
 }
@@ -63,6 +67,7 @@ impl PoolSocket {
             ),
             _ => (Some(fd), None),
         };
+        let fd = std::sync::Mutex::new(fd);
         Ok(Self {
             config: SocketConfig {
                 mode,
@@ -77,13 +82,26 @@ impl PoolSocket {
 
     /// The fd a new replica gets for this socket, if any.
     fn fd_for_replica(&self) -> std::io::Result<Option<OwnedFd>> {
-        match (self.config.mode, &self.fd) {
+        let fd = self.fd.lock().unwrap_or_else(|p| p.into_inner());
+        match (self.config.mode, fd.as_ref()) {
+            (SocketMode::Handoff, _) => Ok(None),
             (SocketMode::Shared, Some(fd)) => fd.try_clone().map(Some),
             (SocketMode::Reuseport, Some(_)) => {
                 listen::bind(&self.addr, self.config.backlog, true, true).map(Some)
             }
-            _ => Ok(None),
+            (_, None) => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the pool's socket is closed",
+            )),
         }
+    }
+
+    /// Stops accepting (handoff) and closes arbord's copy of the socket.
+    fn stop(&self) {
+        if let Some(dispatcher) = &self.dispatcher {
+            dispatcher.stop();
+        }
+        self.fd.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn info(&self) -> PoolSocketInfo {
@@ -100,10 +118,18 @@ impl PoolSocket {
     }
 }
 
+impl Drop for PoolSocket {
+    fn drop(&mut self) {
+        // A dispatcher task holds the listener: it must end with the socket.
+        if let Some(dispatcher) = &self.dispatcher {
+            dispatcher.stop();
+        }
+    }
+}
+
 /// What every replica of a pool shares; each replica's recipe holds it.
 #[derive(Debug)]
 pub(crate) struct PoolRuntime {
-    pub(crate) ready_timeout: Duration,
     sockets: Vec<PoolSocket>,
 }
 
@@ -158,10 +184,11 @@ impl PoolRuntime {
         }
     }
 
-    /// Stops accepting on every handoff socket (shutdown, pool removed).
+    /// Stops accepting on every socket and closes arbord's copies
+    /// (shutdown, pool removed); replicas keep theirs until they exit.
     pub(crate) fn stop(&self) {
-        for dispatcher in self.dispatchers() {
-            dispatcher.stop();
+        for socket in &self.sockets {
+            socket.stop();
         }
     }
 
@@ -205,10 +232,7 @@ pub(crate) async fn open(
         tracing::info!(pool = %config.name, socket = %socket.name, listen = %opened.addr, mode = opened.config.mode.name(), "pool socket open");
         sockets.push(opened);
     }
-    let runtime = Arc::new(PoolRuntime {
-        ready_timeout: config.ready_limit(),
-        sockets,
-    });
+    let runtime = Arc::new(PoolRuntime { sockets });
     let recipe = Recipe::for_pool(config, &runtime);
     let turn = Arc::new(tokio::sync::Mutex::new(()));
     daemon.pools().insert(
@@ -242,18 +266,18 @@ async fn scale_to(
 ) -> Result<String, String> {
     let turn = pool_turn(daemon, name)?;
     let _turn = turn.lock().await;
-    let (recipe, live, timeout) = {
+    let (recipe, live) = {
         let mut pools = daemon.pools();
         let pool = pools
             .get_mut(name)
             .ok_or_else(|| format!("no pool {name}"))?;
         pool.wanted = wanted;
-        (
-            pool.recipe.clone(),
-            live_replicas(daemon, pool),
-            pool.runtime.ready_timeout,
-        )
+        // Replicas gone for good (failed, or stopped by an operator) are
+        // forgotten here; the count is made up with new ones.
+        pool.replicas = live_replicas(daemon, pool);
+        (pool.recipe.clone(), pool.replicas.clone())
     };
+    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
     let have = live.len() as u32;
     if wanted > have {
         let mut started = Vec::new();
@@ -286,18 +310,31 @@ async fn scale_to(
 /// `arborctl reload [POOL]`: a rolling replacement of every replica,
 /// `surge` at a time, each new one Ready before an old one is closed.
 pub(crate) async fn rolling_reload(daemon: &Arc<Daemon>, name: &str) -> Result<String, String> {
+    rolling_replace(daemon, name, None).await
+}
+
+/// A rolling replacement with the pool's recipe, or with `new` (recipe and
+/// configuration), which becomes the pool's only once every replica runs it.
+async fn rolling_replace(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    new: Option<(Recipe, WorkerConfig)>,
+) -> Result<String, String> {
     let turn = pool_turn(daemon, name)?;
     let _turn = turn.lock().await;
-    let (recipe, old, timeout, surge) = {
-        let pools = daemon.pools();
-        let pool = pools.get(name).ok_or_else(|| format!("no pool {name}"))?;
-        (
-            pool.recipe.clone(),
-            live_replicas(daemon, pool),
-            pool.runtime.ready_timeout,
-            pool.config.surge_count() as usize,
-        )
+    let (recipe, old, surge) = {
+        let mut pools = daemon.pools();
+        let pool = pools
+            .get_mut(name)
+            .ok_or_else(|| format!("no pool {name}"))?;
+        pool.replicas = live_replicas(daemon, pool);
+        let (recipe, config) = match &new {
+            Some((recipe, config)) => (recipe.clone(), config),
+            None => (pool.recipe.clone(), &pool.config),
+        };
+        (recipe, pool.replicas.clone(), config.surge_count() as usize)
     };
+    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
     let mut replaced = 0;
     for step in old.chunks(surge) {
         let mut fresh = Vec::new();
@@ -331,31 +368,37 @@ pub(crate) async fn rolling_reload(daemon: &Arc<Daemon>, name: &str) -> Result<S
         }
         replaced += step.len();
     }
+    if let Some((recipe, config)) = new {
+        if let Some(pool) = daemon.pools().get_mut(name) {
+            pool.recipe = recipe;
+            pool.config = config;
+        }
+    }
     Ok(format!("pool {name}: {replaced} replicas replaced"))
 }
 
 /// Applies a changed `[[pool]]` on SIGHUP: new settings roll in (a rolling
-/// reload with the new recipe), then the replica count is applied.
+/// reload with the new recipe, which the pool keeps only once it is done:
+/// a failed one is tried again at the next SIGHUP), then the replica count.
 pub(crate) async fn reconfigure(daemon: &Arc<Daemon>, config: &WorkerConfig) -> Result<(), String> {
-    let changed = {
-        let mut pools = daemon.pools();
+    let new = {
+        let pools = daemon.pools();
         let pool = pools
-            .get_mut(&config.name)
+            .get(&config.name)
             .ok_or_else(|| format!("no pool {}", config.name))?;
         if pool.config.socket != config.socket {
             tracing::warn!(pool = %config.name, "socket changes take effect at the next start");
         }
         let recipe = Recipe::for_pool(config, &pool.runtime);
-        let changed = !recipe.same_as(&pool.recipe) || pool.config.surge != config.surge;
-        pool.recipe = recipe;
-        pool.config = WorkerConfig {
+        let config = WorkerConfig {
             socket: pool.config.socket.clone(),
             ..config.clone()
         };
-        changed
+        let changed = !recipe.same_as(&pool.recipe) || pool.config.surge != config.surge;
+        changed.then_some((recipe, config))
     };
-    if changed {
-        rolling_reload(daemon, &config.name).await?;
+    if let Some(new) = new {
+        rolling_replace(daemon, &config.name, Some(new)).await?;
     }
     scale_to(daemon, &config.name, config.replica_count(), true).await?;
     Ok(())
@@ -375,15 +418,17 @@ pub(crate) async fn remove(daemon: &Arc<Daemon>, name: &str) {
     stop_replicas(daemon, &pool.replicas, pool.recipe.close_grace).await;
 }
 
-/// Every pool, as `arborctl ps` shows them.
+/// Every pool, as `arborctl ps` shows them. The registry is read under
+/// its locks; /proc (connection counts) is read after they are released.
 pub(crate) fn infos(daemon: &Daemon) -> Vec<PoolInfo> {
-    let pools = daemon.pools();
-    let entries = daemon.entries();
-    pools
-        .iter()
-        .map(|(name, pool)| {
-            let addrs = pool.runtime.ports();
-            PoolInfo {
+    let mut infos = Vec::new();
+    let mut addrs = Vec::new();
+    {
+        let pools = daemon.pools();
+        let entries = daemon.entries();
+        for (name, pool) in pools.iter() {
+            addrs.push(pool.runtime.ports());
+            infos.push(PoolInfo {
                 name: name.clone(),
                 replicas_wanted: pool.wanted,
                 sockets: pool.runtime.sockets.iter().map(PoolSocket::info).collect(),
@@ -395,16 +440,20 @@ pub(crate) fn infos(daemon: &Daemon) -> Vec<PoolInfo> {
                         id: *id,
                         pid: entry.pid,
                         state: entry.state.to_string(),
-                        connections: if entry.pid > 0 {
-                            crate::procfs::established(entry.pid, &addrs)
-                        } else {
-                            0
-                        },
+                        connections: 0,
                     })
                     .collect(),
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    for (info, addrs) in infos.iter_mut().zip(&addrs) {
+        let pids: Vec<u32> = info.replicas.iter().map(|r| r.pid).collect();
+        let counts = crate::procfs::established(&pids, addrs);
+        for (replica, count) in info.replicas.iter_mut().zip(counts) {
+            replica.connections = count;
+        }
+    }
+    infos
 }
 
 /// Stops accepting on every pool (shutdown begins).
