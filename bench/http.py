@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drives the HTTP pool benchmark (see bench/http.sh, which builds first).
 
-Each run measures, with the same wrk settings:
+Each run measures, with the same wrk settings (RELOAD_ONLY=1: only the
+rolling reloads):
 - standalone: one http-hello process on its own --listen address;
 - shared, reuseport, handoff: arbord with one pool of 2 http-hello replicas;
 - node: node's cluster module with 2 workers (when node is installed);
@@ -54,10 +55,13 @@ def answers(port):
         return False
 
 
-def wrk(port, duration=DURATION, script=None):
+def wrk(port, duration=DURATION, script=None, close=False):
     command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency"]
     if script:
         command += ["-s", script]
+    if close:
+        # A new connection per request: the distribution of connections.
+        command += ["-H", "Connection: close"]
     command.append(f"http://127.0.0.1:{port}/")
     out = subprocess.run(command, capture_output=True, text=True, timeout=duration + LIMIT).stdout
     return parse_wrk(out)
@@ -149,6 +153,8 @@ def stop(process):
 
 
 def one_run():
+    if os.environ.get("RELOAD_ONLY"):
+        return reload_rows({})
     rows = {}
     port = free_port()
     p = spawned([f"{RELEASE}/http-hello", "--listen", f"127.0.0.1:{port}"], port)
@@ -164,13 +170,20 @@ def one_run():
         p = spawned(["node", os.path.join(ROOT, "bench/node/cluster_http.js"), str(port), "2"], port)
         rows["node"] = wrk(port)
         stop(p)
-    # Fairness: requests per replica, counted from the bodies.
+    # Fairness: requests per replica, counted from the bodies, over
+    # keep-alive connections and with a new connection per request.
+    pids = os.path.join(ROOT, "bench/wrk/pids.lua")
     for mode in ["handoff", "shared", "reuseport"]:
         port = free_port()
         daemon = Arbord(mode, port)
-        rows[f"fairness_{mode}"] = wrk(port, script=os.path.join(ROOT, "bench/wrk/pids.lua"))
+        rows[f"fairness_{mode}"] = wrk(port, script=pids)
+        rows[f"fairness_close_{mode}"] = wrk(port, script=pids, close=True)
         daemon.close()
-    # Rolling reloads, back to back, for the whole wrk run.
+    return reload_rows(rows)
+
+
+def reload_rows(rows):
+    """Rolling reloads, back to back, for the whole wrk run, per mode."""
     for mode in ["shared", "reuseport", "handoff"]:
         port = free_port()
         daemon = Arbord(mode, port)
@@ -209,6 +222,8 @@ def median(runs, row, key):
 
 
 def report(runs):
+    if os.environ.get("RELOAD_ONLY"):
+        return report_reloads(runs)
     base_rps = median(runs, "standalone", "rps")
     base_p99 = median(runs, "standalone", "p99")
     node_rps = median(runs, "node", "rps")
@@ -223,17 +238,21 @@ def report(runs):
             continue
         node = f"{rps / node_rps:.2f}x" if node_rps and row != "node" else ""
         print(f"| {label} | {rps:.0f} | {p99 * 1000:.2f} ms | {rps / base_rps:.2f}x | {p99 / base_p99:.2f}x | {node} |")
-    print("\n| fairness (requests per replica) | max/min |")
-    print("|---|---:|")
+    print("\n| requests per replica, max/min | keep-alive connections | a connection per request |")
+    print("|---|---:|---:|")
     for mode in ["handoff", "shared", "reuseport"]:
-        ratios = []
-        for r in runs:
-            pids = r[f"fairness_{mode}"]["pids"]
-            if len(pids) >= 2:
-                ratios.append(max(pids.values()) / min(pids.values()))
-            else:
-                ratios.append(float("inf"))
-        print(f"| {mode} | {statistics.median(ratios):.3f} (runs: {', '.join(f'{x:.3f}' for x in ratios)}) |")
+        cells = []
+        for row in [f"fairness_{mode}", f"fairness_close_{mode}"]:
+            ratios = []
+            for r in runs:
+                pids = r[row]["pids"]
+                ratios.append(max(pids.values()) / min(pids.values()) if len(pids) >= 2 else float("inf"))
+            cells.append(f"{statistics.median(ratios):.3f} (runs {', '.join(f'{x:.2f}' for x in ratios)})")
+        print(f"| {mode} | {cells[0]} | {cells[1]} |")
+    report_reloads(runs)
+
+
+def report_reloads(runs):
     print("\n| rolling reload under wrk | reloads | requests | failed |")
     print("|---|---:|---:|---:|")
     for mode in ["shared", "reuseport", "handoff"]:

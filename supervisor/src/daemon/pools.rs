@@ -50,6 +50,9 @@ impl PoolSocket {
             }
             (mode, _) => mode,
         };
+        if mode == SocketMode::Reuseport && !migrates_requests() {
+            tracing::warn!(socket = %config.name, "reuseport: a connection that reaches a closing replica's listener is reset; net.ipv4.tcp_migrate_req=1 moves it to another replica instead");
+        }
         let fd = match activated {
             Some(fd) => fd,
             None => listen::bind(
@@ -116,6 +119,12 @@ impl PoolSocket {
             activated: self.activated,
         }
     }
+}
+
+/// Whether the kernel moves connections queued on a closing `SO_REUSEPORT`
+/// listener to another one of its group (Linux 5.14+, off by default).
+fn migrates_requests() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").is_ok_and(|v| v.trim() == "1")
 }
 
 impl Drop for PoolSocket {
