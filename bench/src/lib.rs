@@ -164,3 +164,18 @@ pub fn raw_recv_fds_until_ack(socket: &UnixStream) -> io::Result<usize> {
         have += msg.bytes;
     }
 }
+
+/// The sum of every byte, read 8 at a time: how the transfer benchmark's
+/// receiver makes sure it touched every byte.
+pub fn byte_sum(bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut sum = 0u64;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        sum = sum.wrapping_add(word);
+    }
+    for byte in chunks.remainder() {
+        sum = sum.wrapping_add(u64::from(*byte));
+    }
+    sum
+}

@@ -10,6 +10,9 @@
 //! - [`message`]: what each frame kind's payload means ([`Frame`]).
 //! - [`blocking`] and [`nonblocking`]: the same channel over a std and a
 //!   tokio `UnixStream`, sharing one implementation of the steps.
+//! - [`port`]: `MessagePort` pairs (the standard's `MessageChannel`),
+//!   transferable inside messages.
+//! - [`transfer`]: large buffers moved as sealed memfds instead of copied.
 //!
 //! Received fds are close-on-exec from the moment they exist
 //! (`MSG_CMSG_CLOEXEC`). A broken frame is a typed [`Error`] that closes that
@@ -27,11 +30,15 @@ pub mod error;
 pub mod frame;
 pub mod message;
 pub mod nonblocking;
+pub mod port;
 mod sys;
+pub mod transfer;
 
 pub use error::{Error, Result};
 pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
 pub use message::{
     Connection, ConnectionAck, ErrorReport, Frame, Location, Message, Ready, Request,
 };
+pub use port::MessagePort;
 pub use sys::is_cloexec;
+pub use transfer::{Transfer, TransferBuffer};

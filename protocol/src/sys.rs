@@ -1,6 +1,7 @@
 //! The raw syscalls of a channel: `sendmsg` and `recvmsg` with `SCM_RIGHTS`.
 //!
-//! This is the one module of arbor-protocol with `unsafe`. It calls libc
+//! One of the two modules of arbor-protocol with `unsafe` (the other is
+//! [`crate::transfer`]: memfd, seals, mmap). It calls libc
 //! directly rather than through a wrapper because both calls are on the hot
 //! path and their edge cases matter: sends pass `MSG_NOSIGNAL` (a peer that
 //! went away is an `EPIPE` error, not a `SIGPIPE` that kills the supervisor);
@@ -208,3 +209,24 @@ pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
 
 // std documents IoSlice as ABI-compatible with iovec on Unix; `send` relies on it.
 const _: () = assert!(mem::size_of::<IoSlice<'static>>() == mem::size_of::<libc::iovec>());
+
+/// Whether `fd` is a Unix stream socket (what a port must be).
+pub(crate) fn is_unix_stream(fd: BorrowedFd<'_>) -> bool {
+    let get = |option| {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`; on a
+        // non-socket it fails with ENOTSOCK.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (ret == 0).then_some(value)
+    };
+    get(libc::SO_DOMAIN) == Some(libc::AF_UNIX) && get(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+}

@@ -310,6 +310,18 @@ impl Worker {
             })
     }
 
+    /// Posts a message with a [`Transfer`](arbor_protocol::Transfer): a
+    /// sealed buffer that moves instead of being copied (the worker takes
+    /// it with `Transfer::from_fd` on the message's fd). The transfer is
+    /// consumed: nothing of it is left here to touch.
+    pub async fn post_transfer(
+        &self,
+        data: impl Into<Vec<u8>>,
+        transfer: arbor_protocol::Transfer,
+    ) -> Result<()> {
+        self.post_message(data, vec![transfer.into_fd()]).await
+    }
+
     /// Hands an accepted connection to the worker in a Connection frame
     /// (pool `handoff` mode); the answer comes as
     /// [`WorkerEvent::ConnectionAck`] with the same `id`. Pass a duplicate

@@ -26,7 +26,7 @@
 //! ```
 
 use std::future::Future;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -128,6 +128,17 @@ impl Poster {
     /// Posts a message with fds to the parent.
     pub async fn post_message(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         Ok(self.sender.lock().await.send_bytes(data, fds).await?)
+    }
+
+    /// Posts a message with a sealed [`Transfer`](arbor_protocol::Transfer),
+    /// which moves (it is consumed) instead of being copied.
+    pub async fn post_transfer(
+        &self,
+        data: &[u8],
+        transfer: arbor_protocol::Transfer,
+    ) -> Result<()> {
+        let fd = transfer.into_fd();
+        self.post_message(data, &[fd.as_fd()]).await
     }
 
     /// Posts `value` encoded with the wire codec.

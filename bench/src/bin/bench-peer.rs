@@ -50,6 +50,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        // Reads every byte of each message (or of the Transfer that comes
+        // with it), answers with their sum: the transfer benchmark's receiver.
+        "sum-reader" => {
+            let limits = arbor_protocol::Limits {
+                max_payload: 128 << 20,
+                ..arbor_protocol::Limits::default()
+            };
+            let mut channel = Channel::with_limits(socket, limits)?;
+            loop {
+                match channel.recv() {
+                    Ok((Frame::Message(m), mut fds)) => {
+                        // Either way the bytes are freed after the answer,
+                        // as a receiver that is done with them would.
+                        let view = match fds.pop() {
+                            Some(fd) => Some(arbor_protocol::Transfer::from_fd(fd)?.map()?),
+                            None => None,
+                        };
+                        let bytes: &[u8] = view.as_deref().unwrap_or(&m.data);
+                        let sum = arbor_bench::byte_sum(bytes);
+                        channel.send_bytes(&sum.to_le_bytes(), &[])?;
+                    }
+                    Ok(_) => {}
+                    Err(Error::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         "raw-echo" => {
             let mut channel = RawChannel::new(socket)?;
             let mut buf = Vec::new();

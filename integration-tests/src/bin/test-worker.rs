@@ -15,6 +15,14 @@
 //! - `write-fds`: writes each message's bytes into every fd that came with it.
 //! - `chatty`: prints "line N" to stdout for N in 1..=3, then echoes.
 //! - `plain`: does not speak the protocol; sleeps until killed.
+//! - `port-ping`: takes the port that comes with a message, sends N (the
+//!   message) numbered messages on it, reads N answers, posts "done N".
+//! - `port-echo`: takes the port that comes with a message, echoes
+//!   everything on it until it closes, then posts "echoed N".
+//! - `transfer-sum`: maps the Transfer that comes with a message, posts
+//!   "sum S len L" (or "error: ...").
+//! - `unsealed`: to the message "unsealed" it answers with an unsealed
+//!   memfd (a hostile transfer); anything else is echoed.
 
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -135,6 +143,92 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             worker.on_message(move |ctx, message, _| {
                 let reply = format!("{arg}:{}", String::from_utf8_lossy(&message.data));
                 ctx.post_message(reply.as_bytes(), &[])
+            });
+        }
+        "port-ping" | "port-echo" => {
+            let pinging = mode == "port-ping";
+            worker.on_message(move |ctx, message, mut fds| {
+                let port = match fds.pop().map(arbor_protocol::MessagePort::from_fd) {
+                    Some(Ok(port)) => port,
+                    Some(Err(e)) => return ctx.post_message(format!("error: {e}").as_bytes(), &[]),
+                    None => return ctx.post_message(b"error: no port", &[]),
+                };
+                let mut port = port.into_channel().map_err(arbor_protocol::Error::from)?;
+                let mut count = 0u64;
+                if pinging {
+                    let n: u64 = String::from_utf8_lossy(&message.data).parse().unwrap_or(0);
+                    // A window of 64 in flight (they wait in the socket
+                    // until the other end is taken), then one more per answer.
+                    const WINDOW: u64 = 64;
+                    for i in 0..n.min(WINDOW) {
+                        port.feed_bytes(i.to_string().as_bytes(), &[])?;
+                    }
+                    port.flush()?;
+                    for i in 0..n {
+                        if i + WINDOW < n {
+                            port.send_bytes((i + WINDOW).to_string().as_bytes(), &[])?;
+                        }
+                        match port.recv()? {
+                            (arbor_protocol::Frame::Message(m), _)
+                                if m.data == i.to_string().as_bytes() =>
+                            {
+                                count += 1
+                            }
+                            other => {
+                                return ctx
+                                    .post_message(format!("error: {other:?}").as_bytes(), &[])
+                            }
+                        }
+                    }
+                    ctx.post_message(format!("done {count}").as_bytes(), &[])
+                } else {
+                    loop {
+                        match port.recv() {
+                            Ok((arbor_protocol::Frame::Message(m), _)) => {
+                                port.send_bytes(&m.data, &[])?;
+                                count += 1;
+                            }
+                            Ok(_) => {}
+                            Err(arbor_protocol::Error::Closed) => break,
+                            Err(e) => {
+                                eprintln!("port-echo: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    ctx.post_message(format!("echoed {count}").as_bytes(), &[])
+                }
+            });
+        }
+        "transfer-sum" => {
+            worker.on_message(|ctx, _, mut fds| {
+                let reply = match fds.pop().map(arbor_protocol::Transfer::from_fd) {
+                    Some(Ok(transfer)) => match transfer.map() {
+                        Ok(view) => {
+                            let sum: u64 = view.iter().map(|b| u64::from(*b)).sum();
+                            format!("sum {sum} len {}", view.len())
+                        }
+                        Err(e) => format!("error: {e}"),
+                    },
+                    Some(Err(e)) => format!("error: {e}"),
+                    None => "error: no transfer".into(),
+                };
+                ctx.post_message(reply.as_bytes(), &[])
+            });
+        }
+        "unsealed" => {
+            worker.on_message(|ctx, message, _| {
+                if message.data == b"unsealed" {
+                    let memfd = nix::sys::memfd::memfd_create(
+                        c"hostile",
+                        nix::sys::memfd::MFdFlags::MFD_CLOEXEC
+                            | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+                    )
+                    .map_err(|e| arbor_protocol::Error::from(std::io::Error::from(e)))?;
+                    ctx.post_message(b"take this", &[memfd.as_fd()])
+                } else {
+                    ctx.post_message(&message.data, &[])
+                }
             });
         }
         other => return Err(format!("unknown mode {other:?}").into()),
