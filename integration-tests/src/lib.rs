@@ -138,7 +138,8 @@ pub fn process_state(pid: u32) -> Option<char> {
     stat_fields(pid)?.first()?.chars().next()
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
+/// The parent pid of `pid`, from /proc.
+pub fn parent_of(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 

@@ -684,3 +684,43 @@ fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn what_a_worker_leaves_behind_is_reaped_and_killed_at_shutdown_at_the_latest() {
+    use arbor_integration_tests::{is_alive, parent_of, process_state};
+    let config = format!(
+        "[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
+        test_worker().display().to_string()
+    );
+    let mut daemon = Daemon::start(&config);
+    wait_until("the worker running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let reply = daemon.ok(&["request", "1", "go"]);
+    let pids: Vec<u32> = reply
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let [exited, escaped, grouped] = pids[..] else {
+        panic!("{reply:?}")
+    };
+    wait_until("the worker exited", || {
+        workers(&daemon).iter().any(|w| w.3 == "exited")
+    });
+    // The one that exited and the one killed with the worker's group were
+    // re-parented to arbord (its subreaper) and reaped: no zombie, no trace.
+    wait_until("the leftovers reaped", || {
+        process_state(exited).is_none() && process_state(grouped).is_none()
+    });
+    // The one that left the group lives on, arbord's child now...
+    assert!(is_alive(escaped));
+    assert_eq!(parent_of(escaped), Some(daemon.pid()));
+    // ...until arbord shuts down.
+    daemon.ok(&["shutdown"]);
+    let status = wait_or_kill(&mut daemon.child, LIMIT, "arbord");
+    assert!(status.success(), "{status}");
+    assert!(
+        process_state(escaped).is_none(),
+        "{escaped} outlived arbord"
+    );
+}

@@ -37,6 +37,7 @@ mod handoff;
 pub mod listen;
 mod outbox;
 pub mod procfs;
+pub mod reap;
 pub mod restart;
 pub mod signal;
 mod spawn;

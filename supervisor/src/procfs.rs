@@ -79,3 +79,22 @@ pub fn established(pids: &[u32], addrs: &[crate::listen::ListenAddr]) -> Vec<u32
         })
         .collect()
 }
+
+/// This process's children, from `/proc/self/task/*/children` (each thread
+/// lists the children it forked, and the orphans re-parented to it).
+pub fn children() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut children: Vec<u32> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    children
+}

@@ -172,6 +172,9 @@ fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
         error_fd,
         parent,
     };
+    // The orphan reaper must never take a worker's status: the pid is
+    // registered as managed under the same lock the reaper checks it under.
+    let mut managed = crate::reap::managed();
     // SAFETY: after fork the child runs only `child.run`, which makes
     // async-signal-safe calls on memory prepared above and never returns.
     let pid = unsafe { libc::fork() };
@@ -182,6 +185,8 @@ fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
         // SAFETY: we are the child of a fork; see ChildPlan::run.
         unsafe { child.run() }
     }
+    managed.insert(pid);
+    drop(managed);
     drop(error_write);
     // Before anything else: a pidfd, while the pid is surely ours.
     let pidfd = sys::pidfd_open(pid);
@@ -192,6 +197,7 @@ fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
             while matches!(sys::try_reap(pid), Ok(None)) {
                 std::thread::yield_now();
             }
+            crate::reap::forget(pid);
             return Err(StartError::Child(step, io::Error::from_raw_os_error(errno)));
         }
     }

@@ -108,7 +108,22 @@ pub(crate) fn kill_and_reap(pid: libc::pid_t) {
         while let Ok(None) = try_reap(pid) {
             std::thread::sleep(Duration::from_millis(1));
         }
+        crate::reap::forget(pid);
     });
+}
+
+/// Sends `signal` to process `pid`.
+pub(crate) fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    check(unsafe { libc::kill(pid, signal) }.into()).map(drop)
+}
+
+/// Makes this process the reaper of its orphaned descendants
+/// (`PR_SET_CHILD_SUBREAPER`): a process a worker leaves behind is
+/// re-parented here instead of to init.
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes plain integers.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }.into()).map(drop)
 }
 
 /// A close-on-exec duplicate of `fd` numbered at least `min`.

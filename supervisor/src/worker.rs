@@ -609,12 +609,16 @@ impl DriverState {
         // The worker is a zombie: its process group id is still ours, so
         // clean up whatever it left running in its group before reaping.
         let _ = sys::killpg(self.pid, libc::SIGKILL);
-        match sys::try_reap(self.pid) {
+        let reaped = match sys::try_reap(self.pid) {
             Ok(reaped) => reaped,
             // ECHILD: someone else reaped it (SIGCHLD ignored by the host
             // program); the pidfd said it exited, its status is lost.
             Err(_) => Some(sys::Reaped::unknown()),
+        };
+        if reaped.is_some() {
+            crate::reap::forget(self.pid);
         }
+        reaped
     }
 
     fn on_frame(&mut self, frame: arbor_protocol::Result<(Frame, Vec<OwnedFd>)>) {

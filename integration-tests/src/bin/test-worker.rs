@@ -21,6 +21,10 @@
 //!   everything on it until it closes, then posts "echoed N".
 //! - `transfer-sum`: maps the Transfer that comes with a message, posts
 //!   "sum S len L" (or "error: ...").
+//! - `orphans`: to a request, forks three processes it never waits for:
+//!   one that exits at once, one that leaves the process group (setsid) and
+//!   one that stays in it, both sleeping; replies with their pids
+//!   ("EXITED ESCAPED GROUPED") and closes itself.
 //! - `unsealed`: to the message "unsealed" it answers with an unsealed
 //!   memfd (a hostile transfer); anything else is echoed.
 
@@ -216,6 +220,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ctx.post_message(reply.as_bytes(), &[])
             });
         }
+        "orphans" => {
+            worker.on_message(|ctx, _, _| {
+                let exited = fork_child(Leftover::Exit);
+                let escaped = fork_child(Leftover::Escape);
+                let grouped = fork_child(Leftover::Stay);
+                ctx.reply(format!("{exited} {escaped} {grouped}").as_bytes(), &[])?;
+                ctx.close();
+                Ok(())
+            });
+        }
         "unsealed" => {
             worker.on_message(|ctx, message, _| {
                 if message.data == b"unsealed" {
@@ -250,4 +264,36 @@ fn list_fds() -> Vec<u32> {
 
 fn mode_is_segv() -> bool {
     std::env::args().nth(1).as_deref() == Some("segv")
+}
+
+/// What a process forked by the `orphans` mode does.
+#[derive(Clone, Copy)]
+enum Leftover {
+    Exit,
+    Escape,
+    Stay,
+}
+
+/// Forks a child that does `what` (only async-signal-safe calls) and never
+/// returns; returns its pid.
+fn fork_child(what: Leftover) -> i32 {
+    // SAFETY: the child makes only async-signal-safe calls (_exit, setsid,
+    // pause) and never returns into Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        match what {
+            // SAFETY: _exit ends the child at once.
+            Leftover::Exit => unsafe { libc::_exit(0) },
+            Leftover::Escape => {
+                // SAFETY: setsid takes no arguments.
+                unsafe { libc::setsid() };
+            }
+            Leftover::Stay => {}
+        }
+        loop {
+            // SAFETY: pause waits for a signal.
+            unsafe { libc::pause() };
+        }
+    }
+    pid
 }

@@ -109,13 +109,26 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(daemon::run(
+    // Whatever a worker leaves behind is re-parented to arbord, reaped when
+    // it exits, and killed once the workers are gone (crate::reap). Here and
+    // not in daemon::run: it takes every child that is not a worker.
+    if let Err(e) = crate::reap::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the workers' descendants: {e}");
+    }
+    let orphan_reaper = runtime.spawn(crate::reap::reap_orphans_forever());
+    let result = runtime.block_on(daemon::run(
         config,
         args.config.clone(),
         socket,
         activated,
         signal_rx,
-    )) {
+    ));
+    orphan_reaper.abort();
+    let outlived = crate::reap::kill_orphans(std::time::Duration::from_secs(5));
+    if outlived > 0 {
+        tracing::info!("killed {outlived} descendants that outlived their workers");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ DaemonError::AlreadyRunning(_)) => {
             eprintln!("arbord: {e}");
