@@ -275,10 +275,16 @@ enum Leftover {
 }
 
 /// Forks a child that does `what` (only async-signal-safe calls) and never
-/// returns; returns its pid.
+/// returns; returns its pid once the child has done it (left the group).
 fn fork_child(what: Leftover) -> i32 {
+    let mut ends = [0; 2];
+    // SAFETY: pipe writes two fds into `ends`.
+    if unsafe { libc::pipe(ends.as_mut_ptr()) } != 0 {
+        return -1;
+    }
+    let [read_end, write_end] = ends;
     // SAFETY: the child makes only async-signal-safe calls (_exit, setsid,
-    // pause) and never returns into Rust code.
+    // write, close, pause) and never returns into Rust code.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         match what {
@@ -290,10 +296,22 @@ fn fork_child(what: Leftover) -> i32 {
             }
             Leftover::Stay => {}
         }
+        // SAFETY: one byte from a live buffer to our end of the pipe: "done".
+        unsafe { libc::write(write_end, [1u8].as_ptr().cast(), 1) };
         loop {
             // SAFETY: pause waits for a signal.
             unsafe { libc::pause() };
         }
     }
+    // SAFETY: closing our copy of the write end, an fd we own.
+    unsafe { libc::close(write_end) };
+    if !matches!(what, Leftover::Exit) {
+        let mut byte = 0u8;
+        // SAFETY: reads at most one byte into `byte`; returns when the child
+        // wrote it (or died and the pipe closed).
+        unsafe { libc::read(read_end, (&mut byte as *mut u8).cast(), 1) };
+    }
+    // SAFETY: closing the read end, an fd we own.
+    unsafe { libc::close(read_end) };
     pid
 }
