@@ -65,7 +65,13 @@ impl Daemon {
 
     /// Runs arborctl and returns its stdout, failing on a non-zero exit.
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.ctl(args);
+        self.ok_within(args, LIMIT)
+    }
+
+    /// [`Daemon::ok`] for a command that may take up to `limit` (a rolling
+    /// reload waits for each new replica's Ready and each old one's exit).
+    pub fn ok_within(&self, args: &[&str], limit: Duration) -> String {
+        let output = ctl_within(&self.socket, args, limit);
         assert!(
             output.status.success(),
             "arborctl {args:?}: {}",
@@ -89,6 +95,11 @@ impl Drop for Daemon {
 
 /// Runs arborctl against `socket` (bounded by [`LIMIT`]).
 pub fn ctl_at(socket: &Path, args: &[&str]) -> Output {
+    ctl_within(socket, args, LIMIT)
+}
+
+/// Runs arborctl against `socket`, killing it after `limit`.
+pub fn ctl_within(socket: &Path, args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(binary("test-arborctl"))
         .arg("--socket")
         .arg(socket)
@@ -98,17 +109,22 @@ pub fn ctl_at(socket: &Path, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_or_kill(&mut child, LIMIT, "arborctl");
+    wait_or_kill(&mut child, limit, "arborctl");
     child.wait_with_output().unwrap()
 }
 
 /// Polls `condition` until it holds; fails the test after [`LIMIT`].
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LIMIT;
+pub fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+    wait_until_within(what, LIMIT, condition)
+}
+
+/// Polls `condition` until it holds; fails the test after `limit`.
+pub fn wait_until_within(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !condition() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not happen within {LIMIT:?}"
+            "{what} did not happen within {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

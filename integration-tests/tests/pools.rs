@@ -8,12 +8,25 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
+use arbor_integration_tests::arbord::{wait_until, wait_until_within, Daemon, LIMIT};
 use arbor_integration_tests::http::{free_port, Client, Load, Stats, Target};
 use arbor_integration_tests::{binary, is_alive, test_worker, wait_or_kill};
 
 /// How long the load runs around reloads and scaling ("about 20 s").
 const LOAD_TIME: Duration = Duration::from_secs(20);
+
+/// The bound on one reload or scale: each step may wait for a replica's
+/// Ready (ready_timeout 10 s) and an old one's close (close_grace 10 s, then
+/// SIGTERM), and a loaded 2-core machine is slow.
+const OPERATION_LIMIT: Duration = Duration::from_secs(90);
+
+/// The tests that put a machine under load take turns: run side by side on
+/// two cores, they would measure each other.
+static UNDER_LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn load_turn() -> std::sync::MutexGuard<'static, ()> {
+    UNDER_LOAD.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A `[[pool]]` of http-hello replicas with one socket.
 fn pool(name: &str, mode: &str, listen: &str, replicas: u32) -> String {
@@ -222,6 +235,7 @@ fn kill_process(pid: u32) -> i32 {
 /// Rolling reloads, back to back for LOAD_TIME under constant load: no
 /// request fails and every replica is replaced.
 fn rolling_reload_under_load(mode: &str) {
+    let _turn = load_turn();
     let (addr, target) = tcp(free_port());
     let daemon = Daemon::start(&pool("web", mode, &addr, 2));
     let first = wait_running(&daemon, "web", 2);
@@ -229,7 +243,7 @@ fn rolling_reload_under_load(mode: &str) {
     let started = Instant::now();
     let mut reloads = 0;
     while started.elapsed() < LOAD_TIME {
-        let out = daemon.ok(&["reload", "web"]);
+        let out = daemon.ok_within(&["reload", "web"], OPERATION_LIMIT);
         assert!(out.contains("2 replicas replaced"), "{out}");
         reloads += 1;
     }
@@ -261,6 +275,7 @@ fn a_rolling_reload_under_load_fails_no_request_handoff() {
 
 #[test]
 fn scaling_up_and_down_under_load_fails_no_request() {
+    let _turn = load_turn();
     for mode in ["shared", "reuseport", "handoff"] {
         let (addr, target) = tcp(free_port());
         let daemon = Daemon::start(&pool("web", mode, &addr, 2));
@@ -269,7 +284,7 @@ fn scaling_up_and_down_under_load_fails_no_request() {
         let step = LOAD_TIME / 9;
         for replicas in [4, 1, 3] {
             std::thread::sleep(step);
-            let out = daemon.ok(&["scale", "web", &replicas.to_string()]);
+            let out = daemon.ok_within(&["scale", "web", &replicas.to_string()], OPERATION_LIMIT);
             assert!(out.contains(&format!("→ {replicas} replicas")), "{out}");
             assert_eq!(running_pids(&daemon, "web").len(), replicas, "{mode}");
         }
@@ -421,6 +436,7 @@ fn least_busy_sends_new_connections_to_the_replica_with_fewest_open() {
 
 #[test]
 fn sighup_rolls_a_changed_pool_under_load() {
+    let _turn = load_turn();
     let (addr, target) = tcp(free_port());
     let daemon = Daemon::start(&pool("web", "shared", &addr, 2));
     let first = wait_running(&daemon, "web", 2);
@@ -437,7 +453,7 @@ fn sighup_rolls_a_changed_pool_under_load() {
         .status()
         .unwrap()
         .success());
-    wait_until("three new replicas", || {
+    wait_until_within("three new replicas", OPERATION_LIMIT, || {
         let now = running_pids(&daemon, "web");
         now.len() == 3 && now.is_disjoint(&first)
     });
