@@ -14,12 +14,22 @@ fn http_hello() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_http-hello"))
 }
 
+/// A free port, never handed out before in this process (the two tests
+/// run side by side, and the kernel may give a port back twice).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Kills the child when a test fails half-way.
