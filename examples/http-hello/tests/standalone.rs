@@ -32,6 +32,11 @@ fn free_port() -> u16 {
     }
 }
 
+/// The two tests take turns: run side by side, the first could see its
+/// connection reset (seen once in CI, not understood yet; see the session
+/// note), and each starts a server of its own anyway.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Kills the child when a test fails half-way.
 struct Guard(Child);
 
@@ -105,6 +110,7 @@ fn terminate(mut guard: Guard) {
 
 #[test]
 fn standalone_on_its_own_address() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let port = free_port();
     let child = Command::new(http_hello())
         .arg("--listen")
@@ -119,6 +125,7 @@ fn standalone_on_its_own_address() {
 
 #[test]
 fn under_systemd_socket_activate() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tool = [
         "/usr/bin/systemd-socket-activate",
         "/bin/systemd-socket-activate",
