@@ -30,7 +30,11 @@ async fn replies_never_cross_environments() {
             let after = caller.environment().unwrap();
             (i, before, after, answer)
         }));
-        if i % 50 == 49 {
+        // Replaced every 50 requests, but not after the last 50: those go
+        // to an environment nobody replaces, so they must all be answered
+        // (however slow the machine, and however many earlier ones found
+        // their worker replaced).
+        if i % 50 == 49 && i < 250 {
             client
                 .set_environment(&format!("env-{}", i / 50 + 1))
                 .await
@@ -59,10 +63,10 @@ async fn replies_never_cross_environments() {
                 );
                 answered += 1;
             }
-            Err(RequestError::Replaced) => replaced += 1,
+            Err(RequestError::Replaced) if i < 250 => replaced += 1,
             Err(other) => panic!("request {i}: {other:?}"),
         }
     }
     assert_eq!(answered + replaced, 300);
-    assert!(answered > 0);
+    assert!(answered >= 50, "{answered} answered");
 }
