@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +29,8 @@ pub enum Target {
     Unix(PathBuf),
 }
 
-trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+trait Stream: Read + Write + Send + std::os::fd::AsFd {}
+impl<T: Read + Write + Send + std::os::fd::AsFd> Stream for T {}
 
 /// One answered request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,30 +69,23 @@ impl Client {
 
     /// Connects now (a fresh connection).
     pub fn connect(&mut self) -> Result<(), String> {
+        let connect_error = |e: std::io::Error| format!("connect: {e}");
         let stream: Box<dyn Stream> = match &self.target {
             Target::Tcp(addr) => {
-                let stream = TcpStream::connect_timeout(addr, REQUEST_LIMIT)
-                    .map_err(|e| format!("connect: {e}"))?;
-                stream
-                    .set_read_timeout(Some(REQUEST_LIMIT))
-                    .map_err(|e| e.to_string())?;
-                stream
-                    .set_write_timeout(Some(REQUEST_LIMIT))
-                    .map_err(|e| e.to_string())?;
+                let stream =
+                    TcpStream::connect_timeout(addr, REQUEST_LIMIT).map_err(connect_error)?;
                 let _ = stream.set_nodelay(true);
                 Box::new(stream)
             }
-            Target::Unix(path) => {
-                let stream = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
-                stream
-                    .set_read_timeout(Some(REQUEST_LIMIT))
-                    .map_err(|e| e.to_string())?;
-                stream
-                    .set_write_timeout(Some(REQUEST_LIMIT))
-                    .map_err(|e| e.to_string())?;
-                Box::new(stream)
-            }
+            Target::Unix(path) => Box::new(UnixStream::connect(path).map_err(connect_error)?),
         };
+        // Every read and write is bounded, whatever the socket's family.
+        let fd = stream.as_fd();
+        let socket = socket2::SockRef::from(&fd);
+        socket
+            .set_read_timeout(Some(REQUEST_LIMIT))
+            .and_then(|()| socket.set_write_timeout(Some(REQUEST_LIMIT)))
+            .map_err(|e| e.to_string())?;
         self.stream = Some(stream);
         Ok(())
     }

@@ -13,6 +13,18 @@ pub fn test_worker() -> PathBuf {
     binary("test-worker")
 }
 
+/// A systemd tool (`systemd-analyze`, `systemd-socket-activate`), from the
+/// places Debian installs them; fails the test when it is missing.
+pub fn system_tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/usr/lib/systemd"] {
+        let path = format!("{dir}/{name}");
+        if std::path::Path::new(&path).exists() {
+            return path;
+        }
+    }
+    panic!("{name} is not installed (Debian's systemd package; .ci/run installs it)");
+}
+
 /// One of this crate's binaries (`test-worker`, `arbord`, `arborctl`, ...).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

@@ -334,13 +334,7 @@ fn socket_activation_serves_the_pool_on_the_passed_socket() {
     )
     .unwrap();
     let socket = dir.0.join("arbord.sock");
-    let activate = [
-        "/usr/bin/systemd-socket-activate",
-        "/bin/systemd-socket-activate",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("systemd-socket-activate (Debian: apt-get install systemd)");
+    let activate = arbor_integration_tests::system_tool("systemd-socket-activate");
     let mut activator = Command::new(activate)
         .arg("-l")
         .arg(&addr)

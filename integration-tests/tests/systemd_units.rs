@@ -9,15 +9,7 @@ use arbor_integration_tests::{binary, wait_or_kill, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/usr/lib/systemd"] {
-        let path = format!("{dir}/{name}");
-        if std::path::Path::new(&path).exists() {
-            return path;
-        }
-    }
-    panic!("{name} is not installed (Debian's systemd package; .ci/run installs it)");
-}
+use arbor_integration_tests::system_tool as tool;
 
 #[test]
 fn the_unit_files_pass_systemd_analyze_verify() {
