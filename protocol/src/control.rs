@@ -171,6 +171,8 @@ pub struct WorkerInfo {
     pub rss_kib: u64,
     /// The last exit, as "code N" or "signal NAME", when there was one.
     pub last_exit: Option<String>,
+    /// The worker that started it, for a sub-worker (its daemon-wide id).
+    pub parent: Option<u64>,
 }
 
 /// How a worker ended, for `close` and `terminate`.

@@ -31,10 +31,10 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 
 /// The kinds of frame version 1 defines.
 ///
-/// Kinds 7 to 9, 11 and 12 are reserved for the frames the design has room
-/// for (`Spawn`, `SpawnResult`, `ChildExit`, `Port`, `Transfer`), 17 to 31
-/// for later worker-channel frames and 32 to 63 for the control
-/// socket; a kind a peer does not know is [`Error::UnknownKind`].
+/// Kinds 11 and 12 are reserved for the frames the design has room for
+/// (`Port`, `Transfer`: both travel as fds of Messages instead), 19 to 31
+/// for later worker-channel frames and 32 to 63 for the control socket; a
+/// kind a peer does not know is [`Error::UnknownKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {
@@ -60,16 +60,23 @@ pub enum FrameKind {
     ConnectionAck = 15,
     /// A replica's count of connections it has open (for least-busy handoff).
     Load = 16,
+    /// A worker asks its supervisor to start a sub-worker.
+    Spawn = 7,
+    /// The supervisor's answer to a [`FrameKind::Spawn`]: the sub-worker's
+    /// channel end (one fd), or why it was refused.
+    SpawnResult = 8,
+    /// A sub-worker's exit, reported to the worker that started it.
+    ChildExit = 9,
+    /// The supervisor asks a worker to send Close to one of its sub-workers
+    /// (whose channel only that worker holds).
+    CloseChild = 17,
+    /// A worker asks its supervisor to close or terminate one of its
+    /// sub-workers (with its subtree).
+    ChildControl = 18,
 }
 
 /// Kinds reserved in version 1 for frames the design names, with their names.
-pub const RESERVED_KINDS: [(u8, &str); 5] = [
-    (7, "Spawn"),
-    (8, "SpawnResult"),
-    (9, "ChildExit"),
-    (11, "Port"),
-    (12, "Transfer"),
-];
+pub const RESERVED_KINDS: [(u8, &str); 2] = [(11, "Port"), (12, "Transfer")];
 
 impl FrameKind {
     /// The kind for a kind byte, if version 1 defines it.
@@ -86,6 +93,11 @@ impl FrameKind {
             10 => Self::Connection,
             15 => Self::ConnectionAck,
             16 => Self::Load,
+            7 => Self::Spawn,
+            8 => Self::SpawnResult,
+            9 => Self::ChildExit,
+            17 => Self::CloseChild,
+            18 => Self::ChildControl,
             _ => return None,
         })
     }
@@ -104,6 +116,11 @@ impl FrameKind {
             Self::Connection => "Connection",
             Self::ConnectionAck => "ConnectionAck",
             Self::Load => "Load",
+            Self::Spawn => "Spawn",
+            Self::SpawnResult => "SpawnResult",
+            Self::ChildExit => "ChildExit",
+            Self::CloseChild => "CloseChild",
+            Self::ChildControl => "ChildControl",
         }
     }
 }

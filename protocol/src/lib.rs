@@ -10,6 +10,8 @@
 //! - [`message`]: what each frame kind's payload means ([`Frame`]).
 //! - [`blocking`] and [`nonblocking`]: the same channel over a std and a
 //!   tokio `UnixStream`, sharing one implementation of the steps.
+//! - [`spec`]: [`WorkerSpec`], what to start, as a parent or a worker
+//!   asking for a sub-worker builds it.
 //! - [`port`]: `MessagePort` pairs (the standard's `MessageChannel`),
 //!   transferable inside messages.
 //! - [`transfer`]: large buffers moved as sealed memfds instead of copied.
@@ -31,14 +33,17 @@ pub mod frame;
 pub mod message;
 pub mod nonblocking;
 pub mod port;
+pub mod spec;
 mod sys;
 pub mod transfer;
 
 pub use error::{Error, Result};
 pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
 pub use message::{
-    Connection, ConnectionAck, ErrorReport, Frame, Location, Message, Ready, Request,
+    ChildAction, ChildControl, ChildExit, Connection, ConnectionAck, ErrorReport, Frame, Location,
+    Message, Ready, Request, Spawn, SpawnOutcome, SpawnRefusal, SpawnResult,
 };
 pub use port::MessagePort;
+pub use spec::{Output, Program, SpawnSpec, WhenFull, WorkerSpec};
 pub use sys::is_cloexec;
 pub use transfer::{Transfer, TransferBuffer};

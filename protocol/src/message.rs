@@ -118,6 +118,124 @@ pub enum Frame {
     /// A replica's count of the handed-off connections it has open, sent
     /// whenever one of them closes.
     Load(u32),
+    /// A worker asks for a sub-worker; its listen fds travel with the frame.
+    Spawn(Spawn),
+    /// The answer to a [`Frame::Spawn`]; a started sub-worker's channel end
+    /// travels with it (exactly one fd).
+    SpawnResult(SpawnResult),
+    /// A sub-worker's exit, sent to the worker that started it after that
+    /// worker got the sub-worker's SpawnResult.
+    ChildExit(ChildExit),
+    /// Send Close to your sub-worker with this id (its channel is yours).
+    CloseChild(u64),
+    /// Close or terminate my sub-worker (and its subtree).
+    ChildControl(ChildControl),
+}
+
+/// The payload of a Spawn frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spawn {
+    /// Chosen by the worker; the [`SpawnResult`] names it.
+    pub id: u64,
+    /// What to start.
+    pub spec: crate::spec::SpawnSpec,
+}
+
+/// The payload of a SpawnResult frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnResult {
+    /// The [`Spawn`] answered.
+    pub id: u64,
+    /// Started, or refused.
+    pub outcome: SpawnOutcome,
+}
+
+/// What became of a Spawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpawnOutcome {
+    /// The sub-worker runs; its channel end is the frame's one fd.
+    Started {
+        /// Its id (`ARBOR_WORKER_ID`), which ChildExit and ChildControl name.
+        worker_id: u64,
+        /// Its process id.
+        pid: u32,
+    },
+    /// Nothing was started.
+    Refused(SpawnRefusal),
+}
+
+/// Why a Spawn was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SpawnRefusal {
+    /// The sub-worker would be deeper in the tree than allowed.
+    #[error("the worker tree may be at most {limit} levels deep")]
+    Depth {
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The worker has as many sub-workers (running or starting) as allowed.
+    #[error("a worker may have at most {limit} sub-workers")]
+    Children {
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The supervisor runs as many workers as allowed.
+    #[error("the supervisor runs at most {limit} workers")]
+    Total {
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The worker is closing or terminating (with its subtree).
+    #[error("the worker is closing")]
+    Closing,
+    /// The spec was not valid (a bad path, a NUL byte, fds without names).
+    #[error("bad spec: {reason}")]
+    BadSpec {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The spec was valid but the process did not start (no such program,
+    /// exec failed, out of resources).
+    #[error("did not start: {reason}")]
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The payload of a ChildExit frame: a sub-worker's exit as `waitpid` saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildExit {
+    /// The sub-worker, as its SpawnResult named it.
+    pub worker_id: u64,
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal number, if a signal killed it.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+}
+
+/// The payload of a ChildControl frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildControl {
+    /// The sub-worker, as its SpawnResult named it.
+    pub worker_id: u64,
+    /// What to do with it.
+    pub action: ChildAction,
+}
+
+/// What a worker asks for one of its sub-workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChildAction {
+    /// Close it leaves first: Close frames, then SIGTERM and SIGKILL
+    /// after this grace.
+    Close {
+        /// Milliseconds between steps.
+        grace_ms: u64,
+    },
+    /// SIGKILL it and its subtree at once.
+    Terminate,
 }
 
 /// The payload of a Connection frame.
@@ -167,6 +285,11 @@ impl Frame {
             Frame::Connection(_) => FrameKind::Connection,
             Frame::ConnectionAck(_) => FrameKind::ConnectionAck,
             Frame::Load(_) => FrameKind::Load,
+            Frame::Spawn(_) => FrameKind::Spawn,
+            Frame::SpawnResult(_) => FrameKind::SpawnResult,
+            Frame::ChildExit(_) => FrameKind::ChildExit,
+            Frame::CloseChild(_) => FrameKind::CloseChild,
+            Frame::ChildControl(_) => FrameKind::ChildControl,
         }
     }
 
@@ -185,6 +308,11 @@ impl Frame {
             Frame::Connection(connection) => codec::encode_into(connection, out),
             Frame::ConnectionAck(ack) => codec::encode_into(ack, out),
             Frame::Load(open) => codec::encode_into(open, out),
+            Frame::Spawn(spawn) => codec::encode_into(spawn, out),
+            Frame::SpawnResult(result) => codec::encode_into(result, out),
+            Frame::ChildExit(exit) => codec::encode_into(exit, out),
+            Frame::CloseChild(id) => codec::encode_into(id, out),
+            Frame::ChildControl(control) => codec::encode_into(control, out),
         }
     }
 
@@ -219,6 +347,19 @@ impl Frame {
                 Frame::ConnectionAck(codec::decode_exact(payload).map_err(malformed)?)
             }
             FrameKind::Load => Frame::Load(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Spawn => Frame::Spawn(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::SpawnResult => {
+                Frame::SpawnResult(codec::decode_exact(payload).map_err(malformed)?)
+            }
+            FrameKind::ChildExit => {
+                Frame::ChildExit(codec::decode_exact(payload).map_err(malformed)?)
+            }
+            FrameKind::CloseChild => {
+                Frame::CloseChild(codec::decode_exact(payload).map_err(malformed)?)
+            }
+            FrameKind::ChildControl => {
+                Frame::ChildControl(codec::decode_exact(payload).map_err(malformed)?)
+            }
         })
     }
 }
@@ -337,6 +478,44 @@ mod tests {
                 open: 3,
             }),
             Frame::Load(2),
+            Frame::Spawn(Spawn {
+                id: 3,
+                spec: crate::spec::SpawnSpec {
+                    program: b"/bin/sleep".to_vec(),
+                    args: vec![b"1".to_vec()],
+                    clear_env: false,
+                    env: vec![(b"A".to_vec(), Some(b"b".to_vec())), (b"C".to_vec(), None)],
+                    cwd: Some(b"/".to_vec()),
+                    name: "nap".into(),
+                    close_grace_ms: 500,
+                    speaks_protocol: false,
+                    stdout: crate::spec::Output::Capture,
+                    stderr: crate::spec::Output::Inherit,
+                    listen_names: vec!["http".into()],
+                },
+            }),
+            Frame::SpawnResult(SpawnResult {
+                id: 3,
+                outcome: SpawnOutcome::Started {
+                    worker_id: 9,
+                    pid: 77,
+                },
+            }),
+            Frame::SpawnResult(SpawnResult {
+                id: 4,
+                outcome: SpawnOutcome::Refused(SpawnRefusal::Children { limit: 2 }),
+            }),
+            Frame::ChildExit(ChildExit {
+                worker_id: 9,
+                code: None,
+                signal: Some(9),
+                core_dumped: false,
+            }),
+            Frame::CloseChild(9),
+            Frame::ChildControl(ChildControl {
+                worker_id: 9,
+                action: ChildAction::Close { grace_ms: 100 },
+            }),
         ]
     }
 
@@ -379,6 +558,27 @@ mod tests {
                 open: 7
             }))[HEADER_LEN..],
             &[2, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]
+        );
+        // ChildExit: u64 worker_id, Option<i32> code, Option<i32> signal, bool core_dumped.
+        assert_eq!(
+            &encode(&Frame::ChildExit(ChildExit {
+                worker_id: 5,
+                code: Some(1),
+                signal: None,
+                core_dumped: false
+            }))[HEADER_LEN..],
+            &[5, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+        );
+        // SpawnResult: u64 id, then the outcome's u32 variant and fields.
+        assert_eq!(
+            &encode(&Frame::SpawnResult(SpawnResult {
+                id: 1,
+                outcome: SpawnOutcome::Started {
+                    worker_id: 2,
+                    pid: 3
+                }
+            }))[HEADER_LEN..],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]
         );
         // Message: u64 length + bytes.
         assert_eq!(
@@ -462,8 +662,8 @@ mod tests {
     #[test]
     fn bad_payloads_are_typed_errors() {
         assert!(matches!(
-            Frame::decode(7, &[]),
-            Err(Error::UnknownKind { kind: 7 })
+            Frame::decode(11, &[]),
+            Err(Error::UnknownKind { kind: 11 })
         ));
         assert!(matches!(
             Frame::decode(0, &[]),

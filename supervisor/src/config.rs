@@ -6,6 +6,9 @@
 //! mode = "0600"                       # of the control socket
 //! allowed_uids = [1000]               # besides arbord's own uid and root
 //! shutdown_grace = "10s"
+//! max_depth = 8                       # worker trees: levels below a top-level worker,
+//! max_children = 64                   # sub-workers per worker,
+//! max_workers = 1024                  # workers in all, before a Spawn is refused
 //!
 //! [[worker]]                          # started at boot
 //! name = "echo"
@@ -167,6 +170,38 @@ pub struct DaemonConfig {
     /// How long shutdown waits for each worker's close before SIGKILL.
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Deepest level of a sub-worker (top-level workers are level 0).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u32,
+    /// Most sub-workers one worker may have at once.
+    #[serde(default = "default_max_children")]
+    pub max_children: u32,
+    /// Most workers in all; a Spawn beyond it is refused.
+    #[serde(default = "default_max_workers")]
+    pub max_workers: u32,
+}
+
+impl DaemonConfig {
+    /// The worker-tree limits this configuration sets.
+    pub fn tree_limits(&self) -> crate::TreeLimits {
+        crate::TreeLimits {
+            max_depth: self.max_depth,
+            max_children: self.max_children,
+            max_workers: self.max_workers,
+        }
+    }
+}
+
+fn default_max_depth() -> u32 {
+    crate::TreeLimits::default().max_depth
+}
+
+fn default_max_children() -> u32 {
+    crate::TreeLimits::default().max_children
+}
+
+fn default_max_workers() -> u32 {
+    crate::TreeLimits::default().max_workers
 }
 
 impl Default for DaemonConfig {
@@ -177,6 +212,9 @@ impl Default for DaemonConfig {
             group: None,
             allowed_uids: Vec::new(),
             shutdown_grace: default_shutdown_grace(),
+            max_depth: default_max_depth(),
+            max_children: default_max_children(),
+            max_workers: default_max_workers(),
         }
     }
 }
@@ -547,6 +585,7 @@ mode = "0660"
 group = "root"
 allowed_uids = [1000]
 shutdown_grace = "2s"
+max_children = 3
 
 [[worker]]
 name = "echo"
@@ -560,6 +599,8 @@ close_grace = "250ms"
         .unwrap();
         assert_eq!(config.daemon.mode, 0o660);
         assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(config.daemon.tree_limits().max_children, 3);
+        assert_eq!(config.daemon.tree_limits().max_depth, 8);
         let worker = &config.workers[0];
         assert_eq!(worker.restart, RestartPolicy::OnFailure);
         assert_eq!(worker.restart_config().max_restarts, 5);

@@ -78,6 +78,22 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The worker that asked for this sub-worker exited or began closing
+    /// while it started; it was killed at once.
+    #[error("sub-worker {name:?}: its parent worker is gone or closing")]
+    ParentGone {
+        /// The sub-worker's name.
+        name: String,
+    },
+
+    /// A sub-worker's channel belongs to the worker that started it: the
+    /// supervisor can close, terminate and signal it, not post to it.
+    #[error("worker {id} is a sub-worker: its channel is its parent worker's")]
+    ChannelHeldByParent {
+        /// The sub-worker's id.
+        id: u64,
+    },
+
     /// The supervisor's spawner thread is gone.
     #[error("the supervisor is shut down")]
     ShutDown,

@@ -21,6 +21,7 @@ use arbor_protocol::{Connection, Frame, Request};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::spec::WhenFull;
+use crate::tree::TreeFrame;
 
 /// What a posted item becomes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +130,13 @@ impl Writer {
     }
 
     async fn send(&mut self, frame: &Frame) {
+        self.send_with_fds(frame, &[]).await
+    }
+
+    async fn send_with_fds(&mut self, frame: &Frame, fds: &[OwnedFd]) {
         if !self.failed {
-            let sent = self.sender.send(frame, &[]).await;
+            let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+            let sent = self.sender.send(frame, &fds).await;
             self.check(sent);
         }
     }
@@ -213,13 +219,16 @@ impl Outbox {
 }
 
 /// The writer task: flushes the queue when the worker is Ready and whenever
-/// a post is queued, answers pings, and sends Close after everything posted
-/// before it.
+/// a post is queued, answers pings, sends Close after everything posted
+/// before it, and sends the worker tree's frames (SpawnResult, ChildExit,
+/// CloseChild) as they come, Ready or not.
 pub(crate) async fn write_loop(
     outbox: std::sync::Arc<Outbox>,
     mut commands: mpsc::Receiver<WriterCommand>,
     mut ready: watch::Receiver<bool>,
+    mut tree_frames: mpsc::Receiver<TreeFrame>,
 ) {
+    let mut tree_open = true;
     let mut is_ready = *ready.borrow();
     let mut close_pending = false;
     if is_ready {
@@ -233,6 +242,10 @@ pub(crate) async fn write_loop(
                 Some(WriterCommand::Close) if is_ready => close(&outbox).await,
                 Some(WriterCommand::Close) => close_pending = true,
                 None => return,
+            },
+            item = tree_frames.recv(), if tree_open => match item {
+                Some((frame, fds)) => outbox.writer.lock().await.send_with_fds(&frame, &fds).await,
+                None => tree_open = false,
             },
             changed = ready.changed(), if !is_ready => {
                 if changed.is_err() {

@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::AsyncChannel;
-use arbor_protocol::Limits;
+use arbor_protocol::spec::SpecParts;
+use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnResult};
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
+use crate::tree::{send_frame, NewNode, Tree, TreeFrame, TreeLimits};
 use crate::worker::{launch, Launch, Worker};
 
 /// The fd number of a worker's channel.
@@ -30,8 +33,9 @@ pub const FIRST_LISTEN_FD: RawFd = 4;
 
 /// Environment variables a worker never inherits from the supervisor: they
 /// describe the supervisor's own spawn, not the worker's.
-const NOT_INHERITED: [&str; 7] = [
+const NOT_INHERITED: [&str; 8] = [
     "ARBOR_CHANNEL_FD",
+    "ARBOR_TREE_FD",
     "ARBOR_WORKER_ID",
     "ARBOR_WORKER_NAME",
     "ARBOR_ENTRY",
@@ -44,12 +48,22 @@ const NOT_INHERITED: [&str; 7] = [
 ///
 /// Workers die with their supervisor: when the `Supervisor` and every
 /// [`Worker`] it made are dropped, or the process dies, the kernel kills
-/// them (see [`crate::spawn`] for why).
+/// them (see [`crate::spawn`] for why). Workers may start sub-workers
+/// (a Spawn frame); the supervisor forks them too, within its
+/// [`TreeLimits`] (see [`crate::tree`]).
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     spawner: Arc<Spawner>,
     next_id: Arc<AtomicU64>,
     limits: Limits,
+    tree: Arc<Tree>,
+}
+
+/// Where a sub-worker's SpawnResult goes: the asking worker's tree link.
+pub(crate) struct SpawnFor {
+    pub(crate) parent: u64,
+    pub(crate) request: u64,
+    pub(crate) frames: mpsc::Sender<TreeFrame>,
 }
 
 impl Supervisor {
@@ -60,6 +74,12 @@ impl Supervisor {
 
     /// A supervisor whose worker channels enforce `limits`.
     pub fn with_limits(limits: Limits) -> Result<Self> {
+        Self::with_tree_limits(limits, TreeLimits::default())
+    }
+
+    /// A supervisor whose worker channels enforce `limits` and whose
+    /// workers may start sub-workers within `tree`.
+    pub fn with_tree_limits(limits: Limits, tree: TreeLimits) -> Result<Self> {
         let spawner = Spawner::start().map_err(|source| Error::Spawn {
             name: "arbor-spawner thread".into(),
             source,
@@ -68,14 +88,29 @@ impl Supervisor {
             spawner: Arc::new(spawner),
             next_id: Arc::new(AtomicU64::new(1)),
             limits,
+            tree: Arc::new(Tree::new(tree)),
         })
     }
 
     /// Starts a worker. Returns as soon as the process has exec'ed; messages
     /// may be posted at once.
     pub async fn spawn(&self, spec: WorkerSpec) -> Result<Worker> {
+        self.spawn_node(spec, None).await
+    }
+
+    /// Starts a worker, or a sub-worker `for` another one: then its channel
+    /// end goes to the asking worker in SpawnResult (sent before the new
+    /// worker's driver runs, so its ChildExit can only come after), and a
+    /// second socketpair, its tree link, stays with us for its own Spawn
+    /// frames.
+    pub(crate) async fn spawn_node(
+        &self,
+        spec: WorkerSpec,
+        sub: Option<SpawnFor>,
+    ) -> Result<Worker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let name = spec.display_name();
+        let spec = spec.into_parts();
+        let name = spec.name.clone();
         let spawn_error = |source| Error::Spawn {
             name: name.clone(),
             source,
@@ -85,11 +120,23 @@ impl Supervisor {
         let listen_names: Vec<&str> = spec.listen_fds.iter().map(|(n, _)| n.as_str()).collect();
         let listen_count = spec.listen_fds.len();
         let listen_fdnames = listen_names.join(":");
-        let mut env = environment(&spec, id, &name)?;
+        let mut env = environment(&spec, id)?;
         if listen_count > 0 {
             env.push(cstring_pair("LISTEN_FDS", &listen_count.to_string())?);
             env.push(cstring_pair("LISTEN_FDNAMES", &listen_fdnames)?);
         }
+        // A sub-worker's channel is its parent worker's; its own Spawn
+        // frames come over a second socket, after its listen fds.
+        let link = match (&sub, spec.speaks_protocol) {
+            (Some(_), true) => {
+                let (link_ours, link_theirs) = UnixStream::pair().map_err(spawn_error)?;
+                let at = FIRST_LISTEN_FD + listen_count as RawFd;
+                env.push(cstring_pair("ARBOR_TREE_FD", &at.to_string())?);
+                fds.push((OwnedFd::from(link_theirs), at));
+                Some(link_ours)
+            }
+            _ => None,
+        };
         let (program_path, argv0) = resolve(&spec)?;
         let mut argv = vec![argv0];
         for arg in &spec.args {
@@ -149,14 +196,57 @@ impl Supervisor {
                     source,
                 },
             })?;
-        let channel = match AsyncChannel::from_std(ours, self.limits) {
+        // The socket the driver reads and the writer writes: the channel of
+        // a top-level worker, the tree link of a sub-worker (none for a
+        // sub-worker that does not speak the protocol).
+        let (driven, handed) = match &sub {
+            None => (Some(ours), None),
+            Some(_) => (link, Some(ours)),
+        };
+        let channel = match driven
+            .map(|s| AsyncChannel::from_std(s, self.limits))
+            .transpose()
+        {
             Ok(channel) => channel,
             Err(source) => {
                 crate::sys::kill_and_reap(started.pid);
                 return Err(spawn_error(source));
             }
         };
-        let (sender, receiver) = channel.into_split();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let (frames, frames_rx) = mpsc::channel(TREE_FRAMES);
+        let node = NewNode {
+            id,
+            parent: sub.as_ref().map(|s| s.parent),
+            control: control.clone(),
+            frames: channel.is_some().then(|| frames.clone()),
+            exit: exit_rx.clone(),
+        };
+        if self.tree.insert(node).is_err() {
+            // The asking worker exited or began closing while this one
+            // started: it must not outlive its parent.
+            crate::sys::kill_and_reap(started.pid);
+            crate::reap::forget(started.pid);
+            return Err(Error::ParentGone { name });
+        }
+        if let (Some(sub), Some(ours)) = (&sub, handed) {
+            let result = Frame::SpawnResult(SpawnResult {
+                id: sub.request,
+                outcome: SpawnOutcome::Started {
+                    worker_id: id,
+                    pid: started.pid as u32,
+                },
+            });
+            send_frame(&sub.frames, result, vec![OwnedFd::from(ours)]);
+        }
+        let (sender, receiver) = match channel {
+            Some(channel) => {
+                let (sender, receiver) = channel.into_split();
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
         let [stdout, stderr] = captured;
         launch(Launch {
             id,
@@ -171,10 +261,21 @@ impl Supervisor {
             queue_limit,
             when_full,
             limits: self.limits,
-            spawner: Arc::clone(&self.spawner),
+            parent: sub.map(|s| s.parent),
+            control: (control, control_rx),
+            exit: (exit_tx, exit_rx),
+            tree_frames: (frames, frames_rx),
+            supervisor: self.clone(),
         })
     }
+
+    pub(crate) fn tree(&self) -> &Arc<Tree> {
+        &self.tree
+    }
 }
+
+/// Tree frames queued for one worker's writer before senders wait.
+const TREE_FRAMES: usize = 256;
 
 fn cstring(bytes: &[u8], what: &'static str) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::Nul { what })
@@ -185,7 +286,7 @@ fn cstring_pair(key: &str, value: &str) -> Result<CString> {
 }
 
 /// The worker's environment, as `KEY=value` strings.
-fn environment(spec: &WorkerSpec, id: u64, name: &str) -> Result<Vec<CString>> {
+fn environment(spec: &SpecParts, id: u64) -> Result<Vec<CString>> {
     let mut vars: Vec<(OsString, OsString)> = if spec.clear_env {
         Vec::new()
     } else {
@@ -201,7 +302,7 @@ fn environment(spec: &WorkerSpec, id: u64, name: &str) -> Result<Vec<CString>> {
     }
     vars.push(("ARBOR_CHANNEL_FD".into(), CHANNEL_FD.to_string().into()));
     vars.push(("ARBOR_WORKER_ID".into(), id.to_string().into()));
-    vars.push(("ARBOR_WORKER_NAME".into(), name.into()));
+    vars.push(("ARBOR_WORKER_NAME".into(), spec.name.clone().into()));
     if let Program::Entry(entry) = &spec.program {
         vars.push(("ARBOR_ENTRY".into(), entry.into()));
     }
@@ -216,7 +317,7 @@ fn environment(spec: &WorkerSpec, id: u64, name: &str) -> Result<Vec<CString>> {
 }
 
 /// The path to exec and argv[0].
-fn resolve(spec: &WorkerSpec) -> Result<(CString, CString)> {
+fn resolve(spec: &SpecParts) -> Result<(CString, CString)> {
     match &spec.program {
         Program::Entry(_) => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
@@ -242,7 +343,7 @@ fn resolve(spec: &WorkerSpec) -> Result<(CString, CString)> {
 }
 
 /// Looks `name` up in the worker's `PATH` (its spec's, else the supervisor's).
-fn search_path(spec: &WorkerSpec, name: &Path) -> Option<PathBuf> {
+fn search_path(spec: &SpecParts, name: &Path) -> Option<PathBuf> {
     let from_spec = spec
         .env
         .iter()

@@ -13,6 +13,12 @@
 //! Reading and writing live in different tasks so that a worker that
 //! writes while the supervisor writes to it can never deadlock them both on
 //! full socket buffers.
+//!
+//! A sub-worker (started by another worker's Spawn frame, see
+//! [`crate::tree`]) has the same tasks, but the socket they drive is its
+//! tree link, not its channel: the channel belongs to the worker that
+//! started it, so its handle here can close, terminate and signal it, and
+//! sees its Ready, output and exit, but cannot post to it.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,7 +27,7 @@ use std::time::Duration;
 
 use arbor_protocol::nonblocking::{AsyncReceiver, AsyncSender};
 
-use arbor_protocol::{Frame, Location, Message};
+use arbor_protocol::{ChildAction, Frame, Location, Message, SpawnOutcome, SpawnResult};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncBufReadExt;
@@ -32,9 +38,10 @@ use crate::error::{Error, Result};
 use crate::exit::{ExitRecord, Initiator};
 use crate::outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
-use crate::spawn::Spawner;
-use crate::spec::WhenFull;
+use crate::spec::{WhenFull, WorkerSpec};
+use crate::supervisor::{SpawnFor, Supervisor};
 use crate::sys;
+use crate::tree::{send_frame, TreeFrame};
 
 /// Which output stream a captured line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +116,11 @@ pub enum WorkerEvent {
         /// The line's bytes (a line over 64 KiB is cut into pieces).
         line: Vec<u8>,
     },
+    /// The worker started a sub-worker (a Spawn frame): its handle, for its
+    /// output, exit, close and terminate (its channel is the worker's).
+    /// Dropping the handle leaves the sub-worker running; it ends with its
+    /// parent at the latest.
+    SubWorker(Worker),
     /// The worker's exit; always the last event.
     Exit(ExitRecord),
 }
@@ -125,7 +137,9 @@ impl WorkerEvent {
     }
 }
 
-enum Control {
+/// What a worker's driver is asked to do.
+#[derive(Debug)]
+pub(crate) enum Control {
     Close(Duration),
     Terminate,
     Signal(Signal, oneshot::Sender<std::io::Result<()>>),
@@ -153,7 +167,9 @@ pub struct Worker {
     id: u64,
     pid: u32,
     name: String,
-    outbox: Arc<Outbox>,
+    parent: Option<u64>,
+    /// `None` for a sub-worker, whose channel is its parent worker's.
+    outbox: Option<Arc<Outbox>>,
     requests: Arc<Pending>,
     control: mpsc::UnboundedSender<Control>,
     events: Option<mpsc::Receiver<WorkerEvent>>,
@@ -161,7 +177,7 @@ pub struct Worker {
     when_full: WhenFull,
     queue_limit: usize,
     limits: arbor_protocol::Limits,
-    _spawner: Arc<Spawner>,
+    supervisor: Supervisor,
 }
 
 /// What [`launch`] needs from the spawn.
@@ -170,24 +186,42 @@ pub(crate) struct Launch {
     pub(crate) pid: libc::pid_t,
     pub(crate) name: String,
     pub(crate) pidfd: OwnedFd,
-    pub(crate) sender: AsyncSender,
-    pub(crate) receiver: AsyncReceiver,
+    /// The socket the driver and writer use: the channel of a top-level
+    /// worker, the tree link of a sub-worker, none for a sub-worker that
+    /// does not speak the protocol.
+    pub(crate) sender: Option<AsyncSender>,
+    pub(crate) receiver: Option<AsyncReceiver>,
     pub(crate) stdout: Option<OwnedFd>,
     pub(crate) stderr: Option<OwnedFd>,
     pub(crate) speaks_protocol: bool,
     pub(crate) queue_limit: usize,
     pub(crate) when_full: WhenFull,
     pub(crate) limits: arbor_protocol::Limits,
-    pub(crate) spawner: Arc<Spawner>,
+    /// The worker that started this one, for a sub-worker.
+    pub(crate) parent: Option<u64>,
+    pub(crate) control: (
+        mpsc::UnboundedSender<Control>,
+        mpsc::UnboundedReceiver<Control>,
+    ),
+    pub(crate) exit: (
+        watch::Sender<Option<ExitRecord>>,
+        watch::Receiver<Option<ExitRecord>>,
+    ),
+    pub(crate) tree_frames: (mpsc::Sender<TreeFrame>, mpsc::Receiver<TreeFrame>),
+    pub(crate) supervisor: Supervisor,
 }
 
 /// Starts the tasks of a freshly spawned worker and returns its handle.
 pub(crate) fn launch(launch: Launch) -> Result<Worker> {
-    let outbox = Arc::new(Outbox::new(launch.sender, launch.queue_limit));
+    let outbox = launch
+        .sender
+        .map(|sender| Arc::new(Outbox::new(sender, launch.queue_limit)));
     let requests = Arc::new(Pending::default());
-    let (control, control_rx) = mpsc::unbounded_channel();
+    let (control, control_rx) = launch.control;
     let (events_tx, events) = mpsc::channel(1024);
-    let (exit_tx, exit) = watch::channel(None);
+    let (exit_tx, exit) = launch.exit;
+    let (frames, frames_rx) = launch.tree_frames;
+    let (subs_tx, subs) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = watch::channel(!launch.speaks_protocol);
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_COMMANDS);
 
@@ -220,11 +254,19 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             outputs.push(tokio::spawn(capture_lines(pipe, stream, events_tx.clone())));
         }
     }
-    tokio::spawn(write_loop(Arc::clone(&outbox), writer_rx, ready_rx));
+    if let Some(outbox) = &outbox {
+        tokio::spawn(write_loop(
+            Arc::clone(outbox),
+            writer_rx,
+            ready_rx,
+            frames_rx,
+        ));
+    }
     let mut queued = VecDeque::new();
     if !launch.speaks_protocol {
         queued.push_back(WorkerEvent::Ready);
     }
+    let channel_open = launch.receiver.is_some();
     let driver = Driver {
         pidfd,
         receiver: launch.receiver,
@@ -232,7 +274,9 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         events: events_tx,
         exit: exit_tx,
         outputs,
+        subs,
         state: DriverState {
+            id: launch.id,
             pid: launch.pid,
             queued,
             ready: ready_tx,
@@ -240,9 +284,12 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             asked: None,
             escalation: None,
             escalated_to: None,
-            channel_open: true,
+            channel_open,
             speaks_protocol: launch.speaks_protocol,
             requests: Arc::clone(&requests),
+            frames,
+            subs: subs_tx,
+            supervisor: launch.supervisor.clone(),
         },
     };
     tokio::spawn(driver.run());
@@ -250,7 +297,8 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         id: launch.id,
         pid: launch.pid as u32,
         name: launch.name,
-        outbox,
+        parent: launch.parent,
+        outbox: launch.parent.is_none().then_some(outbox).flatten(),
         requests,
         control,
         events: Some(events),
@@ -258,7 +306,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         when_full: launch.when_full,
         queue_limit: launch.queue_limit,
         limits: launch.limits,
-        _spawner: launch.spawner,
+        supervisor: launch.supervisor,
     })
 }
 
@@ -276,6 +324,11 @@ impl Worker {
     /// The worker's name (`ARBOR_WORKER_NAME`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The worker that started this one (by its id), for a sub-worker.
+    pub fn parent(&self) -> Option<u64> {
+        self.parent
     }
 
     /// Posts a message with fds. Allowed at once after spawn: messages
@@ -296,9 +349,12 @@ impl Worker {
     }
 
     async fn post_item(&self, item: Outbound) -> Result<()> {
+        let Some(outbox) = &self.outbox else {
+            return Err(Error::ChannelHeldByParent { id: self.id });
+        };
         // Refuse what the channel would refuse now, not later in the writer.
         self.limits.check_message(item.data.len(), item.fds.len())?;
-        self.outbox
+        outbox
             .post(item, self.when_full)
             .await
             .map_err(|e| match e {
@@ -381,11 +437,12 @@ impl Worker {
 
     /// Starts a close (as [`Worker::close`]) without waiting for the exit.
     pub fn begin_close(&self, grace: Duration) {
-        let _ = self.control.send(Control::Close(grace));
+        tokio::spawn(Arc::clone(self.supervisor.tree()).close(self.id, grace));
     }
 
     /// Starts a terminate (as [`Worker::terminate`]) without waiting for the exit.
     pub fn begin_terminate(&self) {
+        self.supervisor.tree().terminate(self.id);
         let _ = self.control.send(Control::Terminate);
     }
 
@@ -405,13 +462,20 @@ impl Worker {
     /// Asks the worker to close: a Close frame (its onclose runs, after every
     /// message posted before this call), then SIGTERM after `grace`, then
     /// SIGKILL after another `grace`. Returns the exit.
+    ///
+    /// Its sub-workers are closed first, leaves first, each the same way.
     pub async fn close(&self, grace: Duration) -> Result<ExitRecord> {
+        Arc::clone(self.supervisor.tree())
+            .close(self.id, grace)
+            .await;
         let _ = self.control.send(Control::Close(grace));
         self.wait().await
     }
 
-    /// Kills the worker and its process group at once (SIGKILL). Returns the exit.
+    /// Kills the worker, its process group and its sub-workers' subtree at
+    /// once (SIGKILL). Returns the exit.
     pub async fn terminate(&self) -> Result<ExitRecord> {
+        self.supervisor.tree().terminate(self.id);
         let _ = self.control.send(Control::Terminate);
         self.wait().await
     }
@@ -457,7 +521,9 @@ impl Worker {
 
 struct Driver {
     pidfd: AsyncFd<OwnedFd>,
-    receiver: AsyncReceiver,
+    receiver: Option<AsyncReceiver>,
+    /// Sub-workers this worker started, on their way into its events.
+    subs: mpsc::UnboundedReceiver<Worker>,
     control: mpsc::UnboundedReceiver<Control>,
     events: mpsc::Sender<WorkerEvent>,
     exit: watch::Sender<Option<ExitRecord>>,
@@ -467,6 +533,7 @@ struct Driver {
 
 /// The driver's decisions, apart from the I/O objects it waits on.
 struct DriverState {
+    id: u64,
     pid: libc::pid_t,
     queued: VecDeque<WorkerEvent>,
     ready: watch::Sender<bool>,
@@ -480,6 +547,11 @@ struct DriverState {
     speaks_protocol: bool,
     /// Requests waiting for the worker's reply.
     requests: Arc<Pending>,
+    /// The worker's tree link (SpawnResult goes out here).
+    frames: mpsc::Sender<TreeFrame>,
+    /// Where a finished spawn hands its sub-worker's handle.
+    subs: mpsc::UnboundedSender<Worker>,
+    supervisor: Supervisor,
 }
 
 /// Requests in flight to one worker, by id.
@@ -517,6 +589,7 @@ impl Driver {
         let Driver {
             pidfd,
             mut receiver,
+            mut subs,
             mut control,
             events,
             exit,
@@ -524,6 +597,7 @@ impl Driver {
             mut state,
         } = self;
         let mut control_open = true;
+        let frames = state.frames.clone();
         let reaped = loop {
             let escalate_at = state.escalation.map(|(at, _, _)| at);
             tokio::select! {
@@ -542,7 +616,10 @@ impl Driver {
                         }
                     }
                 }
-                frame = receiver.recv(), if state.channel_open && state.queued.len() < QUEUED_EVENTS => {
+                // A worker whose tree link is full (it sends Spawn frames
+                // and does not read the answers) is not read either until
+                // there is room: backpressure, nothing dropped.
+                frame = recv(&mut receiver), if state.channel_open && state.queued.len() < QUEUED_EVENTS && frames.capacity() > 0 => {
                     state.on_frame(frame);
                     // Hand the event over now when there is room, without
                     // another turn of the loop.
@@ -557,6 +634,8 @@ impl Driver {
                         }
                     }
                 }
+                _ = frames.reserve(), if frames.capacity() == 0 => {}
+                Some(sub) = subs.recv() => state.queued.push_back(WorkerEvent::SubWorker(sub)),
                 permit = events.reserve(), if !state.queued.is_empty() => {
                     match (permit, state.queued.pop_front()) {
                         (Ok(permit), Some(event)) => permit.send(event),
@@ -574,18 +653,23 @@ impl Driver {
         };
         let record = ExitRecord::from_reaped(&reaped, state.asked, state.escalated_to);
         let _ = exit.send(Some(record));
+        // What is left of its subtree goes with it; its parent hears of it.
+        state.supervisor.tree().exited(state.id, &record);
         // Deliver every message the worker sent before it died, then its
         // output, then the exit. Whatever the worker wrote is already in the
         // socket; the deadline only guards against a stray process that
         // inherited the channel and keeps it open.
         let deadline = Instant::now() + DRAIN_LIMIT;
         while state.channel_open {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            match tokio::time::timeout_at(deadline, recv(&mut receiver)).await {
                 Ok(frame) => state.on_frame(frame),
                 Err(_) => break,
             }
         }
         drop(receiver);
+        while let Ok(sub) = subs.try_recv() {
+            state.queued.push_back(WorkerEvent::SubWorker(sub));
+        }
         for mut output in outputs.drain(..) {
             if tokio::time::timeout_at(deadline + DRAIN_LIMIT, &mut output)
                 .await
@@ -660,6 +744,32 @@ impl DriverState {
                 data: request.data,
                 fds,
             },
+            Ok((Frame::Spawn(spawn), fds)) => {
+                self.on_spawn(spawn, fds);
+                return;
+            }
+            Ok((Frame::ChildControl(control), _)) => {
+                let tree = self.supervisor.tree();
+                if !tree.is_child(self.id, control.worker_id) {
+                    // Not (or no longer) its sub-worker: its exit, if it was
+                    // one, is already reported.
+                    WorkerEvent::MessageError {
+                        reason: format!(
+                            "ChildControl for worker {}, which is not a running sub-worker of it",
+                            control.worker_id
+                        ),
+                    }
+                } else {
+                    match control.action {
+                        ChildAction::Terminate => tree.terminate(control.worker_id),
+                        ChildAction::Close { grace_ms } => {
+                            let grace = Duration::from_millis(grace_ms);
+                            tokio::spawn(Arc::clone(tree).close(control.worker_id, grace));
+                        }
+                    }
+                    return;
+                }
+            }
             Ok((frame, _)) => WorkerEvent::MessageError {
                 reason: format!("worker sent an unexpected {} frame", frame.kind().name()),
             },
@@ -675,6 +785,71 @@ impl DriverState {
             }
         };
         self.queued.push_back(event);
+    }
+
+    /// A Spawn frame: a place in the tree is taken at once (or the refusal
+    /// sent), the fork happens in a task of its own.
+    fn on_spawn(&mut self, spawn: arbor_protocol::Spawn, fds: Vec<OwnedFd>) {
+        let refuse = |frames: &mpsc::Sender<TreeFrame>, refusal| {
+            let result = SpawnResult {
+                id: spawn.id,
+                outcome: SpawnOutcome::Refused(refusal),
+            };
+            send_frame(frames, Frame::SpawnResult(result), Vec::new());
+        };
+        let tree = Arc::clone(self.supervisor.tree());
+        if let Err(refusal) = tree.reserve(self.id) {
+            refuse(&self.frames, refusal);
+            return;
+        }
+        let spec = match WorkerSpec::from_wire(spawn.spec, fds) {
+            Ok(spec) => spec,
+            Err(reason) => {
+                tree.release(self.id);
+                refuse(
+                    &self.frames,
+                    arbor_protocol::SpawnRefusal::BadSpec { reason },
+                );
+                return;
+            }
+        };
+        let supervisor = self.supervisor.clone();
+        let frames = self.frames.clone();
+        let subs = self.subs.clone();
+        let parent = self.id;
+        let request = spawn.id;
+        tokio::spawn(async move {
+            let sub = SpawnFor {
+                parent,
+                request,
+                frames: frames.clone(),
+            };
+            let started = supervisor.spawn_node(spec, Some(sub)).await;
+            tree.release(parent);
+            match started {
+                Ok(worker) => {
+                    let _ = subs.send(worker);
+                }
+                Err(error) => {
+                    let refusal = match error {
+                        Error::ParentGone { .. } => arbor_protocol::SpawnRefusal::Closing,
+                        Error::Nul { .. } | Error::ProgramNotFound { .. } => {
+                            arbor_protocol::SpawnRefusal::BadSpec {
+                                reason: error.to_string(),
+                            }
+                        }
+                        error => arbor_protocol::SpawnRefusal::Failed {
+                            reason: error.to_string(),
+                        },
+                    };
+                    let result = SpawnResult {
+                        id: request,
+                        outcome: SpawnOutcome::Refused(refusal),
+                    };
+                    send_frame(&frames, Frame::SpawnResult(result), Vec::new());
+                }
+            }
+        });
     }
 
     fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
@@ -695,7 +870,12 @@ impl DriverState {
                     return;
                 }
                 self.asked = Some(Initiator::Close);
-                if self.channel_open && self.speaks_protocol {
+                let parent_link = self.supervisor.tree().parent_frames(self.id);
+                if let (Some(link), true) = (&parent_link, self.speaks_protocol) {
+                    // A sub-worker: only its parent can write the Close frame.
+                    send_frame(link, Frame::CloseChild(self.id), Vec::new());
+                    self.escalation = Some((Instant::now() + grace, Signal::TERM, grace));
+                } else if self.channel_open && self.speaks_protocol {
                     // The close command must not be lost behind queued pongs.
                     let writer = self.writer.clone();
                     tokio::spawn(async move { writer.send(WriterCommand::Close).await });
@@ -737,6 +917,16 @@ impl DriverState {
         if signal == Signal::TERM {
             self.escalation = Some((Instant::now() + grace, Signal::KILL, grace));
         }
+    }
+}
+
+/// The next frame, or never when there is no socket to read.
+async fn recv(
+    receiver: &mut Option<AsyncReceiver>,
+) -> arbor_protocol::Result<(Frame, Vec<OwnedFd>)> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

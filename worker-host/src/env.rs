@@ -118,6 +118,23 @@ pub(crate) fn take_channel() -> Result<(UnixStream, Identity)> {
     Ok((UnixStream::from(owned), Identity { id, name }))
 }
 
+/// Takes the sub-worker's tree link at `ARBOR_TREE_FD`, once: set only for
+/// a worker started by another worker, whose channel (fd 3) leads to that
+/// worker; the link leads to the supervisor, for its own Spawn frames.
+/// `None` for a top-level worker (its channel is the link).
+pub(crate) fn take_tree_link() -> Option<UnixStream> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let fd: RawFd = std::env::var("ARBOR_TREE_FD").ok()?.parse().ok()?;
+    if fd < 3 || !is_unix_stream_socket(fd) || TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    // SAFETY: the supervisor left this fd open for us, it is a Unix stream
+    // socket (just checked), and TAKEN guarantees it is wrapped only once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(owned.as_raw_fd());
+    Some(UnixStream::from(owned))
+}
+
 fn is_unix_stream_socket(fd: RawFd) -> bool {
     socket_option(fd, libc::SO_DOMAIN) == Some(libc::AF_UNIX)
         && socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM)

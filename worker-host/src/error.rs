@@ -16,6 +16,19 @@ pub enum Error {
     #[error("the parent closed the channel")]
     ParentGone,
 
+    /// The supervisor refused to start a sub-worker (a limit, a bad spec,
+    /// a program that does not start, or this worker is closing).
+    #[error("sub-worker not started: {0}")]
+    SpawnRefused(#[from] arbor_protocol::SpawnRefusal),
+
+    /// The spec could not be sent (its entry point's executable is unknown).
+    #[error("sub-worker spec: {0}")]
+    Spec(#[source] std::io::Error),
+
+    /// The worker's channel to its supervisor closed before an answer came.
+    #[error("the supervisor is gone")]
+    SupervisorGone,
+
     /// A protocol error on the channel.
     #[error(transparent)]
     Protocol(#[from] arbor_protocol::Error),

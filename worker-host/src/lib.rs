@@ -20,7 +20,9 @@ mod env;
 pub mod error;
 pub mod nonblocking;
 mod panic;
+pub mod tree;
 
-pub use arbor_protocol::Message;
+pub use arbor_protocol::{ChildExit, Message, Output, WorkerSpec};
 pub use env::{entry_point, take_listen_fds, Identity, ListenFd};
 pub use error::{Error, Result};
+pub use tree::{Spawner, SubWorker, SubWorkerEvent};

@@ -34,10 +34,11 @@ use std::sync::Arc;
 use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
 use arbor_protocol::{ConnectionAck, Frame, Limits, Message, Ready, Request};
 use serde::Serialize;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{mpsc, Mutex, Notify};
 
-use crate::env::{take_channel, Identity};
+use crate::env::{take_channel, take_tree_link, Identity};
 use crate::error::{Error, Result};
+use crate::tree::{Spawner, TreeState};
 
 /// The worker's side of its channel, for tokio programs.
 pub struct AsyncWorker {
@@ -46,6 +47,10 @@ pub struct AsyncWorker {
     identity: Identity,
     closer: Closer,
     on_connection: Option<ConnectionHandler>,
+    tree: Arc<TreeState>,
+    /// A sub-worker's own link to the supervisor (its channel leads to its
+    /// parent worker); `None` for a top-level worker, whose channel is it.
+    tree_link: Option<(Arc<Mutex<AsyncSender>>, AsyncReceiver)>,
 }
 
 impl std::fmt::Debug for AsyncWorker {
@@ -169,15 +174,45 @@ impl AsyncWorker {
         let channel = AsyncChannel::from_std(socket, Limits::default())
             .map_err(arbor_protocol::Error::from)?;
         let (sender, receiver) = channel.into_split();
+        let sender = Arc::new(Mutex::new(sender));
+        let tree_link = match take_tree_link() {
+            Some(link) => {
+                let link = AsyncChannel::from_std(link, Limits::default())
+                    .map_err(arbor_protocol::Error::from)?;
+                let (link_sender, link_receiver) = link.into_split();
+                Some((Arc::new(Mutex::new(link_sender)), link_receiver))
+            }
+            None => None,
+        };
+        let link = match &tree_link {
+            Some((link_sender, _)) => Arc::clone(link_sender),
+            None => Arc::clone(&sender),
+        };
         Ok(Self {
-            poster: Poster {
-                sender: Arc::new(Mutex::new(sender)),
-            },
+            poster: Poster { sender },
             receiver,
             identity,
             closer: Closer::default(),
             on_connection: None,
+            tree: TreeState::new(link),
+            tree_link,
         })
+    }
+
+    /// Starts sub-workers of this worker (see [`crate::tree`]): the
+    /// supervisor forks them, the channel to each is this worker's.
+    ///
+    /// # Caveats
+    ///
+    /// A top-level worker's answers come over its channel, in order with
+    /// the parent's messages, and [`AsyncWorker::run`] reads ahead of its
+    /// message handler by at most 1024 messages: a handler that waits for a
+    /// spawn while more than that queue behind it waits forever. Spawn from
+    /// a task of its own when the parent may flood the worker.
+    pub fn spawner(&self) -> Spawner {
+        Spawner {
+            tree: Arc::clone(&self.tree),
+        }
     }
 
     /// Takes connections handed over by the supervisor (the node cluster
@@ -227,17 +262,33 @@ impl AsyncWorker {
     {
         let AsyncWorker {
             poster,
-            mut receiver,
+            receiver: channel,
             identity,
             closer,
             on_connection,
+            tree,
+            tree_link,
         } = self;
         let load = Arc::new(LoadCounter::default());
         let ready = Ready::new(identity.id, identity.name.clone(), std::process::id());
-        poster.send(&Frame::Ready(ready)).await?;
+        poster.send(&Frame::Ready(ready.clone())).await?;
+        // Frames are read by a task of their own, so that the tree's
+        // answers reach a handler that waits for them.
+        let (forward, mut receiver) = mpsc::channel(READ_AHEAD);
+        let top_level = tree_link.is_none();
+        tokio::spawn(read_channel(channel, Arc::clone(&tree), forward, top_level));
+        if let Some((link_sender, link_receiver)) = tree_link {
+            // The supervisor sees a sub-worker's Ready on its link.
+            link_sender
+                .lock()
+                .await
+                .send(&Frame::Ready(ready), &[])
+                .await?;
+            tokio::spawn(read_link(link_receiver, Arc::clone(&tree)));
+        }
         loop {
             let received = tokio::select! {
-                received = receiver.recv() => received,
+                received = next(&mut receiver) => received,
                 _ = closer.notify.notified() => break,
                 _ = load.changed.notified() => {
                     poster.send(&Frame::Load(load.open.load(Ordering::SeqCst))).await?;
@@ -297,7 +348,7 @@ impl AsyncWorker {
                     done?;
                     break;
                 }
-                received = receiver.recv(), if reading => match received {
+                received = next(&mut receiver), if reading => match received {
                     Ok((Frame::Connection(connection), _fds)) => {
                         acknowledge(&poster, connection.id, false, &load).await?;
                     }
@@ -313,6 +364,54 @@ impl AsyncWorker {
         poster.sender.lock().await.flush().await?;
         Ok(())
     }
+}
+
+/// Messages read ahead of the message handler.
+const READ_AHEAD: usize = 1024;
+
+type Received = arbor_protocol::Result<(Frame, Vec<OwnedFd>)>;
+
+async fn next(receiver: &mut mpsc::Receiver<Received>) -> Received {
+    receiver
+        .recv()
+        .await
+        .unwrap_or(Err(arbor_protocol::Error::Closed))
+}
+
+/// Reads the worker's channel: tree frames are handled at once (when the
+/// channel is the supervisor link), everything else goes to `run`'s loop.
+async fn read_channel(
+    mut channel: AsyncReceiver,
+    tree: Arc<TreeState>,
+    forward: mpsc::Sender<Received>,
+    is_link: bool,
+) {
+    loop {
+        let received = channel.recv().await;
+        let failed = received.is_err();
+        let item = match received {
+            Ok((frame, fds)) if is_link => match tree.route(frame, fds) {
+                Some(other) => Ok(other),
+                None => continue,
+            },
+            other => other,
+        };
+        if failed && is_link {
+            tree.link_closed();
+        }
+        if forward.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Reads a sub-worker's own link to the supervisor.
+async fn read_link(mut link: AsyncReceiver, tree: Arc<TreeState>) {
+    while let Ok((frame, fds)) = link.recv().await {
+        // Nothing but tree frames is expected here; others are dropped.
+        drop(tree.route(frame, fds));
+    }
+    tree.link_closed();
 }
 
 async fn acknowledge(poster: &Poster, id: u64, accepted: bool, load: &LoadCounter) -> Result<()> {

@@ -122,3 +122,71 @@ fn a_worker_started_outside_a_supervisor_gets_a_clear_error() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The standard's multicore example: `delegate 4` counts the primes below a
+/// million over four sub-workers, each its own process, and none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_splits_the_work_over_sub_workers_and_leaves_none() {
+    let supervisor = Supervisor::new().unwrap();
+    let mut worker = supervisor
+        .spawn(WorkerSpec::program(example("delegate")).arg("4"))
+        .await
+        .unwrap();
+    worker
+        .post_message(b"1000000".to_vec(), vec![])
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    let report = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match worker.next_event().await.expect("event") {
+                WorkerEvent::Ready => {}
+                WorkerEvent::SubWorker(sub) => subs.push(sub),
+                WorkerEvent::Message { data, .. } => return String::from_utf8(data).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("delegate answered in time");
+    let field = |key: &str| {
+        report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {report:?}"))
+            .to_string()
+    };
+    assert_eq!(field("total"), "78498", "{report}");
+    assert_eq!(field("exits"), "0,0,0,0", "{report}");
+    let pids: Vec<u32> = field("pids")
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 4, "{report}");
+    assert!(!distinct.contains(&worker.pid()), "{report}");
+    // The supervisor saw the same four processes, as sub-workers of this one.
+    let mut seen: Vec<u32> = subs.iter().map(|s| s.pid()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, distinct.iter().copied().collect::<Vec<_>>());
+    assert!(subs.iter().all(|s| s.parent() == Some(worker.id())));
+    for sub in &subs {
+        let exit = tokio::time::timeout(LIMIT, sub.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit.code, Some(0));
+    }
+    // Each was reaped before its exit reached the parent: no process, no zombie.
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "sub-worker {pid} is still there"
+        );
+    }
+    let exit = tokio::time::timeout(LIMIT, worker.close(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code, Some(0));
+}

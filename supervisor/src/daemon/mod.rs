@@ -102,6 +102,23 @@ impl Recipe {
         }
     }
 
+    /// A sub-worker's entry: known by its name, started by its parent worker
+    /// (so never by arbord again).
+    fn for_sub_worker(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            program: crate::Program::Path(PathBuf::new()),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            close_grace: Duration::from_secs(5),
+            speaks_protocol: true,
+            restart: RestartConfig::default(),
+            pool: None,
+            ready_timeout: None,
+        }
+    }
+
     fn from_config(worker: &WorkerConfig) -> Self {
         Self {
             name: worker.name.clone(),
@@ -194,6 +211,8 @@ impl Recipe {
 struct Entry {
     /// Set for workers from the configuration file (for reloads).
     from_config: bool,
+    /// For a sub-worker: the entry of the worker that started it.
+    parent: Option<u64>,
     /// An operator (or a reload) stopped this worker: it is not restarted,
     /// whatever its policy and whenever its exit is seen.
     stop_requested: bool,
@@ -332,7 +351,7 @@ pub async fn run(
         source,
     })?;
     let daemon = Arc::new(Daemon {
-        supervisor: Supervisor::with_limits(Limits::default())?,
+        supervisor: Supervisor::with_tree_limits(Limits::default(), config.daemon.tree_limits())?,
         config: config.clone(),
         workers: Mutex::new(BTreeMap::new()),
         pools: Mutex::new(BTreeMap::new()),
@@ -620,10 +639,21 @@ async fn start(
     recipe: Recipe,
     from_config: bool,
 ) -> Result<u64, crate::Error> {
-    let mut worker = spawn(daemon, &recipe).await?;
+    let worker = spawn(daemon, &recipe).await?;
+    register(daemon, worker, recipe, from_config, None)
+}
+
+/// Enters a started worker in the registry and follows it.
+fn register(
+    daemon: &Arc<Daemon>,
+    mut worker: Worker,
+    recipe: Recipe,
+    from_config: bool,
+    parent: Option<u64>,
+) -> Result<u64, crate::Error> {
     if daemon.stopping.load(Ordering::SeqCst) {
         // Shutdown began while it was starting: it must not outlive arbord.
-        let _ = worker.terminate().await;
+        worker.begin_terminate();
         return Err(crate::Error::ShutDown);
     }
     let id = daemon.next_id.fetch_add(1, Ordering::Relaxed);
@@ -637,6 +667,7 @@ async fn start(
         id,
         Entry {
             from_config,
+            parent,
             stop_requested: false,
             recipe: recipe.clone(),
             pid: worker.pid(),
@@ -778,6 +809,14 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                     daemon.emit("messageerror", id, &recipe.name, |e| e.text = Some(error));
                 }
                 Some(WorkerEvent::Exit(record)) => break Some(record),
+                Some(WorkerEvent::SubWorker(sub)) => {
+                    // A worker started a sub-worker: listed, logged and
+                    // stoppable like any worker, never restarted (its
+                    // parent owns it).
+                    let recipe = Recipe::for_sub_worker(sub.name());
+                    tracing::info!(worker = %recipe.name, parent = id, pid = sub.pid(), "sub-worker started");
+                    let _ = register(&daemon, sub, recipe, false, Some(id));
+                }
                 Some(WorkerEvent::Request { id: request, .. }) => {
                     // arbord has nothing to answer with; the worker's request times out.
                     tracing::warn!(worker = %recipe.name, id, request, "worker sent a request arbord cannot answer");
@@ -1162,6 +1201,7 @@ async fn handle(
                         0
                     },
                     last_exit: e.last_exit.clone(),
+                    parent: e.parent,
                 })
                 .collect(),
         ),

@@ -1,0 +1,358 @@
+//! What to start: [`WorkerSpec`].
+//!
+//! The spec lives in the protocol crate because both sides build one: a
+//! parent program hands it to `arbor_supervisor::Supervisor::spawn`, and a
+//! worker sends one in a Spawn frame to start a sub-worker
+//! (`arbor_worker`'s `spawner`). [`WorkerSpec::to_wire`] and
+//! [`WorkerSpec::from_wire`] convert between the two forms.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The executable a worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// A path, or a bare name looked up in `PATH`.
+    Path(PathBuf),
+    /// A named entry point of the current executable: `/proc/self/exe` is
+    /// run again with `ARBOR_ENTRY=<name>`, so one binary holds a parent and
+    /// its workers (see `arbor_worker::entry_point`).
+    Entry(String),
+}
+
+/// Where a worker's stdout or stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Output {
+    /// The supervisor's own stream.
+    #[default]
+    Inherit,
+    /// Captured line by line into `WorkerEvent::Output` events (arbor-supervisor).
+    Capture,
+    /// `/dev/null`.
+    Null,
+}
+
+/// What `post_message` does when the queue of messages waiting for the
+/// worker (before it is Ready, or while it reads slowly) is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Wait for room (backpressure on the poster).
+    #[default]
+    Wait,
+    /// Return `Error::QueueFull` (arbor-supervisor); nothing is dropped silently.
+    Error,
+}
+
+/// Everything needed to start one worker.
+#[derive(Debug)]
+pub struct WorkerSpec {
+    pub(crate) program: Program,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) clear_env: bool,
+    pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) name: Option<String>,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
+    pub(crate) close_grace: Duration,
+    pub(crate) queue_limit: usize,
+    pub(crate) when_full: WhenFull,
+    pub(crate) speaks_protocol: bool,
+    pub(crate) listen_fds: Vec<(String, OwnedFd)>,
+}
+
+impl WorkerSpec {
+    fn with_program(program: Program) -> Self {
+        Self {
+            program,
+            args: Vec::new(),
+            clear_env: false,
+            env: Vec::new(),
+            cwd: None,
+            name: None,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+            close_grace: Duration::from_secs(5),
+            queue_limit: 1024,
+            when_full: WhenFull::Wait,
+            speaks_protocol: true,
+            listen_fds: Vec::new(),
+        }
+    }
+
+    /// A worker running `program` (a path, or a name looked up in `PATH`).
+    pub fn program(program: impl Into<PathBuf>) -> Self {
+        Self::with_program(Program::Path(program.into()))
+    }
+
+    /// A worker running the named entry point of the current executable.
+    pub fn entry(name: impl Into<String>) -> Self {
+        let name = name.into();
+        Self::with_program(Program::Entry(name.clone())).name(name)
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an inherited environment variable.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    /// Starts from an empty environment instead of the supervisor's.
+    pub fn env_clear(mut self) -> Self {
+        self.clear_env = true;
+        self.env.clear();
+        self
+    }
+
+    /// The worker's working directory.
+    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// The worker's name (`ARBOR_WORKER_NAME`); defaults to the program's file name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where stdout goes.
+    pub fn stdout(mut self, output: Output) -> Self {
+        self.stdout = output;
+        self
+    }
+
+    /// Where stderr goes.
+    pub fn stderr(mut self, output: Output) -> Self {
+        self.stderr = output;
+        self
+    }
+
+    /// How long `close` waits after the Close frame before SIGTERM, and after
+    /// SIGTERM before SIGKILL (default 5 s).
+    pub fn close_grace(mut self, grace: Duration) -> Self {
+        self.close_grace = grace;
+        self
+    }
+
+    /// Bound on messages queued for the worker (default 1024), and what
+    /// `post_message` does at the bound.
+    pub fn queue_limit(mut self, limit: usize, when_full: WhenFull) -> Self {
+        self.queue_limit = limit.max(1);
+        self.when_full = when_full;
+        self
+    }
+
+    /// Whether the program speaks arbor's protocol (default true). One that
+    /// does not (`sleep`, a shell script) counts as running at once.
+    pub fn speaks_protocol(mut self, speaks: bool) -> Self {
+        self.speaks_protocol = speaks;
+        self
+    }
+
+    /// Hands the worker a socket by systemd's socket-activation convention:
+    /// fds from 4 on, with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`.
+    pub fn listen_fd(mut self, name: impl Into<String>, fd: OwnedFd) -> Self {
+        self.listen_fds.push((name.into(), fd));
+        self
+    }
+
+    /// Takes the spec apart, for the supervisor that starts it.
+    pub fn into_parts(self) -> SpecParts {
+        let name = self.display_name();
+        SpecParts {
+            program: self.program,
+            args: self.args,
+            clear_env: self.clear_env,
+            env: self.env,
+            cwd: self.cwd,
+            name,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            close_grace: self.close_grace,
+            queue_limit: self.queue_limit,
+            when_full: self.when_full,
+            speaks_protocol: self.speaks_protocol,
+            listen_fds: self.listen_fds,
+        }
+    }
+
+    /// The grace `close` gives this worker at each step.
+    pub fn grace(&self) -> Duration {
+        self.close_grace
+    }
+
+    /// The spec as a Spawn frame carries it, and the fds that go with the
+    /// frame (its listen fds, in order).
+    ///
+    /// An entry point names the *sending* process's executable, so it is
+    /// sent as that executable's path with `ARBOR_ENTRY` set: the
+    /// supervisor's own `/proc/self/exe` is another program.
+    pub fn to_wire(self) -> std::io::Result<(SpawnSpec, Vec<OwnedFd>)> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = self.display_name();
+        let mut env: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_bytes().to_vec(),
+                    v.as_ref().map(|v| v.as_bytes().to_vec()),
+                )
+            })
+            .collect();
+        let program = match &self.program {
+            Program::Path(path) => path.as_os_str().as_bytes().to_vec(),
+            Program::Entry(entry) => {
+                env.push((b"ARBOR_ENTRY".to_vec(), Some(entry.as_bytes().to_vec())));
+                std::env::current_exe()?.as_os_str().as_bytes().to_vec()
+            }
+        };
+        let (listen_names, fds) = self.listen_fds.into_iter().unzip();
+        let spec = SpawnSpec {
+            program,
+            args: self.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            clear_env: self.clear_env,
+            env,
+            cwd: self.cwd.map(|c| c.into_os_string().into_encoded_bytes()),
+            name,
+            close_grace_ms: u64::try_from(self.close_grace.as_millis()).unwrap_or(u64::MAX),
+            speaks_protocol: self.speaks_protocol,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            listen_names,
+        };
+        Ok((spec, fds))
+    }
+
+    /// The spec a Spawn frame carried, with the frame's fds.
+    ///
+    /// A count of fds that does not match `listen_names` is an error (the
+    /// fds are closed with it): the peer is not trusted.
+    pub fn from_wire(spec: SpawnSpec, fds: Vec<OwnedFd>) -> Result<Self, String> {
+        use std::os::unix::ffi::OsStringExt;
+        if spec.listen_names.len() != fds.len() {
+            return Err(format!(
+                "{} listen names for {} fds",
+                spec.listen_names.len(),
+                fds.len()
+            ));
+        }
+        if spec.program.is_empty() {
+            return Err("an empty program path".into());
+        }
+        let os = OsString::from_vec;
+        let mut built = Self::with_program(Program::Path(os(spec.program).into()));
+        built.args = spec.args.into_iter().map(os).collect();
+        built.clear_env = spec.clear_env;
+        built.env = spec
+            .env
+            .into_iter()
+            .map(|(k, v)| (os(k), v.map(os)))
+            .collect();
+        built.cwd = spec.cwd.map(|c| os(c).into());
+        built.name = Some(spec.name);
+        built.close_grace = Duration::from_millis(spec.close_grace_ms);
+        built.speaks_protocol = spec.speaks_protocol;
+        built.stdout = spec.stdout;
+        built.stderr = spec.stderr;
+        built.listen_fds = spec.listen_names.into_iter().zip(fds).collect();
+        Ok(built)
+    }
+
+    /// The name the worker will carry.
+    pub fn display_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        match &self.program {
+            Program::Entry(name) => name.clone(),
+            Program::Path(path) => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// A [`WorkerSpec`] taken apart ([`WorkerSpec::into_parts`]).
+#[derive(Debug)]
+pub struct SpecParts {
+    /// What to run.
+    pub program: Program,
+    /// Its arguments (after argv\[0\]).
+    pub args: Vec<OsString>,
+    /// Start from an empty environment.
+    pub clear_env: bool,
+    /// Variables set (`Some`) or removed (`None`), in order.
+    pub env: Vec<(OsString, Option<OsString>)>,
+    /// The working directory.
+    pub cwd: Option<PathBuf>,
+    /// The name the worker carries.
+    pub name: String,
+    /// Where stdout goes.
+    pub stdout: Output,
+    /// Where stderr goes.
+    pub stderr: Output,
+    /// The grace of each close step.
+    pub close_grace: Duration,
+    /// Bound on queued messages.
+    pub queue_limit: usize,
+    /// What posting does at the bound.
+    pub when_full: WhenFull,
+    /// Whether the program speaks arbor's protocol.
+    pub speaks_protocol: bool,
+    /// Sockets handed over by systemd's convention, with their names.
+    pub listen_fds: Vec<(String, OwnedFd)>,
+}
+
+/// A [`WorkerSpec`] as a Spawn frame carries it (WIRE.md section 3): paths,
+/// arguments and environment as raw bytes, since Unix allows any but NUL
+/// (a `Vec<u8>` encodes exactly as a byte string: u64 length, then bytes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpawnSpec {
+    /// The program's path (an entry point arrives as its executable's path
+    /// plus `ARBOR_ENTRY` in `env`).
+    pub program: Vec<u8>,
+    /// Arguments after argv\[0\].
+    pub args: Vec<Vec<u8>>,
+    /// Start from an empty environment.
+    pub clear_env: bool,
+    /// Variables set or removed, in order.
+    pub env: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The working directory.
+    pub cwd: Option<Vec<u8>>,
+    /// The sub-worker's name.
+    pub name: String,
+    /// The grace of each close step, in milliseconds.
+    pub close_grace_ms: u64,
+    /// Whether the program speaks arbor's protocol.
+    pub speaks_protocol: bool,
+    /// Where stdout goes.
+    pub stdout: Output,
+    /// Where stderr goes.
+    pub stderr: Output,
+    /// One name per fd of the frame, in order: the sub-worker's
+    /// `LISTEN_FDNAMES`.
+    pub listen_names: Vec<String>,
+}

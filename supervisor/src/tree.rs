@@ -1,0 +1,347 @@
+//! The worker tree: who started whom, the limits on it, and the operations
+//! that act on a whole subtree.
+//!
+//! A worker asks for a sub-worker with a Spawn frame; the supervisor forks
+//! it (so it stays the one reaper of every process), hands the parent worker
+//! the sub-worker's channel in SpawnResult, and later reports the exit to
+//! the parent as ChildExit. Every worker of one [`crate::Supervisor`] is a
+//! node here, top-level ones included, so that:
+//!
+//! - `terminate` of a worker sends SIGKILL to its whole subtree at once;
+//! - `close(grace)` closes the subtree leaves first: every child's subtree
+//!   is closed (concurrently) before the node itself gets its Close, each
+//!   with the usual Close → SIGTERM → SIGKILL escalation;
+//! - a worker that exits on its own (a crash, `close()` from inside) takes
+//!   what is left of its subtree with it (SIGKILL);
+//! - a closing worker starts no new sub-workers, and limits on depth,
+//!   sub-workers per worker and workers in all bound what a worker can ask
+//!   for ([`TreeLimits`]).
+//!
+//! # Caveats
+//!
+//! A sub-worker's channel belongs to its parent worker, so the supervisor
+//! cannot write a Close frame into it: it asks the parent with CloseChild,
+//! and the parent's runtime (`arbor_worker`) forwards the Close. A parent
+//! that ignores the request only delays its child's close by one grace,
+//! after which SIGTERM and SIGKILL follow as for any worker.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arbor_protocol::{ChildExit, Frame, SpawnRefusal};
+use tokio::sync::{mpsc, watch};
+
+use crate::exit::ExitRecord;
+use crate::worker::Control;
+
+/// Bounds on what workers may start (the top-level workers a program
+/// spawns itself are counted, never refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Deepest level a sub-worker may have: top-level workers are at depth
+    /// 0, their sub-workers at 1 (default 8).
+    pub max_depth: u32,
+    /// Most sub-workers one worker may have running or starting (default 64).
+    pub max_children: u32,
+    /// Most workers the supervisor runs in all before it refuses a Spawn
+    /// (default 1024).
+    pub max_workers: u32,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 8,
+            max_children: 64,
+            max_workers: 1024,
+        }
+    }
+}
+
+/// A frame for a worker's tree link (SpawnResult, ChildExit, CloseChild),
+/// with its fds.
+pub(crate) type TreeFrame = (Frame, Vec<OwnedFd>);
+
+/// How the tree reaches a worker's driver.
+#[derive(Debug)]
+enum ControlRef {
+    /// A top-level worker: its handle owns it, and dropping the handle
+    /// terminates the worker, so the tree must not keep it alive.
+    Weak(mpsc::WeakUnboundedSender<Control>),
+    /// A sub-worker: alive as long as the worker runs, whoever holds (or
+    /// dropped) its handle; its parent's exit ends it.
+    Strong(mpsc::UnboundedSender<Control>),
+}
+
+impl ControlRef {
+    fn send(&self, control: Control) {
+        match self {
+            ControlRef::Weak(weak) => {
+                if let Some(sender) = weak.upgrade() {
+                    let _ = sender.send(control);
+                }
+            }
+            ControlRef::Strong(sender) => {
+                let _ = sender.send(control);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    parent: Option<u64>,
+    depth: u32,
+    children: BTreeSet<u64>,
+    /// Spawns this worker asked for that are still starting.
+    starting: u32,
+    control: ControlRef,
+    /// The worker's tree link: SpawnResult, ChildExit and CloseChild go here.
+    frames: Option<mpsc::Sender<TreeFrame>>,
+    exit: watch::Receiver<Option<ExitRecord>>,
+    /// Closing or terminating: no more sub-workers.
+    closing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Nodes {
+    map: HashMap<u64, Node>,
+    /// Spawns in flight, counted against `max_workers` before they exist.
+    starting: u32,
+}
+
+/// Every worker of one supervisor, by id.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    limits: TreeLimits,
+    nodes: Mutex<Nodes>,
+}
+
+/// What [`Tree::insert`] records of a new worker.
+pub(crate) struct NewNode {
+    pub(crate) id: u64,
+    pub(crate) parent: Option<u64>,
+    pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) frames: Option<mpsc::Sender<TreeFrame>>,
+    pub(crate) exit: watch::Receiver<Option<ExitRecord>>,
+}
+
+impl Tree {
+    pub(crate) fn new(limits: TreeLimits) -> Self {
+        Self {
+            limits,
+            nodes: Mutex::new(Nodes::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Nodes> {
+        // Every update leaves the map consistent, so a poisoned lock is usable.
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a worker that has just been forked, before its driver runs
+    /// (so its exit always finds its node). A sub-worker whose parent has
+    /// exited or is closing is refused: the caller kills it.
+    pub(crate) fn insert(&self, node: NewNode) -> Result<(), SpawnRefusal> {
+        let mut nodes = self.lock();
+        let depth = match node.parent {
+            Some(parent) => match nodes.map.get_mut(&parent) {
+                Some(parent_node) if !parent_node.closing => {
+                    parent_node.children.insert(node.id);
+                    parent_node.depth + 1
+                }
+                _ => return Err(SpawnRefusal::Closing),
+            },
+            None => 0,
+        };
+        let control = match node.parent {
+            Some(_) => ControlRef::Strong(node.control),
+            None => ControlRef::Weak(node.control.downgrade()),
+        };
+        nodes.map.insert(
+            node.id,
+            Node {
+                parent: node.parent,
+                depth,
+                children: BTreeSet::new(),
+                starting: 0,
+                control,
+                frames: node.frames,
+                exit: node.exit,
+                closing: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Takes a place for a sub-worker of `parent`, or says why not. Every
+    /// `Ok` is followed by one [`Tree::release`].
+    pub(crate) fn reserve(&self, parent: u64) -> Result<(), SpawnRefusal> {
+        let mut nodes = self.lock();
+        let total = nodes.map.len() as u64 + u64::from(nodes.starting);
+        let limits = self.limits;
+        let node = nodes.map.get_mut(&parent).ok_or(SpawnRefusal::Closing)?;
+        if node.closing {
+            return Err(SpawnRefusal::Closing);
+        }
+        if node.depth + 1 > limits.max_depth {
+            return Err(SpawnRefusal::Depth {
+                limit: limits.max_depth,
+            });
+        }
+        if node.children.len() as u64 + u64::from(node.starting) >= u64::from(limits.max_children) {
+            return Err(SpawnRefusal::Children {
+                limit: limits.max_children,
+            });
+        }
+        if total >= u64::from(limits.max_workers) {
+            return Err(SpawnRefusal::Total {
+                limit: limits.max_workers,
+            });
+        }
+        node.starting += 1;
+        nodes.starting += 1;
+        Ok(())
+    }
+
+    /// Gives back a place taken by [`Tree::reserve`] (the spawn finished,
+    /// started or not). Returns whether the parent is still there and not
+    /// closing, so a sub-worker that started meanwhile may stay.
+    pub(crate) fn release(&self, parent: u64) -> bool {
+        let mut nodes = self.lock();
+        nodes.starting = nodes.starting.saturating_sub(1);
+        match nodes.map.get_mut(&parent) {
+            Some(node) => {
+                node.starting = node.starting.saturating_sub(1);
+                !node.closing
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `child` is a running sub-worker of `parent`.
+    pub(crate) fn is_child(&self, parent: u64, child: u64) -> bool {
+        self.lock()
+            .map
+            .get(&child)
+            .is_some_and(|node| node.parent == Some(parent))
+    }
+
+    /// The tree link of `id`'s parent, when `id` is a sub-worker.
+    pub(crate) fn parent_frames(&self, id: u64) -> Option<mpsc::Sender<TreeFrame>> {
+        let nodes = self.lock();
+        let parent = nodes.map.get(&id)?.parent?;
+        nodes.map.get(&parent)?.frames.clone()
+    }
+
+    /// Worker `id` was reaped: its node goes, what is left of its subtree is
+    /// killed, and its parent (if a running worker) gets ChildExit.
+    pub(crate) fn exited(&self, id: u64, record: &ExitRecord) {
+        let mut nodes = self.lock();
+        let Some(node) = nodes.map.remove(&id) else {
+            return;
+        };
+        for descendant in subtree(&nodes.map, &node.children) {
+            if let Some(child) = nodes.map.get_mut(&descendant) {
+                child.closing = true;
+                child.control.send(Control::Terminate);
+            }
+        }
+        let Some(parent) = node.parent.and_then(|p| nodes.map.get_mut(&p)) else {
+            return;
+        };
+        parent.children.remove(&id);
+        if let Some(frames) = &parent.frames {
+            let exit = ChildExit {
+                worker_id: id,
+                code: record.code,
+                signal: record.signal.map(|s| s.number()),
+                core_dumped: record.core_dumped,
+            };
+            send_frame(frames, Frame::ChildExit(exit), Vec::new());
+        }
+    }
+
+    /// SIGKILL to `id` and its whole subtree, at once.
+    pub(crate) fn terminate(&self, id: u64) {
+        let mut nodes = self.lock();
+        let mut ids = vec![id];
+        if let Some(node) = nodes.map.get(&id) {
+            ids.extend(subtree(&nodes.map, &node.children));
+        }
+        for id in ids {
+            if let Some(node) = nodes.map.get_mut(&id) {
+                node.closing = true;
+                node.control.send(Control::Terminate);
+            }
+        }
+    }
+
+    /// Closes `id`'s subtree leaves first, then `id` itself, and returns
+    /// once `id` has exited (or was never here).
+    pub(crate) fn close(
+        self: Arc<Self>,
+        id: u64,
+        grace: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let children = {
+                let mut nodes = self.lock();
+                let Some(node) = nodes.map.get_mut(&id) else {
+                    return;
+                };
+                node.closing = true;
+                node.children.clone()
+            };
+            let mut closing = tokio::task::JoinSet::new();
+            for child in children {
+                closing.spawn(Arc::clone(&self).close(child, grace));
+            }
+            while closing.join_next().await.is_some() {}
+            let exit = {
+                let nodes = self.lock();
+                let Some(node) = nodes.map.get(&id) else {
+                    return;
+                };
+                node.control.send(Control::Close(grace));
+                node.exit.clone()
+            };
+            let mut exit = exit;
+            let _ = exit.wait_for(Option::is_some).await;
+        })
+    }
+}
+
+/// Every descendant of the nodes in `roots`.
+fn subtree(map: &HashMap<u64, Node>, roots: &BTreeSet<u64>) -> Vec<u64> {
+    let mut found = Vec::new();
+    let mut stack: Vec<u64> = roots.iter().copied().collect();
+    while let Some(id) = stack.pop() {
+        found.push(id);
+        if let Some(node) = map.get(&id) {
+            stack.extend(node.children.iter().copied());
+        }
+    }
+    found
+}
+
+/// Queues a frame on a worker's tree link without waiting: when the link is
+/// full (the worker does not read), a task waits for room, so the sender
+/// (a driver, the tree lock's holder) never blocks on a slow worker.
+pub(crate) fn send_frame(frames: &mpsc::Sender<TreeFrame>, frame: Frame, fds: Vec<OwnedFd>) {
+    match frames.try_send((frame, fds)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(item)) => {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let _ = frames.send(item).await;
+            });
+        }
+        // The worker is gone; its fds close with the item.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
