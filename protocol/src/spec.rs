@@ -25,7 +25,8 @@ pub enum Program {
 /// Where a worker's stdout or stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Output {
-    /// The supervisor's own stream.
+    /// The supervisor's own stream; for a sub-worker, wherever its parent
+    /// worker's goes (captured by arbord, say, as a stream of its own).
     #[default]
     Inherit,
     /// Captured line by line into `WorkerEvent::Output` events (arbor-supervisor).

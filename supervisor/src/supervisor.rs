@@ -64,6 +64,9 @@ pub(crate) struct SpawnFor {
     pub(crate) parent: u64,
     pub(crate) request: u64,
     pub(crate) frames: mpsc::Sender<TreeFrame>,
+    /// The parent's stdout and stderr: what `Output::Inherit` means for a
+    /// sub-worker (the parent's own streams are not the supervisor's).
+    pub(crate) outputs: [Output; 2],
 }
 
 impl Supervisor {
@@ -109,7 +112,18 @@ impl Supervisor {
         sub: Option<SpawnFor>,
     ) -> Result<Worker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let spec = spec.into_parts();
+        let mut spec = spec.into_parts();
+        if let Some(sub) = &sub {
+            for (output, parents) in [&mut spec.stdout, &mut spec.stderr]
+                .into_iter()
+                .zip(sub.outputs)
+            {
+                if *output == Output::Inherit {
+                    *output = parents;
+                }
+            }
+        }
+        let outputs = [spec.stdout, spec.stderr];
         let name = spec.name.clone();
         let spawn_error = |source| Error::Spawn {
             name: name.clone(),
@@ -262,6 +276,7 @@ impl Supervisor {
             when_full,
             limits: self.limits,
             parent: sub.map(|s| s.parent),
+            outputs,
             control: (control, control_rx),
             exit: (exit_tx, exit_rx),
             tree_frames: (frames, frames_rx),

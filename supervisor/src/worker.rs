@@ -199,6 +199,8 @@ pub(crate) struct Launch {
     pub(crate) limits: arbor_protocol::Limits,
     /// The worker that started this one, for a sub-worker.
     pub(crate) parent: Option<u64>,
+    /// Where its stdout and stderr go (its sub-workers' `Inherit`).
+    pub(crate) outputs: [crate::spec::Output; 2],
     pub(crate) control: (
         mpsc::UnboundedSender<Control>,
         mpsc::UnboundedReceiver<Control>,
@@ -289,6 +291,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             requests: Arc::clone(&requests),
             frames,
             subs: subs_tx,
+            outputs: launch.outputs,
             supervisor: launch.supervisor.clone(),
         },
     };
@@ -551,6 +554,8 @@ struct DriverState {
     frames: mpsc::Sender<TreeFrame>,
     /// Where a finished spawn hands its sub-worker's handle.
     subs: mpsc::UnboundedSender<Worker>,
+    /// The worker's stdout and stderr, inherited by its sub-workers.
+    outputs: [crate::spec::Output; 2],
     supervisor: Supervisor,
 }
 
@@ -818,11 +823,13 @@ impl DriverState {
         let subs = self.subs.clone();
         let parent = self.id;
         let request = spawn.id;
+        let outputs = self.outputs;
         tokio::spawn(async move {
             let sub = SpawnFor {
                 parent,
                 request,
                 frames: frames.clone(),
+                outputs,
             };
             let started = supervisor.spawn_node(spec, Some(sub)).await;
             tree.release(parent);

@@ -286,9 +286,10 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// `ps`: the workers, then each pool with its sockets and replicas. With
-/// `--json`, one array of workers; a pool's replicas carry `pool` and
-/// `connections`.
+/// `ps`: the workers as a tree (sub-workers indented under the worker that
+/// started them), then each pool with its sockets and replicas. With
+/// `--json`, one array of workers, each with its `parent` (null for a
+/// top-level worker); a pool's replicas carry `pool` and `connections`.
 fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
     let replica = |id: u64| {
         pools.iter().find_map(|pool| {
@@ -305,6 +306,7 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
                     "id": w.id, "name": w.name, "pid": w.pid, "state": w.state,
                     "uptime": w.uptime_secs, "restarts": w.restarts, "rss": w.rss_kib,
                     "last_exit": w.last_exit, "pool": pool, "connections": connections,
+                    "parent": w.parent,
                 })
             })
             .collect();
@@ -321,11 +323,15 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
         "RESTARTS",
         "RSS"
     );
-    for w in workers {
+    for (depth, w) in tree_order(workers) {
+        let name = match depth {
+            0 => w.name.clone(),
+            depth => format!("{}└ {}", "  ".repeat(depth - 1), w.name),
+        };
         say!(
             "{:>4}  {:<16} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
             w.id,
-            w.name,
+            name,
             w.pid,
             w.state,
             w.uptime_secs,
@@ -373,6 +379,30 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
             );
         }
     }
+}
+
+/// The workers depth first, each with its depth: a top-level worker (or
+/// one whose parent is no longer listed), then its sub-workers, by id.
+fn tree_order(workers: &[WorkerInfo]) -> Vec<(usize, &WorkerInfo)> {
+    let listed = |id: u64| workers.iter().any(|w| w.id == id);
+    let mut stack: Vec<(usize, &WorkerInfo)> = workers
+        .iter()
+        .filter(|w| !w.parent.is_some_and(listed))
+        .rev()
+        .map(|w| (0, w))
+        .collect();
+    let mut ordered = Vec::with_capacity(workers.len());
+    while let Some((depth, worker)) = stack.pop() {
+        ordered.push((depth, worker));
+        stack.extend(
+            workers
+                .iter()
+                .filter(|w| w.parent == Some(worker.id))
+                .rev()
+                .map(|w| (depth + 1, w)),
+        );
+    }
+    ordered
 }
 
 fn print(json: bool, response: ControlResponse) -> Result<(), String> {

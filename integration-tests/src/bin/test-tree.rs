@@ -1,0 +1,141 @@
+//! Workers that start sub-workers, for the worker-tree tests.
+//!
+//! `test-tree MODE ARGS`:
+//! - `tree DEPTH WIDTH DIR`: starts WIDTH sub-workers running `tree DEPTH-1
+//!   WIDTH DIR` (none at depth 0), so a whole tree grows from one worker.
+//!   Each node's onclose writes `DIR/<pid>`: its parent's pid and the
+//!   CLOCK_MONOTONIC time in nanoseconds, so a test can check that children
+//!   closed before their parents.
+//! - `flood N`: a hostile worker that writes N Spawn frames (for `sleep
+//!   600`) in a burst from one thread while another reads the answers,
+//!   then posts and prints "started S refused R" (R by reason) and waits
+//!   for Close.
+
+use std::os::unix::net::UnixStream;
+
+use arbor_protocol::blocking::Channel;
+use arbor_protocol::{Frame, Output, Ready, Spawn, SpawnOutcome, WorkerSpec};
+use arbor_worker::nonblocking::AsyncWorker;
+use arbor_worker::SubWorker;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "tree" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(tree(arg(1).parse()?, arg(2).parse()?, arg(3)))?;
+        }
+        "flood" => flood(arg(1).parse()?)?,
+        other => return Err(format!("unknown mode {other:?}").into()),
+    }
+    Ok(())
+}
+
+async fn tree(depth: u32, width: u32, dir: String) -> arbor_worker::Result<()> {
+    let worker = AsyncWorker::connect()?;
+    let spawner = worker.spawner();
+    let exe = std::env::current_exe().map_err(arbor_worker::Error::Spec)?;
+    let grow = {
+        let dir = dir.clone();
+        async move {
+            let mut children: Vec<SubWorker> = Vec::new();
+            if depth > 0 {
+                for i in 0..width {
+                    let spec = WorkerSpec::program(&exe)
+                        .args(["tree", &(depth - 1).to_string(), &width.to_string(), &dir])
+                        .name(format!("node-{}-{i}", depth - 1));
+                    children.push(spawner.spawn(spec).await?);
+                }
+            }
+            // Read every child's events to the end, as a parent should.
+            for mut child in children {
+                tokio::spawn(async move { while child.next_event().await.is_some() {} });
+            }
+            Ok::<(), arbor_worker::Error>(())
+        }
+    };
+    let growing = tokio::spawn(async move {
+        if let Err(e) = grow.await {
+            // Into arbord's log of this worker, for the tests to read.
+            eprintln!("grow: {e}");
+        }
+    });
+    let result = worker
+        .run(
+            |_| async { Ok(()) },
+            move || async move {
+                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                    .map_err(|e| arbor_worker::Error::Spec(e.into()))?;
+                let nanos = now.tv_sec() as u128 * 1_000_000_000 + now.tv_nsec() as u128;
+                let line = format!("{} {nanos}", std::os::unix::process::parent_id());
+                std::fs::write(format!("{dir}/{}", std::process::id()), line)
+                    .map_err(arbor_worker::Error::Spec)?;
+                Ok(())
+            },
+        )
+        .await;
+    growing.abort();
+    result
+}
+
+fn flood(count: u64) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: the supervisor left our channel at fd 3, and nothing else in
+    // this process takes it.
+    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(3) });
+    let mut sender = Channel::new(socket.try_clone()?)?;
+    let mut receiver = Channel::new(socket)?;
+    let id: u64 = std::env::var("ARBOR_WORKER_ID")?.parse()?;
+    sender.send(
+        &Frame::Ready(Ready::new(id, "flood", std::process::id())),
+        &[],
+    )?;
+    let writer = std::thread::spawn(move || -> arbor_protocol::Result<Channel> {
+        for request in 0..count {
+            let spec = WorkerSpec::program("/bin/sleep")
+                .arg("600")
+                .name(format!("flood-{request}"))
+                .speaks_protocol(false)
+                .stdout(Output::Null);
+            let (spec, _) = spec.to_wire().map_err(arbor_protocol::Error::from)?;
+            sender.feed(&Frame::Spawn(Spawn { id: request, spec }), &[])?;
+        }
+        sender.flush()?;
+        Ok(sender)
+    });
+    let (mut started, mut refused) = (0u64, std::collections::BTreeMap::new());
+    let mut channels = Vec::new();
+    while started + refused.values().sum::<u64>() < count {
+        if let (Frame::SpawnResult(result), fds) = receiver.recv()? {
+            match result.outcome {
+                SpawnOutcome::Started { .. } => {
+                    started += 1;
+                    channels.extend(fds);
+                }
+                SpawnOutcome::Refused(refusal) => {
+                    let reason = format!("{refusal:?}");
+                    let kind = reason
+                        .split([' ', '{', '('])
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    *refused.entry(kind).or_insert(0u64) += 1;
+                }
+            }
+        }
+    }
+    let mut sender = writer.join().map_err(|_| "writer panicked")??;
+    let refused: Vec<String> = refused.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    let report = format!("started {started} refused {}", refused.join(","));
+    println!("{report}");
+    sender.send_bytes(report.as_bytes(), &[])?;
+    loop {
+        match receiver.recv() {
+            Ok((Frame::Close, _)) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}

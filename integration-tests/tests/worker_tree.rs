@@ -1,0 +1,273 @@
+//! Worker trees under the real arbord: workers that start sub-workers
+//! (test-tree), listed as a tree, closed leaves first, terminated whole,
+//! taken down with a parent that dies, bounded by the configured limits,
+//! and a hostile worker's Spawn flood that costs nobody else anything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use arbor_integration_tests::arbord::{wait_until, wait_until_within, Daemon, LIMIT};
+use arbor_integration_tests::{binary, is_alive, process_state, test_worker, TempDir};
+
+#[derive(Debug, Clone)]
+struct Listed {
+    id: u64,
+    name: String,
+    pid: u32,
+    state: String,
+    parent: Option<u64>,
+}
+
+fn listed(daemon: &Daemon) -> Vec<Listed> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| Listed {
+            id: w["id"].as_u64().unwrap(),
+            name: w["name"].as_str().unwrap().to_string(),
+            pid: w["pid"].as_u64().unwrap() as u32,
+            state: w["state"].as_str().unwrap().to_string(),
+            parent: w["parent"].as_u64(),
+        })
+        .collect()
+}
+
+fn running(daemon: &Daemon) -> Vec<Listed> {
+    listed(daemon)
+        .into_iter()
+        .filter(|w| w.state == "running")
+        .collect()
+}
+
+/// Fds `pid` has open. A census taken just after a control connection may
+/// still count it, so the checks below ask for "no more than before".
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Spawns `test-tree tree DEPTH WIDTH DIR` and waits until all its nodes run.
+fn grow(daemon: &Daemon, depth: u32, width: u32, dir: &Path) -> (u64, Vec<Listed>) {
+    let tree = binary("test-tree");
+    let root: u64 = daemon
+        .ok(&[
+            "spawn",
+            "--name",
+            "root",
+            "--",
+            tree.to_str().unwrap(),
+            "tree",
+            &depth.to_string(),
+            &width.to_string(),
+            dir.to_str().unwrap(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let nodes: u32 = (0..=depth).map(|d| width.pow(d)).sum();
+    wait_until("the whole tree running", || {
+        running(daemon).len() == nodes as usize
+    });
+    (root, running(daemon))
+}
+
+/// Every pid of `nodes` is gone: no process, no zombie.
+fn all_gone(nodes: &[Listed]) -> bool {
+    nodes.iter().all(|n| process_state(n.pid).is_none())
+}
+
+#[test]
+fn ps_shows_the_tree_and_close_runs_every_onclose_leaves_first() {
+    let daemon = Daemon::start("");
+    let fds_before = fd_count(daemon.pid());
+    let dir = TempDir::new("tree-close");
+    let (root, nodes) = grow(&daemon, 2, 2, &dir.0);
+
+    // The parent column: the root, two children of it, four grandchildren.
+    let by_id: BTreeMap<u64, &Listed> = nodes.iter().map(|n| (n.id, n)).collect();
+    assert_eq!(by_id[&root].parent, None);
+    let children: Vec<u64> = nodes
+        .iter()
+        .filter(|n| n.parent == Some(root))
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(children.len(), 2, "{nodes:?}");
+    let grandchildren = nodes
+        .iter()
+        .filter(|n| n.parent.is_some_and(|p| children.contains(&p)))
+        .count();
+    assert_eq!(grandchildren, 4, "{nodes:?}");
+    for node in &nodes {
+        if let Some(parent) = node.parent {
+            // Each sub-worker process is forked by arbord, not by its parent.
+            assert_eq!(
+                arbor_integration_tests::parent_of(node.pid),
+                Some(daemon.pid()),
+                "{node:?}"
+            );
+            assert_ne!(by_id[&parent].pid, node.pid);
+        }
+    }
+    // The human listing draws the tree: sub-workers under their parent.
+    let table = daemon.ok(&["ps"]);
+    assert_eq!(table.matches("└ node-1-").count(), 2, "{table}");
+    assert_eq!(table.matches("  └ node-0-").count(), 4, "{table}");
+
+    let out = daemon.ok(&["close", &root.to_string(), "--grace", "5s"]);
+    assert!(out.contains("code 0") || out.contains("exited"), "{out}");
+    wait_until("every node gone", || all_gone(&nodes));
+
+    // Every onclose ran, and every child's before its parent's.
+    let closed: BTreeMap<u32, (u32, u128)> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let pid = e.file_name().to_str().unwrap().parse().unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let (parent, at) = text.split_once(' ').unwrap();
+            (pid, (parent.parse().unwrap(), at.parse().unwrap()))
+        })
+        .collect();
+    assert_eq!(closed.len(), 7, "{closed:?}");
+    for node in &nodes {
+        let Some(parent) = node.parent else { continue };
+        let parent_pid = by_id[&parent].pid;
+        assert!(
+            closed[&node.pid].1 < closed[&parent_pid].1,
+            "{} closed after its parent {}",
+            node.name,
+            by_id[&parent].name
+        );
+    }
+    wait_until("arbord's fds back where they were", || {
+        fd_count(daemon.pid()) <= fds_before
+    });
+}
+
+#[test]
+fn terminate_takes_the_whole_subtree_at_once() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-terminate");
+    let (root, nodes) = grow(&daemon, 2, 2, &dir.0);
+    daemon.ok(&["terminate", &root.to_string()]);
+    wait_until("every node gone", || all_gone(&nodes));
+    // Killed, not closed: no onclose ran.
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 0);
+    assert!(running(&daemon).is_empty());
+}
+
+#[test]
+fn terminate_of_a_sub_worker_takes_only_its_subtree() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-subtree");
+    let (root, nodes) = grow(&daemon, 2, 2, &dir.0);
+    let middle = nodes.iter().find(|n| n.parent == Some(root)).unwrap();
+    let (gone, kept): (Vec<Listed>, Vec<Listed>) = nodes
+        .iter()
+        .cloned()
+        .partition(|n| n.id == middle.id || n.parent == Some(middle.id));
+    assert_eq!(gone.len(), 3);
+    daemon.ok(&["terminate", &middle.id.to_string()]);
+    wait_until("the middle subtree gone", || all_gone(&gone));
+    assert!(kept.iter().all(|n| is_alive(n.pid)), "{kept:?}");
+    assert_eq!(running(&daemon).len(), 4);
+    daemon.ok(&["terminate", &root.to_string()]);
+    wait_until("the rest gone", || all_gone(&kept));
+}
+
+#[test]
+fn a_worker_that_dies_takes_its_subtree_with_it() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-crash");
+    let (root, nodes) = grow(&daemon, 2, 2, &dir.0);
+    let root_pid = nodes.iter().find(|n| n.id == root).unwrap().pid;
+    // SAFETY: kill(2) on a pid arbord reported and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(root_pid as i32, libc::SIGKILL) }, 0);
+    wait_until("every node gone", || all_gone(&nodes));
+    let after = listed(&daemon);
+    assert!(after.iter().all(|w| w.state == "exited"), "{after:?}");
+}
+
+#[test]
+fn the_depth_limit_refuses_a_spawn_with_a_typed_reason() {
+    let daemon = Daemon::start("[daemon]\nmax_depth = 1\n");
+    let dir = TempDir::new("tree-depth");
+    let tree = binary("test-tree");
+    daemon.ok(&[
+        "spawn",
+        "--name",
+        "root",
+        "--",
+        tree.to_str().unwrap(),
+        "tree",
+        "2",
+        "1",
+        dir.0.to_str().unwrap(),
+    ]);
+    wait_until("the level-1 node says it was refused", || {
+        listed(&daemon).iter().any(|w| {
+            w.name == "node-1-0"
+                && daemon
+                    .ok(&["logs", &w.id.to_string()])
+                    .contains("the worker tree may be at most 1 levels deep")
+        })
+    });
+    assert_eq!(running(&daemon).len(), 2);
+}
+
+#[test]
+fn a_spawn_flood_gets_one_answer_per_spawn_and_costs_nobody_else() {
+    let config = format!(
+        "[daemon]\nmax_children = 4\n\n[[worker]]\nname = \"echo\"\nprogram = {:?}\nargs = [\"echo\"]\n",
+        test_worker().display().to_string()
+    );
+    let daemon = Daemon::start(&config);
+    wait_until("echo running", || running(&daemon).len() == 1);
+    let fds_before = fd_count(daemon.pid());
+    let tree = binary("test-tree");
+    let flood: u64 = daemon
+        .ok(&[
+            "spawn",
+            "--name",
+            "flood",
+            "--",
+            tree.to_str().unwrap(),
+            "flood",
+            "5000",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let mut report = String::new();
+    wait_until_within("the flood's report", Duration::from_secs(60), || {
+        report = daemon.ok(&["logs", &flood.to_string()]);
+        report.contains("started")
+    });
+    assert!(
+        report.contains("started 4 refused Children:4996"),
+        "{report}"
+    );
+    // Everyone else is served as before.
+    let echo = listed(&daemon)
+        .iter()
+        .find(|w| w.name == "echo")
+        .unwrap()
+        .id;
+    assert_eq!(
+        daemon.ok(&["request", &echo.to_string(), "still here"]),
+        "still here\n"
+    );
+    let children: Vec<Listed> = listed(&daemon)
+        .into_iter()
+        .filter(|w| w.parent == Some(flood))
+        .collect();
+    assert_eq!(children.len(), 4, "{children:?}");
+    daemon.ok(&["terminate", &flood.to_string()]);
+    wait_until("the flood's sub-workers gone", || all_gone(&children));
+    wait_until_within("arbord's fds back where they were", LIMIT, || {
+        fd_count(daemon.pid()) <= fds_before
+    });
+}
