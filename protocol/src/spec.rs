@@ -357,3 +357,68 @@ pub struct SpawnSpec {
     /// `LISTEN_FDNAMES`.
     pub listen_names: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_survives_the_wire() {
+        let spec = WorkerSpec::program("/bin/echo")
+            .args(["a", "b"])
+            .env("K", "v")
+            .env_remove("GONE")
+            .cwd("/tmp")
+            .name("e")
+            .close_grace(Duration::from_millis(1500))
+            .speaks_protocol(false)
+            .stdout(Output::Capture);
+        let (wire, fds) = spec.to_wire().unwrap();
+        assert!(fds.is_empty());
+        assert_eq!(wire.program, b"/bin/echo");
+        assert_eq!(wire.close_grace_ms, 1500);
+        let back = WorkerSpec::from_wire(wire.clone(), fds)
+            .unwrap()
+            .into_parts();
+        assert_eq!(back.program, Program::Path("/bin/echo".into()));
+        assert_eq!(back.args, ["a", "b"]);
+        assert_eq!(
+            back.env,
+            [("K".into(), Some("v".into())), ("GONE".into(), None)]
+        );
+        assert_eq!(back.cwd, Some(PathBuf::from("/tmp")));
+        assert_eq!(back.name, "e");
+        assert!(!back.speaks_protocol);
+        assert_eq!(
+            (back.stdout, back.stderr),
+            (Output::Capture, Output::Inherit)
+        );
+    }
+
+    #[test]
+    fn an_entry_point_is_sent_as_this_executable_with_arbor_entry() {
+        let (wire, _) = WorkerSpec::entry("part").to_wire().unwrap();
+        assert_eq!(
+            wire.program,
+            std::env::current_exe()
+                .unwrap()
+                .as_os_str()
+                .as_encoded_bytes()
+        );
+        assert!(wire
+            .env
+            .contains(&(b"ARBOR_ENTRY".to_vec(), Some(b"part".to_vec()))));
+    }
+
+    #[test]
+    fn a_peer_spec_that_does_not_add_up_is_refused() {
+        let (mut wire, _) = WorkerSpec::program("/bin/true").to_wire().unwrap();
+        wire.listen_names = vec!["http".into()];
+        assert!(WorkerSpec::from_wire(wire.clone(), Vec::new())
+            .unwrap_err()
+            .contains("1 listen names for 0 fds"));
+        wire.listen_names.clear();
+        wire.program.clear();
+        assert!(WorkerSpec::from_wire(wire, Vec::new()).is_err());
+    }
+}

@@ -345,3 +345,69 @@ pub(crate) fn send_frame(frames: &mpsc::Sender<TreeFrame>, frame: Frame, fds: Ve
         Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(tree: &Tree, id: u64, parent: Option<u64>) -> mpsc::UnboundedReceiver<Control> {
+        let (control, receiver) = mpsc::unbounded_channel();
+        let (_, exit) = watch::channel(None);
+        tree.insert(NewNode {
+            id,
+            parent,
+            control,
+            frames: None,
+            exit,
+        })
+        .unwrap();
+        receiver
+    }
+
+    #[test]
+    fn limits_refuse_with_their_reason_and_release_gives_places_back() {
+        let tree = Tree::new(TreeLimits {
+            max_depth: 2,
+            max_children: 2,
+            max_workers: 5,
+        });
+        let _root = node(&tree, 1, None);
+        tree.reserve(1).unwrap();
+        tree.reserve(1).unwrap();
+        assert_eq!(tree.reserve(1), Err(SpawnRefusal::Children { limit: 2 }));
+        assert!(tree.release(1));
+        let _child = node(&tree, 2, Some(1));
+        assert!(tree.release(1));
+        let _grandchild = {
+            tree.reserve(2).unwrap();
+            let receiver = node(&tree, 3, Some(2));
+            tree.release(2);
+            receiver
+        };
+        assert_eq!(tree.reserve(3), Err(SpawnRefusal::Depth { limit: 2 }));
+        let _other = node(&tree, 4, None);
+        let _another = node(&tree, 5, None);
+        assert_eq!(tree.reserve(4), Err(SpawnRefusal::Total { limit: 5 }));
+        assert_eq!(tree.reserve(99), Err(SpawnRefusal::Closing));
+    }
+
+    #[test]
+    fn a_closing_or_gone_parent_gets_no_children() {
+        let tree = Tree::new(TreeLimits::default());
+        let _root = node(&tree, 1, None);
+        let mut child = node(&tree, 2, Some(1));
+        tree.terminate(1);
+        assert_eq!(tree.reserve(1), Err(SpawnRefusal::Closing));
+        assert!(matches!(child.try_recv(), Ok(Control::Terminate)));
+        let (control, _receiver) = mpsc::unbounded_channel();
+        let (_, exit) = watch::channel(None);
+        let late = NewNode {
+            id: 3,
+            parent: Some(1),
+            control,
+            frames: None,
+            exit,
+        };
+        assert_eq!(tree.insert(late), Err(SpawnRefusal::Closing));
+    }
+}

@@ -314,7 +314,7 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
         return;
     }
     say!(
-        "{:>4}  {:<16} {:>8}  {:<10} {:>8} {:>8} {:>9}",
+        "{:>4}  {:<20} {:>8}  {:<10} {:>8} {:>8} {:>9}",
         "ID",
         "NAME",
         "PID",
@@ -329,7 +329,7 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
             depth => format!("{}└ {}", "  ".repeat(depth - 1), w.name),
         };
         say!(
-            "{:>4}  {:<16} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
+            "{:>4}  {:<20} {:>8}  {:<10} {:>7}s {:>8} {:>6}KiB",
             w.id,
             name,
             w.pid,
