@@ -664,6 +664,7 @@ fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
             restart: "never".into(),
             close_grace_ms: 1000,
             speaks_protocol: false,
+            shared: false,
         });
         assert!(matches!(ask(&spawn), ControlResponse::Spawned { .. }));
     }

@@ -24,6 +24,9 @@ pub struct SpawnRequest {
     pub close_grace_ms: u64,
     /// Whether the program speaks arbor's protocol.
     pub speaks_protocol: bool,
+    /// Register it as a shared worker under its name: `Attach` connects
+    /// to it, and starts it again when it is not running.
+    pub shared: bool,
 }
 
 /// One request to the daemon.
@@ -109,6 +112,14 @@ pub enum ControlRequest {
     },
     /// Pools with their sockets and replicas; answered with [`ControlResponse::Pools`].
     Pools,
+    /// Connect to the shared worker `name` (starting it if it is not
+    /// running): answered with [`ControlResponse::Attached`], whose one fd
+    /// is the client's end of a new port; the worker gets the other end as
+    /// a Port frame (its `onconnect`). The control connection ends there.
+    Attach {
+        /// The shared worker's name.
+        name: String,
+    },
 }
 
 /// A pool socket, as [`ControlResponse::Pools`] shows it.
@@ -247,6 +258,12 @@ pub enum ControlResponse {
     Done {
         /// What it did, in words.
         message: String,
+    },
+    /// Answer to [`ControlRequest::Attach`]; the port travels as the
+    /// frame's one fd.
+    Attached {
+        /// The shared worker's id.
+        worker: u64,
     },
 }
 

@@ -31,8 +31,8 @@ pub const DEFAULT_MAX_PAYLOAD: u32 = 16 << 20;
 
 /// The kinds of frame version 1 defines.
 ///
-/// Kinds 11 and 12 are reserved for the frames the design has room for
-/// (`Port`, `Transfer`: both travel as fds of Messages instead), 19 to 31
+/// Kind 12 is reserved for the frame the design has room for (`Transfer`:
+/// transfers travel as fds of Messages instead), 19 to 31
 /// for later worker-channel frames and 32 to 63 for the control socket; a
 /// kind a peer does not know is [`Error::UnknownKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +73,9 @@ pub enum FrameKind {
     /// A worker asks its supervisor to close or terminate one of its
     /// sub-workers (with its subtree).
     ChildControl = 18,
+    /// A client connected to this (shared) worker: the frame's one fd is
+    /// the worker's end of a new port to it.
+    Port = 11,
 }
 
 /// Kinds reserved in version 1 for frames the design names, with their names.
@@ -98,6 +101,7 @@ impl FrameKind {
             9 => Self::ChildExit,
             17 => Self::CloseChild,
             18 => Self::ChildControl,
+            11 => Self::Port,
             _ => return None,
         })
     }
@@ -121,6 +125,7 @@ impl FrameKind {
             Self::ChildExit => "ChildExit",
             Self::CloseChild => "CloseChild",
             Self::ChildControl => "ChildControl",
+            Self::Port => "Port",
         }
     }
 }

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
 pub use message::{
     ChildAction, ChildControl, ChildExit, Connection, ConnectionAck, ErrorReport, Frame, Location,
-    Message, Ready, Request, Spawn, SpawnOutcome, SpawnRefusal, SpawnResult,
+    Message, PortOpen, Ready, Request, Spawn, SpawnOutcome, SpawnRefusal, SpawnResult,
 };
 pub use port::MessagePort;
 pub use spec::{Output, Program, SpawnSpec, WhenFull, WorkerSpec};

@@ -130,6 +130,18 @@ pub enum Frame {
     CloseChild(u64),
     /// Close or terminate my sub-worker (and its subtree).
     ChildControl(ChildControl),
+    /// A client connected (a shared worker's `onconnect`): the frame's one
+    /// fd is the worker's end of a new port.
+    Port(PortOpen),
+}
+
+/// The payload of a Port frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortOpen {
+    /// Chosen by the supervisor, unique among this worker's ports.
+    pub id: u64,
+    /// Who connected, for logs (`arborctl attach` says its pid and uid).
+    pub origin: String,
 }
 
 /// The payload of a Spawn frame.
@@ -290,6 +302,7 @@ impl Frame {
             Frame::ChildExit(_) => FrameKind::ChildExit,
             Frame::CloseChild(_) => FrameKind::CloseChild,
             Frame::ChildControl(_) => FrameKind::ChildControl,
+            Frame::Port(_) => FrameKind::Port,
         }
     }
 
@@ -313,6 +326,7 @@ impl Frame {
             Frame::ChildExit(exit) => codec::encode_into(exit, out),
             Frame::CloseChild(id) => codec::encode_into(id, out),
             Frame::ChildControl(control) => codec::encode_into(control, out),
+            Frame::Port(open) => codec::encode_into(open, out),
         }
     }
 
@@ -360,6 +374,7 @@ impl Frame {
             FrameKind::ChildControl => {
                 Frame::ChildControl(codec::decode_exact(payload).map_err(malformed)?)
             }
+            FrameKind::Port => Frame::Port(codec::decode_exact(payload).map_err(malformed)?),
         })
     }
 }
@@ -512,6 +527,10 @@ mod tests {
                 core_dumped: false,
             }),
             Frame::CloseChild(9),
+            Frame::Port(PortOpen {
+                id: 1,
+                origin: "arborctl".into(),
+            }),
             Frame::ChildControl(ChildControl {
                 worker_id: 9,
                 action: ChildAction::Close { grace_ms: 100 },
@@ -662,8 +681,8 @@ mod tests {
     #[test]
     fn bad_payloads_are_typed_errors() {
         assert!(matches!(
-            Frame::decode(11, &[]),
-            Err(Error::UnknownKind { kind: 11 })
+            Frame::decode(12, &[]),
+            Err(Error::UnknownKind { kind: 12 })
         ));
         assert!(matches!(
             Frame::decode(0, &[]),

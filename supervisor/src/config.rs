@@ -39,6 +39,10 @@
 //! backlog = 1024
 //! mode = "shared"                     # shared | reuseport | handoff
 //! policy = "round-robin"              # handoff only: round-robin | least-busy
+//!
+//! [[shared]]                          # a SharedWorker: started on the first
+//! name = "counter"                    # `arborctl attach counter`, each client
+//! program = "/usr/local/bin/counter"  # a port of its own; every [[worker]] key
 //! ```
 //!
 //! A bad file is a [`ConfigError`] naming the file, the line and column, and
@@ -83,6 +87,11 @@ pub struct Config {
     /// plus `replicas`, `ready_timeout`, `surge` and `[[pool.socket]]`.
     #[serde(default, rename = "pool")]
     pub pools: Vec<WorkerConfig>,
+    /// Shared workers (the standard's SharedWorker): a `[[shared]]` takes
+    /// every `[[worker]]` key; it is started on the first `attach` and
+    /// again on the first one after it exits.
+    #[serde(default, rename = "shared")]
+    pub shared: Vec<WorkerConfig>,
 }
 
 /// `[[pool.socket]]`: a socket a pool's replicas serve.
@@ -432,7 +441,8 @@ impl Config {
         let entries = config.workers.iter().map(|w| ("worker", w));
         let entries = entries
             .enumerate()
-            .chain(config.pools.iter().map(|p| ("pool", p)).enumerate());
+            .chain(config.pools.iter().map(|p| ("pool", p)).enumerate())
+            .chain(config.shared.iter().map(|p| ("shared", p)).enumerate());
         for (i, (table, worker)) in entries {
             let at = || text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
             let is_pool = table == "pool";

@@ -94,6 +94,15 @@ pub enum Error {
         id: u64,
     },
 
+    /// arbord's control socket refused or failed a request.
+    #[error("arbord at {socket}: {message}")]
+    Control {
+        /// The control socket.
+        socket: PathBuf,
+        /// What went wrong, or arbord's own error message.
+        message: String,
+    },
+
     /// The supervisor's spawner thread is gone.
     #[error("the supervisor is shut down")]
     ShutDown,

@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;

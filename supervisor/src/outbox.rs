@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arbor_protocol::nonblocking::AsyncSender;
-use arbor_protocol::{Connection, Frame, Request};
+use arbor_protocol::{Connection, Frame, PortOpen, Request};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::spec::WhenFull;
@@ -31,6 +31,8 @@ pub(crate) enum OutKind {
     Reply(u64),
     /// A Connection frame with this id; the data is the socket's name.
     Connection(u64),
+    /// A Port frame with this id; the data is the origin.
+    Port(u64),
 }
 
 /// One posted message.
@@ -72,6 +74,12 @@ impl Outbound {
                 let socket = String::from_utf8_lossy(&self.data).into_owned();
                 sender
                     .feed(&Frame::Connection(Connection { id, socket }), &fds)
+                    .await
+            }
+            OutKind::Port(id) => {
+                let origin = String::from_utf8_lossy(&self.data).into_owned();
+                sender
+                    .feed(&Frame::Port(PortOpen { id, origin }), &fds)
                     .await
             }
         }

@@ -395,6 +395,23 @@ impl Worker {
         .await
     }
 
+    /// Hands the worker one end of a new port from a client (a shared
+    /// worker's `onconnect`); the worker answers on the port itself. Like a
+    /// message, it waits until the worker is Ready.
+    pub async fn connect_port(
+        &self,
+        id: u64,
+        origin: &str,
+        port: arbor_protocol::MessagePort,
+    ) -> Result<()> {
+        self.post(
+            OutKind::Port(id),
+            origin.as_bytes().to_vec(),
+            vec![port.into_fd()],
+        )
+        .await
+    }
+
     /// Posts `value` encoded with the wire codec; the worker decodes it with
     /// `Message::decode`.
     pub async fn post_value<T: Serialize + ?Sized>(

@@ -47,6 +47,7 @@ pub struct AsyncWorker {
     identity: Identity,
     closer: Closer,
     on_connection: Option<ConnectionHandler>,
+    on_connect: Option<PortHandler>,
     tree: Arc<TreeState>,
     /// A sub-worker's own link to the supervisor (its channel leads to its
     /// parent worker); `None` for a top-level worker, whose channel is it.
@@ -64,6 +65,23 @@ impl std::fmt::Debug for AsyncWorker {
 
 type ConnectionHandler =
     Arc<dyn Fn(Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+type PortHandler =
+    Arc<dyn Fn(ConnectedPort) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A client connected to this worker (a shared worker's `onconnect`), as
+/// [`AsyncWorker::on_connect`]'s handler gets it: a port of its own, so
+/// every client's messages and replies stay apart.
+#[derive(Debug)]
+pub struct ConnectedPort {
+    /// Chosen by the supervisor, unique among this worker's ports.
+    pub id: u64,
+    /// Who connected, in words (for logs).
+    pub origin: String,
+    /// The port: `recv` gives the client's messages; `Closed` means the
+    /// client went away.
+    pub port: AsyncChannel,
+}
 
 /// A connection the supervisor accepted and handed to this worker (a pool
 /// in `handoff` mode), as [`AsyncWorker::on_connection`]'s handler gets it.
@@ -194,6 +212,7 @@ impl AsyncWorker {
             identity,
             closer: Closer::default(),
             on_connection: None,
+            on_connect: None,
             tree: TreeState::new(link),
             tree_link,
         })
@@ -226,6 +245,18 @@ impl AsyncWorker {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_connection = Some(Arc::new(move |connection| Box::pin(handler(connection))));
+    }
+
+    /// Takes clients that connect to this worker (a shared worker: `arborctl
+    /// attach NAME`, or `arbor_supervisor::client::connect`). Each client's
+    /// port is served by `handler` in a task of its own; without a handler,
+    /// ports are closed at once (the client sees its port close).
+    pub fn on_connect<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(ConnectedPort) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |port| Box::pin(handler(port))));
     }
 
     /// A handle for posting messages.
@@ -266,6 +297,7 @@ impl AsyncWorker {
             identity,
             closer,
             on_connection,
+            on_connect,
             tree,
             tree_link,
         } = self;
@@ -329,6 +361,21 @@ impl AsyncWorker {
                         _ => false,
                     };
                     acknowledge(&poster, connection.id, taken, &load).await?;
+                }
+                Ok((Frame::Port(open), mut fds)) => {
+                    if let (Some(handler), 1) = (&on_connect, fds.len()) {
+                        // A peer's fd that is not a port is dropped with the frame.
+                        let port = arbor_protocol::MessagePort::from_fd(fds.remove(0))
+                            .ok()
+                            .and_then(|port| port.into_async(Limits::default()).ok());
+                        if let Some(port) = port {
+                            tokio::spawn(handler(ConnectedPort {
+                                id: open.id,
+                                origin: open.origin,
+                                port,
+                            }));
+                        }
+                    }
                 }
                 Ok((Frame::Close, _)) => break,
                 Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,

@@ -10,6 +10,11 @@
 //!   600`) in a burst from one thread while another reads the answers,
 //!   then posts and prints "started S refused R" (R by reason) and waits
 //!   for Close.
+//! - `counter`: the standard's shared-state example, a shared worker: every
+//!   client that connects gets a port of its own, and all of them see one
+//!   counter. On a port, `inc` adds one and answers `count N`, `get`
+//!   answers `count N`, `clients` answers `clients N`. Each connect and
+//!   each closed port is printed ("port 3 closed, 2 clients left").
 
 use std::os::unix::net::UnixStream;
 
@@ -29,6 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(tree(arg(1).parse()?, arg(2).parse()?, arg(3)))?;
         }
         "flood" => flood(arg(1).parse()?)?,
+        "counter" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(counter())?;
+        }
         other => return Err(format!("unknown mode {other:?}").into()),
     }
     Ok(())
@@ -138,4 +149,56 @@ fn flood(count: u64) -> Result<(), Box<dyn std::error::Error>> {
             Ok(_) => {}
         }
     }
+}
+
+/// One counter and the number of clients, shared by every port.
+#[derive(Debug, Default)]
+struct Counter {
+    count: u64,
+    clients: u64,
+}
+
+async fn counter() -> arbor_worker::Result<()> {
+    let mut worker = AsyncWorker::connect()?;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Counter::default()));
+    worker.on_connect(move |connected| {
+        let state = std::sync::Arc::clone(&state);
+        async move {
+            let arbor_worker::nonblocking::ConnectedPort { id, origin, port } = connected;
+            let clients = {
+                let mut state = state.lock().unwrap();
+                state.clients += 1;
+                state.clients
+            };
+            println!("port {id} connected ({origin}), {clients} clients");
+            let (mut sender, mut receiver) = port.into_split();
+            while let Ok((Frame::Message(message), _)) = receiver.recv().await {
+                let answer = {
+                    let mut state = state.lock().unwrap();
+                    match message.data.as_slice() {
+                        b"inc" => {
+                            state.count += 1;
+                            format!("count {}", state.count)
+                        }
+                        b"get" => format!("count {}", state.count),
+                        b"clients" => format!("clients {}", state.clients),
+                        other => format!(
+                            "error: unknown command {:?}",
+                            String::from_utf8_lossy(other)
+                        ),
+                    }
+                };
+                if sender.send_bytes(answer.as_bytes(), &[]).await.is_err() {
+                    break;
+                }
+            }
+            let left = {
+                let mut state = state.lock().unwrap();
+                state.clients -= 1;
+                state.clients
+            };
+            println!("port {id} closed, {left} clients left");
+        }
+    });
+    worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await
 }

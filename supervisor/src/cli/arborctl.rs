@@ -22,6 +22,8 @@ use clap::{Parser, Subcommand};
 ///   arborctl close 1 --grace 2s
 ///   arborctl scale web 4
 ///   arborctl reload web
+///   arborctl spawn --shared counter -- /usr/local/bin/counter
+///   echo inc | arborctl attach counter
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -52,6 +54,10 @@ enum Command {
         /// The program does not speak arbor's protocol (running once started).
         #[arg(long)]
         plain: bool,
+        /// Register it as the shared worker NAME (`attach NAME` connects to
+        /// it, and starts it again when it is not running).
+        #[arg(long, value_name = "NAME", conflicts_with = "name")]
+        shared: Option<String>,
         /// Program and arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -105,6 +111,10 @@ enum Command {
     },
     /// Print events (of one worker, or all) as they happen, one per line.
     Watch { id: Option<u64> },
+    /// Connect to a shared worker: each stdin line goes to it as a message
+    /// on this client's own port, each message it sends back is printed as
+    /// a line (with --json, {"data": ...}), until EOF or the port closes.
+    Attach { name: String },
     /// Daemon status.
     Status,
     /// Stop every worker and the daemon.
@@ -167,9 +177,10 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             restart,
             close_grace,
             plain,
+            shared,
             command,
         } => ControlRequest::Spawn(SpawnRequest {
-            name: name.clone(),
+            name: shared.clone().or_else(|| name.clone()),
             program: command[0].clone(),
             args: command[1..].to_vec(),
             env: Vec::new(),
@@ -179,7 +190,12 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             restart: restart.clone(),
             close_grace_ms: close_grace.as_millis() as u64,
             speaks_protocol: !plain,
+            shared: shared.is_some(),
         }),
+        Command::Attach { name } => {
+            let port = crate::client::connect(socket, name).map_err(|e| e.to_string())?;
+            return attach(port, args.json);
+        }
         Command::Ps => ControlRequest::List,
         Command::Scale { pool, replicas } => ControlRequest::Scale {
             pool: pool.clone(),
@@ -282,6 +298,41 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
         }
         if !std::mem::replace(&mut announced, true) {
             eprintln!("arborctl: following {}", socket.display());
+        }
+    }
+}
+
+/// `attach`: stdin lines to the port, the port's messages to stdout. At
+/// stdin's end the port is shut down for writing, and what the worker still
+/// sends is printed until it closes its end.
+fn attach(port: arbor_protocol::MessagePort, json: bool) -> Result<(), String> {
+    use std::io::BufRead;
+    let socket = std::os::unix::net::UnixStream::from(port.into_fd());
+    let writer_socket = socket.try_clone().map_err(|e| e.to_string())?;
+    let mut receiver = Channel::new(socket).map_err(|e| e.to_string())?;
+    let mut sender = Channel::new(writer_socket).map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if sender.send_bytes(line.as_bytes(), &[]).is_err() {
+                return;
+            }
+        }
+        let _ = sender.socket().shutdown(std::net::Shutdown::Write);
+    });
+    loop {
+        match receiver.recv() {
+            Ok((Frame::Message(message), _)) => {
+                let text = String::from_utf8_lossy(&message.data);
+                if json {
+                    say!("{}", serde_json::json!({ "data": text }));
+                } else {
+                    say!("{}", text.trim_end_matches('\n'));
+                }
+            }
+            Ok(_) => {}
+            Err(arbor_protocol::Error::Closed) => return Ok(()),
+            Err(e) => return Err(format!("the port broke: {e}")),
         }
     }
 }
@@ -414,6 +465,7 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
         ControlResponse::Spawned { id } if json => to_json(serde_json::json!({"id": id})),
         ControlResponse::Spawned { id } => say!("{id}"),
         ControlResponse::Workers(workers) => print_ps(json, &workers, &[]),
+        ControlResponse::Attached { worker } => say!("attached to {worker}"),
         ControlResponse::Pools(pools) => print_ps(json, &[], &pools),
         ControlResponse::Done { message } if json => {
             to_json(serde_json::json!({"ok": true, "message": message}))

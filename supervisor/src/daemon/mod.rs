@@ -11,6 +11,7 @@
 mod pools;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::PathBuf;
@@ -207,6 +208,14 @@ impl Recipe {
     }
 }
 
+/// A shared worker (`[[shared]]`, `spawn --shared`): started on demand.
+#[derive(Debug)]
+struct SharedWorker {
+    recipe: Recipe,
+    /// Its entry while it runs (or last ran).
+    current: Option<u64>,
+}
+
 #[derive(Debug)]
 struct Entry {
     /// Set for workers from the configuration file (for reloads).
@@ -232,6 +241,10 @@ struct Daemon {
     config: Config,
     workers: Mutex<BTreeMap<u64, Entry>>,
     pools: Mutex<BTreeMap<String, pools::Pool>>,
+    /// Shared workers by name: how to start each, and its running entry.
+    /// The async lock makes concurrent first attaches start it once.
+    shared: tokio::sync::Mutex<BTreeMap<String, SharedWorker>>,
+    next_port: AtomicU64,
     next_id: AtomicU64,
     started: Instant,
     stopping: AtomicBool,
@@ -355,6 +368,20 @@ pub async fn run(
         config: config.clone(),
         workers: Mutex::new(BTreeMap::new()),
         pools: Mutex::new(BTreeMap::new()),
+        shared: tokio::sync::Mutex::new(
+            config
+                .shared
+                .iter()
+                .map(|s| {
+                    let shared = SharedWorker {
+                        recipe: Recipe::from_config(s),
+                        current: None,
+                    };
+                    (s.name.clone(), shared)
+                })
+                .collect(),
+        ),
+        next_port: AtomicU64::new(1),
         next_id: AtomicU64::new(1),
         started: Instant::now(),
         stopping: AtomicBool::new(false),
@@ -1067,6 +1094,26 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
                     ),
                 }
             }
+            ControlRequest::Attach { name } => {
+                let origin = match peer_of(channel.socket()) {
+                    Some((pid, uid)) => format!("control client pid {pid} uid {uid}"),
+                    None => "control client".into(),
+                };
+                match attach(&daemon, &name, &origin).await {
+                    Ok((worker, port)) => {
+                        let attached = ControlResponse::Attached { worker };
+                        let port = port.into_fd();
+                        let _ = channel.send_value(&attached, &[port.as_fd()]).await;
+                    }
+                    Err(message) => {
+                        let _ = channel
+                            .send_value(&ControlResponse::Error { message }, &[])
+                            .await;
+                    }
+                }
+                // The client talks to the worker on its port from here on.
+                return;
+            }
             request => {
                 let subscription = stream_filter.map(|_| daemon.events.subscribe());
                 (handle(&daemon, request, fds).await, subscription)
@@ -1086,6 +1133,53 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
             return;
         }
     }
+}
+
+/// Connects a client to the shared worker `name`: starts it when it is not
+/// running (the first attach, or the first after it exited), then hands it
+/// one end of a new port (a Port frame, queued until it is Ready) and
+/// returns the other.
+async fn attach(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    origin: &str,
+) -> Result<(u64, arbor_protocol::MessagePort), String> {
+    if daemon.stopping.load(Ordering::SeqCst) {
+        return Err("arbord is shutting down".into());
+    }
+    let mut shared = daemon.shared.lock().await;
+    let entry = shared
+        .get_mut(name)
+        .ok_or_else(|| format!("no shared worker {name:?}"))?;
+    let running = entry
+        .current
+        .and_then(|id| Some((id, daemon.handle(id).ok()?)));
+    let (id, worker) = match running {
+        Some(running) => running,
+        None => {
+            let id = start(daemon, entry.recipe.clone(), false)
+                .await
+                .map_err(|e| format!("shared worker {name:?} did not start: {e}"))?;
+            entry.current = Some(id);
+            (id, daemon.handle(id)?)
+        }
+    };
+    drop(shared);
+    let (ours, theirs) =
+        arbor_protocol::MessagePort::pair().map_err(|e| format!("a port for {name:?}: {e}"))?;
+    let port = daemon.next_port.fetch_add(1, Ordering::Relaxed);
+    worker
+        .connect_port(port, origin, theirs)
+        .await
+        .map_err(|e| format!("shared worker {name:?}: {e}"))?;
+    tracing::info!(worker = name, id, port, "{origin} attached");
+    Ok((id, ours))
+}
+
+/// The pid and uid of a control client (SO_PEERCRED).
+fn peer_of(socket: &UnixStream) -> Option<(i32, u32)> {
+    let cred = socket.peer_cred().ok()?;
+    Some((cred.pid()?, cred.uid()))
 }
 
 /// Streams events to a watcher until it hangs up. A watcher that falls
@@ -1170,8 +1264,28 @@ async fn handle(
 ) -> ControlResponse {
     let error = |message: String| ControlResponse::Error { message };
     match request {
+        // Answered in serve_client, with the port as an fd.
+        ControlRequest::Attach { .. } => error("attach needs a connection of its own".into()),
         ControlRequest::Spawn(_) if daemon.stopping.load(Ordering::SeqCst) => {
             error("arbord is shutting down".into())
+        }
+        ControlRequest::Spawn(spawn) if spawn.shared => {
+            let Ok(recipe) = Recipe::from_request(spawn) else {
+                return error("bad spawn request".into());
+            };
+            let name = recipe.name.clone();
+            let mut shared = daemon.shared.lock().await;
+            if shared.contains_key(&name) {
+                return error(format!("a shared worker {name:?} exists already"));
+            }
+            match start(daemon, recipe.clone(), false).await {
+                Ok(id) => {
+                    let current = Some(id);
+                    shared.insert(name, SharedWorker { recipe, current });
+                    ControlResponse::Spawned { id }
+                }
+                Err(e) => error(e.to_string()),
+            }
         }
         ControlRequest::Spawn(spawn) => match Recipe::from_request(spawn) {
             Ok(recipe) => match start(daemon, recipe, false).await {

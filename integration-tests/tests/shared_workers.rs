@@ -1,0 +1,176 @@
+//! Shared workers under the real arbord (the standard's SharedWorker): one
+//! worker, many clients, each on a port of its own. The standard's
+//! shared-state example is `test-tree counter`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
+use arbor_integration_tests::{binary, wait_or_kill};
+use arbor_protocol::blocking::Channel;
+use arbor_protocol::Frame;
+
+fn counter_config(name: &str) -> String {
+    format!(
+        "[[shared]]\nname = {name:?}\nprogram = {:?}\nargs = [\"counter\"]\n",
+        binary("test-tree").display().to_string()
+    )
+}
+
+/// A library client's port, every read bounded.
+fn client(daemon: &Daemon, name: &str) -> Channel {
+    let port = arbor_supervisor::client::connect(&daemon.socket, name).unwrap();
+    let channel = port.into_channel().unwrap();
+    channel.socket().set_read_timeout(Some(LIMIT)).unwrap();
+    channel
+}
+
+fn ask(channel: &mut Channel, what: &str) -> String {
+    channel.send_bytes(what.as_bytes(), &[]).unwrap();
+    match channel.recv().unwrap() {
+        (Frame::Message(message), _) => String::from_utf8(message.data).unwrap(),
+        (other, _) => panic!("unexpected {other:?}"),
+    }
+}
+
+fn worker_ids(daemon: &Daemon, name: &str) -> Vec<(u64, String)> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == name)
+        .map(|w| {
+            (
+                w["id"].as_u64().unwrap(),
+                w["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_clients_share_one_counter_and_a_departure_is_a_closed_port() {
+    let daemon = Daemon::start(&counter_config("counter"));
+    // Started on the first connect, not at boot.
+    assert!(worker_ids(&daemon, "counter").is_empty());
+    let mut first = client(&daemon, "counter");
+    assert_eq!(ask(&mut first, "inc"), "count 1");
+    let mut second = client(&daemon, "counter");
+    let mut third = client(&daemon, "counter");
+    assert_eq!(ask(&mut second, "inc"), "count 2");
+    assert_eq!(ask(&mut third, "inc"), "count 3");
+    assert_eq!(ask(&mut second, "clients"), "clients 3");
+    let started = worker_ids(&daemon, "counter");
+    assert_eq!(started.len(), 1, "one worker for every client: {started:?}");
+    let id = started[0].0.to_string();
+
+    drop(second);
+    wait_until("the worker sees the port close", || {
+        daemon.ok(&["logs", &id]).contains("closed, 2 clients left")
+    });
+    assert_eq!(ask(&mut first, "inc"), "count 4");
+    assert_eq!(ask(&mut third, "inc"), "count 5");
+    assert_eq!(ask(&mut third, "clients"), "clients 2");
+    assert_eq!(ask(&mut first, "get"), "count 5");
+}
+
+#[test]
+fn arborctl_attach_sends_lines_and_prints_replies() {
+    let daemon = Daemon::start(&counter_config("counter"));
+    let attach = |input: &str, json: bool| {
+        let mut command = Command::new(binary("test-arborctl"));
+        command.arg("--socket").arg(&daemon.socket);
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
+            .args(["attach", "counter"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        wait_or_kill(&mut child, LIMIT, "arborctl attach");
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        attach("inc\ninc\nget\n", false),
+        "count 1\ncount 2\ncount 2\n"
+    );
+    assert_eq!(
+        attach("inc\nclients\n", true),
+        "{\"data\":\"count 3\"}\n{\"data\":\"clients 1\"}\n"
+    );
+}
+
+#[test]
+fn spawn_shared_starts_it_now_and_an_attach_after_its_exit_starts_it_again() {
+    let daemon = Daemon::start("");
+    let tree = binary("test-tree");
+    let id = daemon
+        .ok(&[
+            "spawn",
+            "--shared",
+            "tally",
+            "--",
+            tree.to_str().unwrap(),
+            "counter",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(worker_ids(&daemon, "tally").len(), 1);
+    let mut port = client(&daemon, "tally");
+    assert_eq!(ask(&mut port, "inc"), "count 1");
+    // The same name twice is refused.
+    let again = daemon.ctl(&[
+        "spawn",
+        "--shared",
+        "tally",
+        "--",
+        tree.to_str().unwrap(),
+        "counter",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    daemon.ok(&["terminate", &id]);
+    // The client sees its port close with the worker.
+    assert!(matches!(port.recv(), Err(arbor_protocol::Error::Closed)));
+    let mut fresh = client(&daemon, "tally");
+    assert_eq!(
+        ask(&mut fresh, "inc"),
+        "count 1",
+        "a new run, a new counter"
+    );
+    let runs = worker_ids(&daemon, "tally");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().any(|(_, state)| state == "running"), "{runs:?}");
+}
+
+#[test]
+fn attach_to_an_unknown_name_is_an_error() {
+    let daemon = Daemon::start("");
+    let output = daemon.ctl(&["attach", "nobody"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no shared worker \"nobody\""),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(matches!(
+        arbor_supervisor::client::connect(&daemon.socket, "nobody"),
+        Err(arbor_supervisor::Error::Control { .. })
+    ));
+}
