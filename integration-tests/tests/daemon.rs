@@ -689,8 +689,9 @@ fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
 #[test]
 fn what_a_worker_leaves_behind_is_reaped_and_killed_at_shutdown_at_the_latest() {
     use arbor_integration_tests::{is_alive, parent_of, process_state};
+    // Without a cgroup per worker: the process group and the subreaper only.
     let config = format!(
-        "[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
+        "[daemon]\ncgroups = false\n\n[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
         test_worker().display().to_string()
     );
     let mut daemon = Daemon::start(&config);
@@ -724,4 +725,69 @@ fn what_a_worker_leaves_behind_is_reaped_and_killed_at_shutdown_at_the_latest() 
         process_state(escaped).is_none(),
         "{escaped} outlived arbord"
     );
+}
+
+/// Where arbord can make a cgroup per worker, an escaped descendant dies
+/// with its worker; where it cannot, the worker runs in arbord's own cgroup
+/// and the escaped one lives until shutdown, as above.
+#[test]
+fn with_a_cgroup_per_worker_an_escaped_descendant_dies_with_its_worker() {
+    use arbor_integration_tests::{is_alive, process_state};
+    let available = arbor_supervisor::cgroup::Cgroups::detect().is_some();
+    let config = format!(
+        "[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
+        test_worker().display().to_string()
+    );
+    let mut daemon = Daemon::start(&config);
+    wait_until("the worker running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    let worker_pid = workers(&daemon)[0].2;
+    let cgroup = std::fs::read_to_string(format!("/proc/{worker_pid}/cgroup")).unwrap();
+    let own = format!("/arbor-{}/worker-", daemon.pid());
+    assert_eq!(cgroup.contains(&own), available, "{cgroup}");
+    let reply = daemon.ok(&["request", "1", "go"]);
+    let pids: Vec<u32> = reply
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let [_, escaped, _] = pids[..] else {
+        panic!("{reply:?}")
+    };
+    wait_until("the worker exited", || {
+        workers(&daemon).iter().any(|w| w.3 == "exited")
+    });
+    if available {
+        wait_until("the escaped descendant killed with its worker", || {
+            process_state(escaped).is_none()
+        });
+    } else {
+        assert!(is_alive(escaped));
+    }
+    daemon.ok(&["shutdown"]);
+    let status = wait_or_kill(&mut daemon.child, LIMIT, "arbord");
+    assert!(status.success(), "{status}");
+    assert!(
+        process_state(escaped).is_none(),
+        "{escaped} outlived arbord"
+    );
+    // arbord removed the cgroups it made.
+    if available {
+        let base = cgroup
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .and_then(|p| p.split("/worker-").next())
+            .unwrap()
+            .to_string();
+        let mount = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.contains(" - cgroup2 "))
+            .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .unwrap();
+        let dir = format!("{mount}{base}");
+        wait_until("arbord's cgroup directory removed", || {
+            !std::path::Path::new(&dir).exists()
+        });
+    }
 }

@@ -111,6 +111,26 @@ fn ps_shows_the_tree_and_close_runs_every_onclose_leaves_first() {
             assert_ne!(by_id[&parent].pid, node.pid);
         }
     }
+    // With a cgroup per worker, each sub-worker's nests in its parent's.
+    if arbor_supervisor::cgroup::Cgroups::detect().is_some() {
+        let cgroup_of = |pid: u32| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap()
+                .to_string()
+        };
+        for node in &nodes {
+            if let Some(parent) = node.parent {
+                let parents = cgroup_of(by_id[&parent].pid);
+                let own = cgroup_of(node.pid);
+                assert!(
+                    own.starts_with(&format!("{parents}/worker-")),
+                    "{own} not in {parents}"
+                );
+            }
+        }
+    }
     // The human listing draws the tree: sub-workers under their parent.
     let table = daemon.ok(&["ps"]);
     assert_eq!(table.matches("└ node-1-").count(), 2, "{table}");

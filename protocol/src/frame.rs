@@ -79,7 +79,7 @@ pub enum FrameKind {
 }
 
 /// Kinds reserved in version 1 for frames the design names, with their names.
-pub const RESERVED_KINDS: [(u8, &str); 2] = [(11, "Port"), (12, "Transfer")];
+pub const RESERVED_KINDS: [(u8, &str); 1] = [(12, "Transfer")];
 
 impl FrameKind {
     /// The kind for a kind byte, if version 1 defines it.

@@ -9,6 +9,7 @@
 //! max_depth = 8                       # worker trees: levels below a top-level worker,
 //! max_children = 64                   # sub-workers per worker,
 //! max_workers = 1024                  # workers in all, before a Spawn is refused
+//! cgroups = true                      # a cgroup per worker, where one can be made
 //!
 //! [[worker]]                          # started at boot
 //! name = "echo"
@@ -188,6 +189,15 @@ pub struct DaemonConfig {
     /// Most workers in all; a Spawn beyond it is refused.
     #[serde(default = "default_max_workers")]
     pub max_workers: u32,
+    /// A cgroup per worker where arbord has a writable cgroup v2 subtree
+    /// (`Delegate=yes` under systemd), so that a worker's exit kills every
+    /// descendant it left, escaped ones included (see `arbor_supervisor::cgroup`).
+    #[serde(default = "default_cgroups")]
+    pub cgroups: bool,
+}
+
+fn default_cgroups() -> bool {
+    true
 }
 
 impl DaemonConfig {
@@ -224,6 +234,7 @@ impl Default for DaemonConfig {
             max_depth: default_max_depth(),
             max_children: default_max_children(),
             max_workers: default_max_workers(),
+            cgroups: default_cgroups(),
         }
     }
 }

@@ -11,11 +11,14 @@
 //! - one still running is killed at shutdown by [`kill_orphans`], after the
 //!   workers are gone: nothing a worker started outlives arbord.
 //!
-//! Not guaranteed: an escaped descendant runs on after its worker's exit
-//! until arbord shuts down (which worker it came from is not known once it
-//! left the group; a cgroup per worker would know), and a descendant that
-//! escapes to another process tree entirely (re-parented above arbord, or
-//! started through another service) is not arbord's.
+//! With a cgroup per worker ([`crate::cgroup`], where arbord has a writable
+//! cgroup v2 subtree) an escaped descendant is killed with its worker: the
+//! cgroup knows whose it is. Without one, an escaped descendant runs on
+//! after its worker's exit until arbord shuts down (which worker it came
+//! from is not known once it left the group). Not guaranteed either way: a
+//! descendant that escapes to another process tree entirely (re-parented
+//! above arbord, or started through another service), or one moved out of
+//! its cgroup by a worker with write access to the hierarchy.
 //!
 //! Only for a process whose children are all workers (arbord): the orphan
 //! reaper takes any other child's status too.

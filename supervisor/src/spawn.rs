@@ -37,13 +37,14 @@ use tokio::sync::oneshot;
 use crate::sys;
 
 /// Steps of the child, as reported through the error pipe.
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 7] = [
     "setpgid",
     "prctl(PR_SET_PDEATHSIG)",
     "dup2",
     "chdir",
     "execve",
     "close_range(CLOSE_RANGE_CLOEXEC)",
+    "joining its cgroup",
 ];
 
 /// Everything the child needs, prepared before the fork. `Send`, so it can
@@ -58,6 +59,9 @@ pub(crate) struct Prepared {
     pub(crate) cwd: Option<CString>,
     /// (fd to give, number it gets in the child).
     pub(crate) fds: Vec<(OwnedFd, RawFd)>,
+    /// The worker's `cgroup.procs`, opened for writing (close-on-exec): the
+    /// child writes `0` to it to move itself in before exec.
+    pub(crate) cgroup: Option<OwnedFd>,
 }
 
 /// A started child.
@@ -171,6 +175,7 @@ fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
         cwd,
         error_fd,
         parent,
+        cgroup_procs: prepared.cgroup.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
     };
     // The orphan reaper must never take a worker's status: the pid is
     // registered as managed under the same lock the reaper checks it under.
@@ -243,6 +248,8 @@ struct ChildPlan<'a> {
     cwd: Option<*const libc::c_char>,
     error_fd: RawFd,
     parent: libc::pid_t,
+    /// `cgroup.procs` of the worker's cgroup, or -1.
+    cgroup_procs: RawFd,
 }
 
 impl ChildPlan<'_> {
@@ -270,6 +277,16 @@ impl ChildPlan<'_> {
         if unsafe { libc::setpgid(0, 0) } != 0 {
             // SAFETY: async-signal-safe failure path.
             unsafe { self.fail(0) };
+        }
+        // Into the worker's cgroup before it can fork anything ("0" moves
+        // the writer itself).
+        if self.cgroup_procs >= 0 {
+            // SAFETY: write(2) of one byte from a static buffer to an fd
+            // the parent opened for us.
+            if unsafe { libc::write(self.cgroup_procs, b"0".as_ptr().cast(), 1) } != 1 {
+                // SAFETY: async-signal-safe failure path.
+                unsafe { self.fail(6) };
+            }
         }
         // Die with the spawner thread; then close the race where the parent
         // died before the prctl took effect.

@@ -20,6 +20,7 @@ use arbor_protocol::spec::SpecParts;
 use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnResult};
 use tokio::sync::{mpsc, watch};
 
+use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
@@ -57,6 +58,7 @@ pub struct Supervisor {
     next_id: Arc<AtomicU64>,
     limits: Limits,
     tree: Arc<Tree>,
+    cgroups: Option<Arc<Cgroups>>,
 }
 
 /// Where a sub-worker's SpawnResult goes: the asking worker's tree link.
@@ -67,6 +69,8 @@ pub(crate) struct SpawnFor {
     /// The parent's stdout and stderr: what `Output::Inherit` means for a
     /// sub-worker (the parent's own streams are not the supervisor's).
     pub(crate) outputs: [Output; 2],
+    /// The parent's cgroup directory, which the sub-worker's nests in.
+    pub(crate) cgroup: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -92,7 +96,22 @@ impl Supervisor {
             next_id: Arc::new(AtomicU64::new(1)),
             limits,
             tree: Arc::new(Tree::new(tree)),
+            cgroups: None,
         })
+    }
+
+    /// This supervisor with a cgroup per worker under `cgroups` (see
+    /// [`crate::cgroup`]): a worker's exit or terminate then kills every
+    /// process left in its cgroup, descendants that left its process group
+    /// included.
+    pub fn with_cgroups(mut self, cgroups: Cgroups) -> Self {
+        self.cgroups = Some(Arc::new(cgroups));
+        self
+    }
+
+    /// Where the workers' cgroups are, when there are any.
+    pub fn cgroups(&self) -> Option<&Path> {
+        self.cgroups.as_deref().map(Cgroups::base)
     }
 
     /// Starts a worker. Returns as soon as the process has exec'ed; messages
@@ -182,6 +201,14 @@ impl Supervisor {
                 }
             }
         }
+        let (cgroup, cgroup_procs) = match &self.cgroups {
+            Some(cgroups) => {
+                let parent_dir = sub.as_ref().and_then(|s| s.cgroup.as_deref());
+                let (cgroup, procs) = cgroups.create(parent_dir, id).map_err(spawn_error)?;
+                (Some(cgroup), Some(procs))
+            }
+            None => (None, None),
+        };
         let speaks_protocol = spec.speaks_protocol;
         let (queue_limit, when_full) = (spec.queue_limit, spec.when_full);
         for (i, (_, fd)) in spec.listen_fds.into_iter().enumerate() {
@@ -194,22 +221,23 @@ impl Supervisor {
             listen_pid: listen_count > 0,
             cwd,
             fds: above_targets(fds).map_err(spawn_error)?,
+            cgroup: cgroup_procs,
         };
-        let started = self
-            .spawner
-            .start_child(prepared)
-            .await
-            .map_err(|e| match e {
-                StartError::Parent(source) => Error::Spawn {
-                    name: name.clone(),
-                    source,
-                },
-                StartError::Child(step, source) => Error::Exec {
-                    name: name.clone(),
-                    step,
-                    source,
-                },
-            })?;
+        let started = self.spawner.start_child(prepared).await;
+        if let (Err(_), Some(cgroup)) = (&started, cgroup.as_ref()) {
+            let _ = std::fs::remove_dir(cgroup.dir());
+        }
+        let started = started.map_err(|e| match e {
+            StartError::Parent(source) => Error::Spawn {
+                name: name.clone(),
+                source,
+            },
+            StartError::Child(step, source) => Error::Exec {
+                name: name.clone(),
+                step,
+                source,
+            },
+        })?;
         // The socket the driver reads and the writer writes: the channel of
         // a top-level worker, the tree link of a sub-worker (none for a
         // sub-worker that does not speak the protocol).
@@ -277,6 +305,7 @@ impl Supervisor {
             limits: self.limits,
             parent: sub.map(|s| s.parent),
             outputs,
+            cgroup,
             control: (control, control_rx),
             exit: (exit_tx, exit_rx),
             tree_frames: (frames, frames_rx),

@@ -201,6 +201,8 @@ pub(crate) struct Launch {
     pub(crate) parent: Option<u64>,
     /// Where its stdout and stderr go (its sub-workers' `Inherit`).
     pub(crate) outputs: [crate::spec::Output; 2],
+    /// Its cgroup, when the supervisor makes them.
+    pub(crate) cgroup: Option<crate::cgroup::WorkerCgroup>,
     pub(crate) control: (
         mpsc::UnboundedSender<Control>,
         mpsc::UnboundedReceiver<Control>,
@@ -292,6 +294,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             frames,
             subs: subs_tx,
             outputs: launch.outputs,
+            cgroup: launch.cgroup,
             supervisor: launch.supervisor.clone(),
         },
     };
@@ -573,6 +576,8 @@ struct DriverState {
     subs: mpsc::UnboundedSender<Worker>,
     /// The worker's stdout and stderr, inherited by its sub-workers.
     outputs: [crate::spec::Output; 2],
+    /// The worker's cgroup: killed with the worker, removed after it.
+    cgroup: Option<crate::cgroup::WorkerCgroup>,
     supervisor: Supervisor,
 }
 
@@ -674,6 +679,9 @@ impl Driver {
             }
         };
         let record = ExitRecord::from_reaped(&reaped, state.asked, state.escalated_to);
+        if let Some(cgroup) = state.cgroup.take() {
+            cgroup.remove();
+        }
         let _ = exit.send(Some(record));
         // What is left of its subtree goes with it; its parent hears of it.
         state.supervisor.tree().exited(state.id, &record);
@@ -713,8 +721,12 @@ impl Driver {
 impl DriverState {
     fn reap(&mut self) -> Option<sys::Reaped> {
         // The worker is a zombie: its process group id is still ours, so
-        // clean up whatever it left running in its group before reaping.
+        // clean up whatever it left running in its group before reaping,
+        // and in its cgroup (what left the group, and its sub-workers).
         let _ = sys::killpg(self.pid, libc::SIGKILL);
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.kill();
+        }
         let reaped = match sys::try_reap(self.pid) {
             Ok(reaped) => reaped,
             // ECHILD: someone else reaped it (SIGCHLD ignored by the host
@@ -841,12 +853,14 @@ impl DriverState {
         let parent = self.id;
         let request = spawn.id;
         let outputs = self.outputs;
+        let cgroup = self.cgroup.as_ref().map(|c| c.dir().to_path_buf());
         tokio::spawn(async move {
             let sub = SpawnFor {
                 parent,
                 request,
                 frames: frames.clone(),
                 outputs,
+                cgroup,
             };
             let started = supervisor.spawn_node(spec, Some(sub)).await;
             tree.release(parent);
@@ -930,6 +944,9 @@ impl DriverState {
     fn kill(&self, pidfd: std::os::fd::BorrowedFd<'_>, signal: i32) {
         let _ = sys::killpg(self.pid, signal);
         let _ = sys::pidfd_send_signal(pidfd, signal);
+        if let (libc::SIGKILL, Some(cgroup)) = (signal, &self.cgroup) {
+            let _ = cgroup.kill();
+        }
     }
 
     fn escalate(&mut self, pidfd: std::os::fd::BorrowedFd<'_>) {

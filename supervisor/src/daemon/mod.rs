@@ -363,8 +363,25 @@ pub async fn run(
         path: socket_path.clone(),
         source,
     })?;
+    let mut supervisor =
+        Supervisor::with_tree_limits(Limits::default(), config.daemon.tree_limits())?;
+    match config
+        .daemon
+        .cgroups
+        .then(crate::cgroup::Cgroups::detect)
+        .flatten()
+    {
+        Some(cgroups) => {
+            tracing::info!("a cgroup per worker, under {}", cgroups.base().display());
+            supervisor = supervisor.with_cgroups(cgroups);
+        }
+        None => tracing::info!(
+            "no cgroup per worker (cgroups = false, or no writable cgroup v2 subtree): \
+             what leaves a worker's process group is killed at shutdown"
+        ),
+    }
     let daemon = Arc::new(Daemon {
-        supervisor: Supervisor::with_tree_limits(Limits::default(), config.daemon.tree_limits())?,
+        supervisor,
         config: config.clone(),
         workers: Mutex::new(BTreeMap::new()),
         pools: Mutex::new(BTreeMap::new()),

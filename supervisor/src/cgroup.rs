@@ -1,0 +1,222 @@
+//! A cgroup (v2) per worker, where the supervisor has a delegated subtree.
+//!
+//! A process group does not hold a worker's descendants: one that calls
+//! `setsid` or double-forks leaves it, and only the subreaper
+//! ([`crate::reap`]) still sees it, without knowing whose it was. A cgroup
+//! does: every process a worker forks stays in the worker's cgroup unless
+//! someone with write access to the hierarchy moves it. So when the
+//! supervisor may create cgroups below its own (under systemd:
+//! `Delegate=yes`; or as root on the host's hierarchy), each worker gets one
+//! and `cgroup.kill` (Linux 5.14+) ends the worker's whole subtree at once:
+//! escaped descendants with it, and sub-workers, whose cgroups nest inside
+//! their parent's.
+//!
+//! The layout: `<supervisor's cgroup>/arbor-<supervisor pid>/worker-<id>`,
+//! a sub-worker's as `worker-<id>` inside its parent's directory. No
+//! controller is enabled, so the supervisor's own cgroup may keep its
+//! processes (the no-internal-processes rule only binds controllers).
+//!
+//! The child moves itself into its cgroup between fork and exec by writing
+//! `0` to `cgroup.procs`, opened by the parent before the fork: a `write`,
+//! async-signal-safe, and done before the worker can fork anything.
+//!
+//! # Caveats
+//!
+//! Without a writable cgroup v2 hierarchy (cgroup v1 only, or not
+//! delegated) [`Cgroups::detect`] finds none and nothing changes: escaped
+//! descendants are then killed at the supervisor's shutdown at the latest.
+//! A worker that has write access to the hierarchy itself (root, with
+//! `/sys/fs/cgroup` writable) can still move a process out.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the workers' cgroups live.
+#[derive(Debug)]
+pub struct Cgroups {
+    base: PathBuf,
+}
+
+/// One worker's cgroup.
+#[derive(Debug)]
+pub(crate) struct WorkerCgroup {
+    dir: PathBuf,
+}
+
+impl Cgroups {
+    /// The delegated subtree below this process's own cgroup v2, if there
+    /// is one to write to (and the kernel has `cgroup.kill`); `None`
+    /// otherwise. Creates the supervisor's directory.
+    pub fn detect() -> Option<Self> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let mount = cgroup2_mount(&mountinfo)?;
+        let own = own_cgroup(&own)?;
+        let dir = mount.join(own.trim_start_matches('/'));
+        Self::under(&dir).ok()
+    }
+
+    /// Workers' cgroups below the cgroup directory `dir` (which must be on
+    /// a cgroup v2 hierarchy this process may write).
+    pub fn under(dir: &Path) -> io::Result<Self> {
+        remove_stale(dir);
+        let base = dir.join(format!("arbor-{}", std::process::id()));
+        match std::fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // A root cgroup has no cgroup.kill, a child one has it from 5.14 on.
+        if !base.join("cgroup.kill").exists() {
+            let _ = std::fs::remove_dir(&base);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{} has no cgroup.kill (Linux before 5.14?)", base.display()),
+            ));
+        }
+        Ok(Self { base })
+    }
+
+    /// The directory holding the top-level workers' cgroups.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Creates worker `id`'s cgroup, inside its parent's directory for a
+    /// sub-worker, and opens its `cgroup.procs` for the child to join.
+    pub(crate) fn create(
+        &self,
+        parent: Option<&Path>,
+        id: u64,
+    ) -> io::Result<(WorkerCgroup, OwnedFd)> {
+        let dir = parent
+            .unwrap_or(self.base.as_path())
+            .join(format!("worker-{id}"));
+        std::fs::create_dir(&dir)?;
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir(&dir);
+            })?;
+        Ok((WorkerCgroup { dir }, OwnedFd::from(procs)))
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        remove_tree(&self.base);
+    }
+}
+
+impl WorkerCgroup {
+    /// Its directory (for listings and tests).
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// SIGKILL to every process in the cgroup and the cgroups below it.
+    pub(crate) fn kill(&self) -> io::Result<()> {
+        OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.kill"))?
+            .write_all(b"1")
+    }
+
+    /// Removes the cgroup once its processes are gone (a killed process
+    /// leaves it as it exits): retried for a few seconds in a task, since
+    /// the last of them may still be dying, and nested sub-worker cgroups
+    /// go first.
+    pub(crate) fn remove(self) {
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                if remove_tree(&self.dir) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::warn!("cgroup {} still busy; left in place", self.dir.display());
+        });
+    }
+}
+
+/// Removes what a supervisor that died without cleaning up (SIGKILL) left
+/// in `dir`: the `arbor-<pid>` directories of pids that no longer run, once
+/// their processes are gone (a populated cgroup cannot be removed).
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("arbor-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            remove_tree(&entry.path());
+        }
+    }
+}
+
+/// Removes `dir` and every cgroup below it, deepest first; whether it is gone.
+fn remove_tree(dir: &Path) -> bool {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`
+/// (`... - cgroup2 cgroup2 rw`): `/sys/fs/cgroup` on a unified system,
+/// `/sys/fs/cgroup/unified` on a hybrid one.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// This process's cgroup v2 path, from `/proc/self/cgroup` (`0::/path`).
+fn own_cgroup(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|line| line.strip_prefix("0::"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_v2_mount_on_unified_and_hybrid_systems() {
+        let hybrid = "35 25 0:30 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                      36 25 0:31 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_mount("1 2 0:1 / /proc rw - proc proc rw\n"), None);
+    }
+
+    #[test]
+    fn reads_its_own_v2_cgroup() {
+        let text = "4:memory:/x\n0::/system.slice/arbord.service\n";
+        assert_eq!(own_cgroup(text), Some("/system.slice/arbord.service"));
+        assert_eq!(own_cgroup("4:memory:/x\n"), None);
+    }
+}
