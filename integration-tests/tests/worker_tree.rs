@@ -291,3 +291,99 @@ fn a_spawn_flood_gets_one_answer_per_spawn_and_costs_nobody_else() {
         fd_count(daemon.pid()) <= fds_before
     });
 }
+
+#[test]
+fn a_parent_worker_closes_and_terminates_its_own_sub_workers() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-control");
+    let tree = binary("test-tree");
+    let parent = daemon
+        .ok(&[
+            "spawn",
+            "--name",
+            "parent",
+            "--",
+            tree.to_str().unwrap(),
+            "control",
+            dir.0.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    let mut logs = String::new();
+    wait_until("the parent's report", || {
+        logs = daemon.ok(&["logs", &parent]);
+        logs.contains("closed") || logs.contains("control:")
+    });
+    assert!(
+        logs.contains("closed Some(0)/None terminated None/Some(9)"),
+        "{logs}"
+    );
+    // The closed one ran its onclose; the terminated one did not.
+    let listed = listed(&daemon);
+    let pid_of = |name: &str| listed.iter().find(|w| w.name == name).unwrap();
+    assert_eq!(pid_of("to-close").state, "exited");
+    assert_eq!(pid_of("to-terminate").state, "exited");
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1);
+}
+
+#[test]
+fn the_supervisor_side_handle_of_a_sub_worker_cannot_post_to_it() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-post");
+    let (root, nodes) = grow(&daemon, 1, 1, &dir.0);
+    let child = nodes.iter().find(|n| n.parent == Some(root)).unwrap();
+    let refused = daemon.ctl(&["send", &child.id.to_string(), "hello"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("its channel is its parent worker's"),
+        "{stderr}"
+    );
+    // It is still there to close, and closes.
+    daemon.ok(&["close", &child.id.to_string(), "--grace", "5s"]);
+    assert!(!is_alive(child.pid));
+    assert!(is_alive(nodes.iter().find(|n| n.id == root).unwrap().pid));
+}
+
+#[test]
+fn malformed_spawns_get_typed_refusals_and_cost_only_themselves() {
+    let daemon = Daemon::start("");
+    let tree = binary("test-tree");
+    let id = daemon
+        .ok(&[
+            "spawn",
+            "--name",
+            "bad",
+            "--",
+            tree.to_str().unwrap(),
+            "bad-spawns",
+        ])
+        .trim()
+        .to_string();
+    let mut logs = String::new();
+    wait_until("the answers", || {
+        logs = daemon.ok(&["logs", &id]);
+        logs.contains("3: ")
+    });
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(
+        lines[0].starts_with("0: BadSpec") && lines[0].contains("1 listen names for 0 fds"),
+        "{logs}"
+    );
+    assert!(
+        lines[1].starts_with("1: BadSpec") && lines[1].contains("NUL"),
+        "{logs}"
+    );
+    assert!(
+        lines[2].starts_with("2: Failed") && lines[2].contains("execve"),
+        "{logs}"
+    );
+    assert_eq!(lines[3], "3: started", "{logs}");
+    let children: Vec<Listed> = listed(&daemon)
+        .into_iter()
+        .filter(|w| w.parent == Some(id.parse().unwrap()))
+        .collect();
+    assert_eq!(children.len(), 1, "{children:?}");
+    daemon.ok(&["terminate", &id]);
+    wait_until("its sub-worker gone", || all_gone(&children));
+}

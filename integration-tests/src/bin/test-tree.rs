@@ -10,6 +10,14 @@
 //!   600`) in a burst from one thread while another reads the answers,
 //!   then posts and prints "started S refused R" (R by reason) and waits
 //!   for Close.
+//! - `control DIR`: starts two `tree 0 0 DIR` sub-workers, waits for both
+//!   to be Ready, closes the first (SubWorker::close) and terminates the
+//!   second, then prints and posts "closed CODE/SIGNAL terminated
+//!   CODE/SIGNAL" (the exits as ChildExit reported them).
+//! - `bad-spawns`: a hostile worker's malformed Spawn frames (listen names
+//!   without fds, a NUL in the program, a program that does not exist, a
+//!   ChildControl for a worker that is not its child), then one good
+//!   Spawn; prints and posts each answer, one per line.
 //! - `counter`: the standard's shared-state example, a shared worker: every
 //!   client that connects gets a port of its own, and all of them see one
 //!   counter. On a port, `inc` adds one and answers `count N`, `get`
@@ -17,11 +25,12 @@
 //!   each closed port is printed ("port 3 closed, 2 clients left").
 
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::{Frame, Output, Ready, Spawn, SpawnOutcome, WorkerSpec};
 use arbor_worker::nonblocking::AsyncWorker;
-use arbor_worker::SubWorker;
+use arbor_worker::{SubWorker, SubWorkerEvent};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(tree(arg(1).parse()?, arg(2).parse()?, arg(3)))?;
         }
         "flood" => flood(arg(1).parse()?)?,
+        "bad-spawns" => bad_spawns()?,
+        "control" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(control(arg(1)))?;
+        }
         "counter" => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -201,4 +217,100 @@ async fn counter() -> arbor_worker::Result<()> {
         }
     });
     worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await
+}
+
+async fn control(dir: String) -> arbor_worker::Result<()> {
+    let worker = AsyncWorker::connect()?;
+    let (spawner, poster) = (worker.spawner(), worker.poster());
+    let exe = std::env::current_exe().map_err(arbor_worker::Error::Spec)?;
+    let test = async move {
+        let mut subs = Vec::new();
+        for name in ["to-close", "to-terminate"] {
+            let spec = WorkerSpec::program(&exe)
+                .args(["tree", "0", "0", &dir])
+                .name(name);
+            let mut sub = spawner.spawn(spec).await?;
+            while !matches!(sub.next_event().await, Some(SubWorkerEvent::Ready) | None) {}
+            subs.push(sub);
+        }
+        let describe = |exit: arbor_worker::ChildExit| format!("{:?}/{:?}", exit.code, exit.signal);
+        let closed = describe(subs[0].close(Duration::from_secs(5)).await?);
+        let terminated = describe(subs[1].terminate().await?);
+        let report = format!("closed {closed} terminated {terminated}");
+        println!("{report}");
+        poster.post_message(report.as_bytes(), &[]).await
+    };
+    let testing = tokio::spawn(async move {
+        if let Err(e) = test.await {
+            eprintln!("control: {e}");
+        }
+    });
+    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    testing.abort();
+    result
+}
+
+fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: the supervisor left our channel at fd 3, and nothing else in
+    // this process takes it.
+    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(3) });
+    let mut channel = Channel::new(socket)?;
+    let id: u64 = std::env::var("ARBOR_WORKER_ID")?.parse()?;
+    channel.send(
+        &Frame::Ready(Ready::new(id, "bad", std::process::id())),
+        &[],
+    )?;
+    let plain = |program: &str| {
+        WorkerSpec::program(program)
+            .arg("600")
+            .speaks_protocol(false)
+            .to_wire()
+            .map(|(spec, _)| spec)
+    };
+    let mut no_fds = plain("/bin/sleep")?;
+    no_fds.listen_names = vec!["http".into()];
+    let mut nul = plain("/bin/sleep")?;
+    nul.program = b"/bin/sl\0eep".to_vec();
+    let attempts = [
+        no_fds,
+        nul,
+        plain("/nonexistent/program")?,
+        plain("/bin/sleep")?,
+    ];
+    let mut answers = Vec::new();
+    for (request, spec) in attempts.into_iter().enumerate() {
+        if request == 3 {
+            // Not its child: ignored by the supervisor, which goes on.
+            let control = arbor_protocol::ChildControl {
+                worker_id: 999_999,
+                action: arbor_protocol::ChildAction::Terminate,
+            };
+            channel.send(&Frame::ChildControl(control), &[])?;
+        }
+        let spawn = Spawn {
+            id: request as u64,
+            spec,
+        };
+        channel.send(&Frame::Spawn(spawn), &[])?;
+        loop {
+            if let (Frame::SpawnResult(result), _) = channel.recv()? {
+                answers.push(match result.outcome {
+                    SpawnOutcome::Started { .. } => format!("{}: started", result.id),
+                    SpawnOutcome::Refused(refusal) => format!("{}: {refusal:?}", result.id),
+                });
+                break;
+            }
+        }
+    }
+    for answer in &answers {
+        println!("{answer}");
+    }
+    channel.send_bytes(answers.join("\n").as_bytes(), &[])?;
+    loop {
+        match channel.recv() {
+            Ok((Frame::Close, _)) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
 }
