@@ -174,3 +174,22 @@ fn attach_to_an_unknown_name_is_an_error() {
         Err(arbor_supervisor::Error::Control { .. })
     ));
 }
+
+#[test]
+fn a_reload_closes_a_removed_shared_worker_and_declares_an_added_one() {
+    let daemon = Daemon::start(&counter_config("first"));
+    let mut port = client(&daemon, "first");
+    assert_eq!(ask(&mut port, "inc"), "count 1");
+    std::fs::write(daemon.dir.0.join("arbord.toml"), counter_config("second")).unwrap();
+    // SAFETY: kill(2) on the arbord this test started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
+    wait_until("the removed shared worker closed", || {
+        worker_ids(&daemon, "first")
+            .iter()
+            .all(|(_, state)| state == "exited")
+    });
+    assert!(matches!(port.recv(), Err(arbor_protocol::Error::Closed)));
+    assert!(arbor_supervisor::client::connect(&daemon.socket, "first").is_err());
+    let mut second = client(&daemon, "second");
+    assert_eq!(ask(&mut second, "inc"), "count 1");
+}

@@ -214,6 +214,9 @@ struct SharedWorker {
     recipe: Recipe,
     /// Its entry while it runs (or last ran).
     current: Option<u64>,
+    /// Declared by `[[shared]]` (a reload may change or remove it), not by
+    /// `spawn --shared`.
+    from_config: bool,
 }
 
 #[derive(Debug)]
@@ -393,6 +396,7 @@ pub async fn run(
                     let shared = SharedWorker {
                         recipe: Recipe::from_config(s),
                         current: None,
+                        from_config: true,
                     };
                     (s.name.clone(), shared)
                 })
@@ -595,6 +599,44 @@ async fn reload(daemon: &Arc<Daemon>, new: Config) {
             }
         }
     }
+    // Shared workers: a removed one closes; an added or changed one is
+    // started from its new recipe on the next attach that finds none running
+    // (a changed one keeps serving its clients until it exits).
+    let mut shared = daemon.shared.lock().await;
+    let removed: Vec<String> = shared
+        .iter()
+        .filter(|(name, s)| s.from_config && !new.shared.iter().any(|n| &n.name == *name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in removed {
+        if let Some(SharedWorker {
+            current: Some(id), ..
+        }) = shared.remove(&name)
+        {
+            tracing::info!(worker = %name, id, "reload: closing shared worker");
+            if let Ok(Some(worker)) = daemon.request_stop(id) {
+                worker.begin_close(worker_grace(daemon, id));
+            }
+        }
+    }
+    for config in &new.shared {
+        let recipe = Recipe::from_config(config);
+        match shared.get_mut(&config.name) {
+            Some(entry) if entry.from_config => entry.recipe = recipe,
+            Some(_) => {
+                tracing::warn!(worker = %config.name, "reload: [[shared]] {:?} is taken by spawn --shared; left as it is", config.name)
+            }
+            None => {
+                let entry = SharedWorker {
+                    recipe,
+                    current: None,
+                    from_config: true,
+                };
+                shared.insert(config.name.clone(), entry);
+            }
+        }
+    }
+    drop(shared);
     // Pools: removed ones close, added ones open, changed ones roll.
     let running = pools::configs(daemon);
     for name in running.keys() {
@@ -616,6 +658,14 @@ async fn reload(daemon: &Arc<Daemon>, new: Config) {
             tracing::error!("reload: {e}");
         }
     }
+}
+
+/// The close grace of entry `id`'s recipe (5 s when it is gone).
+fn worker_grace(daemon: &Daemon, id: u64) -> Duration {
+    daemon
+        .entries()
+        .get(&id)
+        .map_or(Duration::from_secs(5), |e| e.recipe.close_grace)
 }
 
 /// Half of `$WATCHDOG_USEC`, when systemd asks for keep-alives.
@@ -1298,7 +1348,15 @@ async fn handle(
             match start(daemon, recipe.clone(), false).await {
                 Ok(id) => {
                     let current = Some(id);
-                    shared.insert(name, SharedWorker { recipe, current });
+                    let from_config = false;
+                    shared.insert(
+                        name,
+                        SharedWorker {
+                            recipe,
+                            current,
+                            from_config,
+                        },
+                    );
                     ControlResponse::Spawned { id }
                 }
                 Err(e) => error(e.to_string()),
