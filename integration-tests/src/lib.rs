@@ -160,6 +160,15 @@ pub fn is_alive(pid: u32) -> bool {
     matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X')
 }
 
+/// Number of fds process `pid` has open (0 when it is gone). A census
+/// taken just after a control connection may still count it: compare with
+/// "no more than before".
+pub fn fd_count_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// Number of fds this process has open.
 pub fn open_fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")

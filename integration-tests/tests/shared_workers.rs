@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
-use arbor_integration_tests::{binary, wait_or_kill};
+use arbor_integration_tests::{binary, fd_count_of as fd_count, wait_or_kill};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::Frame;
 
@@ -53,6 +53,7 @@ fn three_clients_share_one_counter_and_a_departure_is_a_closed_port() {
     let daemon = Daemon::start(&counter_config("counter"));
     // Started on the first connect, not at boot.
     assert!(worker_ids(&daemon, "counter").is_empty());
+    let fds_before = fd_count(daemon.pid());
     let mut first = client(&daemon, "counter");
     assert_eq!(ask(&mut first, "inc"), "count 1");
     let mut second = client(&daemon, "counter");
@@ -72,6 +73,12 @@ fn three_clients_share_one_counter_and_a_departure_is_a_closed_port() {
     assert_eq!(ask(&mut third, "inc"), "count 5");
     assert_eq!(ask(&mut third, "clients"), "clients 2");
     assert_eq!(ask(&mut first, "get"), "count 5");
+    // arbord keeps no fd of any port: they went to the worker and clients.
+    daemon.ok(&["terminate", &id]);
+    drop((first, third));
+    wait_until("arbord's fds back where they were", || {
+        fd_count(daemon.pid()) <= fds_before
+    });
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use arbor_integration_tests::arbord::{wait_until, wait_until_within, Daemon, LIMIT};
-use arbor_integration_tests::{binary, is_alive, process_state, test_worker, TempDir};
+use arbor_integration_tests::{
+    binary, fd_count_of as fd_count, is_alive, process_state, test_worker, TempDir,
+};
 
 #[derive(Debug, Clone)]
 struct Listed {
@@ -39,14 +41,6 @@ fn running(daemon: &Daemon) -> Vec<Listed> {
         .into_iter()
         .filter(|w| w.state == "running")
         .collect()
-}
-
-/// Fds `pid` has open. A census taken just after a control connection may
-/// still count it, so the checks below ask for "no more than before".
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 /// Spawns `test-tree tree DEPTH WIDTH DIR` and waits until all its nodes run.
