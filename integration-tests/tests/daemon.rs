@@ -690,25 +690,8 @@ fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
 fn what_a_worker_leaves_behind_is_reaped_and_killed_at_shutdown_at_the_latest() {
     use arbor_integration_tests::{is_alive, parent_of, process_state};
     // Without a cgroup per worker: the process group and the subreaper only.
-    let config = format!(
-        "[daemon]\ncgroups = false\n\n[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
-        test_worker().display().to_string()
-    );
-    let mut daemon = Daemon::start(&config);
-    wait_until("the worker running", || {
-        workers(&daemon).iter().any(|w| w.3 == "running")
-    });
-    let reply = daemon.ok(&["request", "1", "go"]);
-    let pids: Vec<u32> = reply
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let [exited, escaped, grouped] = pids[..] else {
-        panic!("{reply:?}")
-    };
-    wait_until("the worker exited", || {
-        workers(&daemon).iter().any(|w| w.3 == "exited")
-    });
+    let mut daemon = leaver("[daemon]\ncgroups = false\n");
+    let [exited, escaped, grouped] = leave_behind(&daemon);
     // The one that exited and the one killed with the worker's group were
     // re-parented to arbord (its subreaper) and reaped: no zombie, no trace.
     wait_until("the leftovers reaped", || {
@@ -734,29 +717,12 @@ fn what_a_worker_leaves_behind_is_reaped_and_killed_at_shutdown_at_the_latest() 
 fn with_a_cgroup_per_worker_an_escaped_descendant_dies_with_its_worker() {
     use arbor_integration_tests::{is_alive, process_state};
     let available = arbor_supervisor::cgroup::Cgroups::detect().is_some();
-    let config = format!(
-        "[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
-        test_worker().display().to_string()
-    );
-    let mut daemon = Daemon::start(&config);
-    wait_until("the worker running", || {
-        workers(&daemon).iter().any(|w| w.3 == "running")
-    });
+    let mut daemon = leaver("");
     let worker_pid = workers(&daemon)[0].2;
     let cgroup = std::fs::read_to_string(format!("/proc/{worker_pid}/cgroup")).unwrap();
     let own = format!("/arbor-{}/worker-", daemon.pid());
     assert_eq!(cgroup.contains(&own), available, "{cgroup}");
-    let reply = daemon.ok(&["request", "1", "go"]);
-    let pids: Vec<u32> = reply
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let [_, escaped, _] = pids[..] else {
-        panic!("{reply:?}")
-    };
-    wait_until("the worker exited", || {
-        workers(&daemon).iter().any(|w| w.3 == "exited")
-    });
+    let [_, escaped, _] = leave_behind(&daemon);
     if available {
         wait_until("the escaped descendant killed with its worker", || {
             process_state(escaped).is_none()
@@ -790,4 +756,33 @@ fn with_a_cgroup_per_worker_an_escaped_descendant_dies_with_its_worker() {
             !std::path::Path::new(&dir).exists()
         });
     }
+}
+
+/// arbord with `daemon_section` and one `orphans` test worker, running.
+fn leaver(daemon_section: &str) -> Daemon {
+    let config = format!(
+        "{daemon_section}\n[[worker]]\nname = \"leaver\"\nprogram = {:?}\nargs = [\"orphans\"]\n",
+        test_worker().display().to_string()
+    );
+    let daemon = Daemon::start(&config);
+    wait_until("the worker running", || {
+        workers(&daemon).iter().any(|w| w.3 == "running")
+    });
+    daemon
+}
+
+/// Asks the `orphans` test worker (id 1) to leave its three processes
+/// behind and waits for its exit: the pids of the one that exited, the one
+/// that escaped its group and the one that stayed in it.
+fn leave_behind(daemon: &Daemon) -> [u32; 3] {
+    let reply = daemon.ok(&["request", "1", "go"]);
+    let pids: Vec<u32> = reply
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let pids: [u32; 3] = pids.try_into().unwrap_or_else(|_| panic!("{reply:?}"));
+    wait_until("the worker exited", || {
+        workers(daemon).iter().any(|w| w.3 == "exited")
+    });
+    pids
 }

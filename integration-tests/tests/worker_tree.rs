@@ -43,24 +43,22 @@ fn running(daemon: &Daemon) -> Vec<Listed> {
         .collect()
 }
 
+/// Spawns `test-tree ARGS` under arbord as `name`; returns its id.
+fn spawn_tree(daemon: &Daemon, name: &str, args: &[&str]) -> u64 {
+    let tree = binary("test-tree");
+    let mut command = vec!["spawn", "--name", name, "--", tree.to_str().unwrap()];
+    command.extend_from_slice(args);
+    daemon.ok(&command).trim().parse().unwrap()
+}
+
 /// Spawns `test-tree tree DEPTH WIDTH DIR` and waits until all its nodes run.
 fn grow(daemon: &Daemon, depth: u32, width: u32, dir: &Path) -> (u64, Vec<Listed>) {
-    let tree = binary("test-tree");
-    let root: u64 = daemon
-        .ok(&[
-            "spawn",
-            "--name",
-            "root",
-            "--",
-            tree.to_str().unwrap(),
-            "tree",
-            &depth.to_string(),
-            &width.to_string(),
-            dir.to_str().unwrap(),
-        ])
-        .trim()
-        .parse()
-        .unwrap();
+    let (depth_arg, width_arg) = (depth.to_string(), width.to_string());
+    let root = spawn_tree(
+        daemon,
+        "root",
+        &["tree", &depth_arg, &width_arg, dir.to_str().unwrap()],
+    );
     let nodes: u32 = (0..=depth).map(|d| width.pow(d)).sum();
     wait_until("the whole tree running", || {
         running(daemon).len() == nodes as usize
@@ -209,18 +207,11 @@ fn a_worker_that_dies_takes_its_subtree_with_it() {
 fn the_depth_limit_refuses_a_spawn_with_a_typed_reason() {
     let daemon = Daemon::start("[daemon]\nmax_depth = 1\n");
     let dir = TempDir::new("tree-depth");
-    let tree = binary("test-tree");
-    daemon.ok(&[
-        "spawn",
-        "--name",
+    spawn_tree(
+        &daemon,
         "root",
-        "--",
-        tree.to_str().unwrap(),
-        "tree",
-        "2",
-        "1",
-        dir.0.to_str().unwrap(),
-    ]);
+        &["tree", "2", "1", dir.0.to_str().unwrap()],
+    );
     wait_until("the level-1 node says it was refused", || {
         listed(&daemon).iter().any(|w| {
             w.name == "node-1-0"
@@ -241,20 +232,7 @@ fn a_spawn_flood_gets_one_answer_per_spawn_and_costs_nobody_else() {
     let daemon = Daemon::start(&config);
     wait_until("echo running", || running(&daemon).len() == 1);
     let fds_before = fd_count(daemon.pid());
-    let tree = binary("test-tree");
-    let flood: u64 = daemon
-        .ok(&[
-            "spawn",
-            "--name",
-            "flood",
-            "--",
-            tree.to_str().unwrap(),
-            "flood",
-            "5000",
-        ])
-        .trim()
-        .parse()
-        .unwrap();
+    let flood = spawn_tree(&daemon, "flood", &["flood", "5000"]);
     let mut report = String::new();
     wait_until_within("the flood's report", Duration::from_secs(60), || {
         report = daemon.ok(&["logs", &flood.to_string()]);
@@ -290,19 +268,7 @@ fn a_spawn_flood_gets_one_answer_per_spawn_and_costs_nobody_else() {
 fn a_parent_worker_closes_and_terminates_its_own_sub_workers() {
     let daemon = Daemon::start("");
     let dir = TempDir::new("tree-control");
-    let tree = binary("test-tree");
-    let parent = daemon
-        .ok(&[
-            "spawn",
-            "--name",
-            "parent",
-            "--",
-            tree.to_str().unwrap(),
-            "control",
-            dir.0.to_str().unwrap(),
-        ])
-        .trim()
-        .to_string();
+    let parent = spawn_tree(&daemon, "parent", &["control", dir.0.to_str().unwrap()]).to_string();
     let mut logs = String::new();
     wait_until("the parent's report", || {
         logs = daemon.ok(&["logs", &parent]);
@@ -342,18 +308,7 @@ fn the_supervisor_side_handle_of_a_sub_worker_cannot_post_to_it() {
 #[test]
 fn malformed_spawns_get_typed_refusals_and_cost_only_themselves() {
     let daemon = Daemon::start("");
-    let tree = binary("test-tree");
-    let id = daemon
-        .ok(&[
-            "spawn",
-            "--name",
-            "bad",
-            "--",
-            tree.to_str().unwrap(),
-            "bad-spawns",
-        ])
-        .trim()
-        .to_string();
+    let id = spawn_tree(&daemon, "bad", &["bad-spawns"]).to_string();
     let mut logs = String::new();
     wait_until("the answers", || {
         logs = daemon.ok(&["logs", &id]);

@@ -117,7 +117,9 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Posts messages to the parent; cheap to clone into tasks.
+/// Posts messages on one channel (to the parent, or from
+/// [`SubWorker::poster`](crate::SubWorker::poster) to a sub-worker); cheap to
+/// clone into tasks.
 #[derive(Debug, Clone)]
 pub struct Poster {
     sender: Arc<Mutex<AsyncSender>>,
@@ -148,6 +150,10 @@ impl Closer {
 }
 
 impl Poster {
+    pub(crate) fn new(sender: Arc<Mutex<AsyncSender>>) -> Self {
+        Self { sender }
+    }
+
     /// Posts a message with fds to the parent.
     pub async fn post_message(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         Ok(self.sender.lock().await.send_bytes(data, fds).await?)
@@ -178,7 +184,7 @@ impl Poster {
         .await
     }
 
-    async fn send(&self, frame: &Frame) -> Result<()> {
+    pub(crate) async fn send(&self, frame: &Frame) -> Result<()> {
         Ok(self.sender.lock().await.send(frame, &[]).await?)
     }
 }

@@ -32,6 +32,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch, Mutex};
 
 use crate::error::{Error, Result};
+use crate::nonblocking::Poster;
 
 type Shared = Arc<Mutex<AsyncSender>>;
 
@@ -130,7 +131,7 @@ impl TreeState {
             id,
             pid,
             name,
-            sender,
+            poster: Poster::new(sender),
             receiver: Some(receiver),
             exit,
             link: Arc::clone(&self.link),
@@ -235,7 +236,7 @@ pub struct SubWorker {
     id: u64,
     pid: u32,
     name: String,
-    sender: Shared,
+    poster: Poster,
     receiver: Option<AsyncReceiver>,
     exit: watch::Receiver<Option<ChildExit>>,
     link: Shared,
@@ -265,24 +266,21 @@ impl SubWorker {
         &self.name
     }
 
+    /// Posts to it, straight into its channel (the same [`Poster`] a
+    /// worker posts to its own parent with): `post_message`, `post_value`,
+    /// `post_transfer`.
+    pub fn poster(&self) -> &Poster {
+        &self.poster
+    }
+
     /// Posts a message with fds, straight into its channel.
     pub async fn post_message(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        Ok(self.sender.lock().await.send_bytes(data, fds).await?)
+        self.poster.post_message(data, fds).await
     }
 
     /// Posts `value` encoded with the wire codec.
     pub async fn post_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        Ok(self.sender.lock().await.send_value(value, &[]).await?)
-    }
-
-    /// Moves a sealed [`Transfer`](arbor_protocol::Transfer) to it.
-    pub async fn post_transfer(
-        &self,
-        data: &[u8],
-        transfer: arbor_protocol::Transfer,
-    ) -> Result<()> {
-        let fd = transfer.into_fd();
-        self.post_message(data, &[fd.as_fd()]).await
+        self.poster.post_value(value).await
     }
 
     /// The next event; `None` after [`SubWorkerEvent::Exit`].
@@ -323,12 +321,7 @@ impl SubWorker {
                     })
                 }
                 Ok((Frame::Ping(nonce), _)) => {
-                    let _ = self
-                        .sender
-                        .lock()
-                        .await
-                        .send(&Frame::Pong(nonce), &[])
-                        .await;
+                    let _ = self.poster.send(&Frame::Pong(nonce)).await;
                 }
                 Ok(_) => {}
                 Err(arbor_protocol::Error::Closed) => self.receiver = None,
