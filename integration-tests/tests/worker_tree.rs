@@ -312,7 +312,7 @@ fn malformed_spawns_get_typed_refusals_and_cost_only_themselves() {
     let mut logs = String::new();
     wait_until("the answers", || {
         logs = daemon.ok(&["logs", &id]);
-        logs.contains("3: ")
+        logs.contains("4: ")
     });
     let lines: Vec<&str> = logs.lines().collect();
     assert!(
@@ -328,11 +328,30 @@ fn malformed_spawns_get_typed_refusals_and_cost_only_themselves() {
         "{logs}"
     );
     assert_eq!(lines[3], "3: started", "{logs}");
+    // `sleep` reads no Close frame: SIGTERM at once, however long the grace.
+    assert_eq!(lines[4], "4: closed None/Some(15)", "{logs}");
     let children: Vec<Listed> = listed(&daemon)
         .into_iter()
         .filter(|w| w.parent == Some(id.parse().unwrap()))
         .collect();
     assert_eq!(children.len(), 1, "{children:?}");
+    assert!(all_gone(&children));
+    // The supervisor goes on serving it.
+    assert_eq!(running(&daemon).len(), 1);
     daemon.ok(&["terminate", &id]);
-    wait_until("its sub-worker gone", || all_gone(&children));
+}
+
+#[test]
+fn dropping_a_sub_worker_handle_closes_its_channel_and_it_ends() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-drop");
+    let id = spawn_tree(&daemon, "parent", &["drop", dir.0.to_str().unwrap()]);
+    wait_until("the sub-worker dropped and gone", || {
+        listed(&daemon)
+            .iter()
+            .any(|w| w.name == "dropped" && w.state == "exited")
+    });
+    let logs = daemon.ok(&["logs", &id.to_string()]);
+    assert!(logs.contains("dropped "), "{logs}");
+    assert_eq!(running(&daemon).len(), 1, "the parent runs on");
 }

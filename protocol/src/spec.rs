@@ -11,6 +11,25 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Environment variables that describe one spawn (the channel, the id, the
+/// sockets): a worker never inherits them from whoever started it, it gets
+/// its own.
+pub const SPAWN_VARIABLES: [&str; 8] = [
+    "ARBOR_CHANNEL_FD",
+    "ARBOR_TREE_FD",
+    "ARBOR_WORKER_ID",
+    "ARBOR_WORKER_NAME",
+    "ARBOR_ENTRY",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "LISTEN_PID",
+];
+
+/// Most listen fds a Spawn frame may hand a sub-worker: a worker asking for
+/// many sub-workers at once must not make its supervisor hold thousands of
+/// fds for it.
+pub const MAX_SPAWN_FDS: usize = 16;
+
 /// The executable a worker runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
@@ -208,20 +227,27 @@ impl WorkerSpec {
     ///
     /// An entry point names the *sending* process's executable, so it is
     /// sent as that executable's path with `ARBOR_ENTRY` set: the
-    /// supervisor's own `/proc/self/exe` is another program.
+    /// supervisor's own `/proc/self/exe` is another program. Likewise the
+    /// environment a sub-worker inherits is its parent's, not the
+    /// supervisor's: unless the spec clears it, the sender's environment
+    /// (but [`SPAWN_VARIABLES`]) is sent in full, then the spec's changes.
     pub fn to_wire(self) -> std::io::Result<(SpawnSpec, Vec<OwnedFd>)> {
         use std::os::unix::ffi::OsStrExt;
         let name = self.display_name();
-        let mut env: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .env
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_bytes().to_vec(),
-                    v.as_ref().map(|v| v.as_bytes().to_vec()),
-                )
-            })
-            .collect();
+        let bytes = |s: &std::ffi::OsStr| s.as_bytes().to_vec();
+        let mut env: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        if !self.clear_env {
+            env.extend(
+                std::env::vars_os()
+                    .filter(|(k, _)| !SPAWN_VARIABLES.iter().any(|v| std::ffi::OsStr::new(v) == k))
+                    .map(|(k, v)| (bytes(&k), Some(bytes(&v)))),
+            );
+        }
+        env.extend(
+            self.env
+                .iter()
+                .map(|(k, v)| (bytes(k), v.as_deref().map(bytes))),
+        );
         let program = match &self.program {
             Program::Path(path) => path.as_os_str().as_bytes().to_vec(),
             Program::Entry(entry) => {
@@ -233,7 +259,7 @@ impl WorkerSpec {
         let spec = SpawnSpec {
             program,
             args: self.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            clear_env: self.clear_env,
+            clear_env: true,
             env,
             cwd: self.cwd.map(|c| c.into_os_string().into_encoded_bytes()),
             name,
@@ -252,6 +278,12 @@ impl WorkerSpec {
     /// fds are closed with it): the peer is not trusted.
     pub fn from_wire(spec: SpawnSpec, fds: Vec<OwnedFd>) -> Result<Self, String> {
         use std::os::unix::ffi::OsStringExt;
+        if fds.len() > MAX_SPAWN_FDS {
+            return Err(format!(
+                "{} listen fds (at most {MAX_SPAWN_FDS})",
+                fds.len()
+            ));
+        }
         if spec.listen_names.len() != fds.len() {
             return Err(format!(
                 "{} listen names for {} fds",
@@ -382,10 +414,14 @@ mod tests {
             .into_parts();
         assert_eq!(back.program, Program::Path("/bin/echo".into()));
         assert_eq!(back.args, ["a", "b"]);
+        // The sender's own environment, then the spec's changes.
+        assert!(back.clear_env);
         assert_eq!(
-            back.env,
+            back.env[back.env.len() - 2..],
             [("K".into(), Some("v".into())), ("GONE".into(), None)]
         );
+        let path = std::env::var_os("PATH").unwrap();
+        assert!(back.env.contains(&("PATH".into(), Some(path))));
         assert_eq!(back.cwd, Some(PathBuf::from("/tmp")));
         assert_eq!(back.name, "e");
         assert!(!back.speaks_protocol);
@@ -408,6 +444,25 @@ mod tests {
         assert!(wire
             .env
             .contains(&(b"ARBOR_ENTRY".to_vec(), Some(b"part".to_vec()))));
+    }
+
+    #[test]
+    fn spawn_variables_are_not_passed_on_and_a_cleared_env_stays_clear() {
+        // Set by cargo for every test process, never by arbor: stands in for
+        // a variable of the sender.
+        assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+        let (wire, _) = WorkerSpec::program("/bin/true").to_wire().unwrap();
+        assert!(wire.env.iter().any(|(k, _)| k == b"CARGO_PKG_NAME"));
+        assert!(!wire
+            .env
+            .iter()
+            .any(|(k, _)| SPAWN_VARIABLES.iter().any(|v| v.as_bytes() == k)));
+        let (wire, _) = WorkerSpec::program("/bin/true")
+            .env_clear()
+            .env("ONLY", "this")
+            .to_wire()
+            .unwrap();
+        assert_eq!(wire.env, [(b"ONLY".to_vec(), Some(b"this".to_vec()))]);
     }
 
     #[test]

@@ -112,6 +112,14 @@ impl Drop for Cgroups {
     }
 }
 
+impl Drop for WorkerCgroup {
+    /// A cgroup dropped on a failed start is empty: it goes at once (one
+    /// that held a worker goes through [`WorkerCgroup::remove`]).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 impl WorkerCgroup {
     /// Its directory (for listings and tests).
     pub(crate) fn dir(&self) -> &Path {
@@ -130,15 +138,19 @@ impl WorkerCgroup {
     /// leaves it as it exits): retried for a few seconds in a task, since
     /// the last of them may still be dying, and nested sub-worker cgroups
     /// go first.
-    pub(crate) fn remove(self) {
+    pub(crate) fn remove(mut self) {
+        let dir = std::mem::take(&mut self.dir);
+        if remove_tree(&dir) {
+            return;
+        }
         tokio::spawn(async move {
             for _ in 0..50 {
-                if remove_tree(&self.dir) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if remove_tree(&dir) {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tracing::warn!("cgroup {} still busy; left in place", self.dir.display());
+            tracing::warn!("cgroup {} still busy; left in place", dir.display());
         });
     }
 }

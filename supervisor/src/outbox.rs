@@ -21,7 +21,7 @@ use arbor_protocol::{Connection, Frame, PortOpen, Request};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::spec::WhenFull;
-use crate::tree::TreeFrame;
+use crate::tree::{TreeFrame, TreeLink};
 
 /// What a posted item becomes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +234,8 @@ pub(crate) async fn write_loop(
     outbox: std::sync::Arc<Outbox>,
     mut commands: mpsc::Receiver<WriterCommand>,
     mut ready: watch::Receiver<bool>,
-    mut tree_frames: mpsc::Receiver<TreeFrame>,
+    link: std::sync::Arc<TreeLink>,
+    mut tree_frames: mpsc::UnboundedReceiver<TreeFrame>,
 ) {
     let mut tree_open = true;
     let mut is_ready = *ready.borrow();
@@ -252,7 +253,10 @@ pub(crate) async fn write_loop(
                 None => return,
             },
             item = tree_frames.recv(), if tree_open => match item {
-                Some((frame, fds)) => outbox.writer.lock().await.send_with_fds(&frame, &fds).await,
+                Some((frame, fds)) => {
+                    outbox.writer.lock().await.send_with_fds(&frame, &fds).await;
+                    link.written();
+                }
                 None => tree_open = false,
             },
             changed = ready.changed(), if !is_ready => {

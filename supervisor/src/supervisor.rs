@@ -16,34 +16,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::AsyncChannel;
-use arbor_protocol::spec::SpecParts;
+use arbor_protocol::spec::{SpecParts, SPAWN_VARIABLES};
 use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnResult};
 use tokio::sync::{mpsc, watch};
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
+use crate::exit::ExitRecord;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
-use crate::tree::{send_frame, NewNode, Tree, TreeFrame, TreeLimits};
+use crate::tree::{NewNode, Tree, TreeLimits, TreeLink};
 use crate::worker::{launch, Launch, Worker};
 
 /// The fd number of a worker's channel.
 pub const CHANNEL_FD: RawFd = 3;
 /// The fd number of the first socket handed to a worker.
 pub const FIRST_LISTEN_FD: RawFd = 4;
-
-/// Environment variables a worker never inherits from the supervisor: they
-/// describe the supervisor's own spawn, not the worker's.
-const NOT_INHERITED: [&str; 8] = [
-    "ARBOR_CHANNEL_FD",
-    "ARBOR_TREE_FD",
-    "ARBOR_WORKER_ID",
-    "ARBOR_WORKER_NAME",
-    "ARBOR_ENTRY",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-    "LISTEN_PID",
-];
 
 /// Starts and owns worker processes. Embeddable in any tokio program.
 ///
@@ -65,12 +53,15 @@ pub struct Supervisor {
 pub(crate) struct SpawnFor {
     pub(crate) parent: u64,
     pub(crate) request: u64,
-    pub(crate) frames: mpsc::Sender<TreeFrame>,
+    pub(crate) frames: Arc<TreeLink>,
     /// The parent's stdout and stderr: what `Output::Inherit` means for a
     /// sub-worker (the parent's own streams are not the supervisor's).
     pub(crate) outputs: [Output; 2],
     /// The parent's cgroup directory, which the sub-worker's nests in.
     pub(crate) cgroup: Option<PathBuf>,
+    /// Set once SpawnResult went out: a later failure is then reported as
+    /// the sub-worker's exit, not as a second answer.
+    pub(crate) answered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Supervisor {
@@ -223,10 +214,9 @@ impl Supervisor {
             fds: above_targets(fds).map_err(spawn_error)?,
             cgroup: cgroup_procs,
         };
+        // On any failure from here to the driver's start, `cgroup` is
+        // dropped, which removes its (empty) directory.
         let started = self.spawner.start_child(prepared).await;
-        if let (Err(_), Some(cgroup)) = (&started, cgroup.as_ref()) {
-            let _ = std::fs::remove_dir(cgroup.dir());
-        }
         let started = started.map_err(|e| match e {
             StartError::Parent(source) => Error::Spawn {
                 name: name.clone(),
@@ -257,7 +247,7 @@ impl Supervisor {
         };
         let (control, control_rx) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = watch::channel(None);
-        let (frames, frames_rx) = mpsc::channel(TREE_FRAMES);
+        let (frames, frames_rx) = TreeLink::new();
         let node = NewNode {
             id,
             parent: sub.as_ref().map(|s| s.parent),
@@ -269,7 +259,6 @@ impl Supervisor {
             // The asking worker exited or began closing while this one
             // started: it must not outlive its parent.
             crate::sys::kill_and_reap(started.pid);
-            crate::reap::forget(started.pid);
             return Err(Error::ParentGone { name });
         }
         if let (Some(sub), Some(ours)) = (&sub, handed) {
@@ -280,7 +269,8 @@ impl Supervisor {
                     pid: started.pid as u32,
                 },
             });
-            send_frame(&sub.frames, result, vec![OwnedFd::from(ours)]);
+            sub.frames.send(result, vec![OwnedFd::from(ours)]);
+            sub.answered.store(true, Ordering::SeqCst);
         }
         let (sender, receiver) = match channel {
             Some(channel) => {
@@ -290,7 +280,7 @@ impl Supervisor {
             None => (None, None),
         };
         let [stdout, stderr] = captured;
-        launch(Launch {
+        let launched = launch(Launch {
             id,
             pid: started.pid,
             name,
@@ -310,16 +300,24 @@ impl Supervisor {
             exit: (exit_tx, exit_rx),
             tree_frames: (frames, frames_rx),
             supervisor: self.clone(),
-        })
+        });
+        if launched.is_err() {
+            // Killed before its driver ran: its node goes, and a parent
+            // that got its SpawnResult gets its ChildExit too.
+            let lost = ExitRecord::from_reaped(
+                &crate::sys::Reaped::unknown(),
+                Some(crate::Initiator::Terminate),
+                None,
+            );
+            self.tree.exited(id, &lost);
+        }
+        launched
     }
 
     pub(crate) fn tree(&self) -> &Arc<Tree> {
         &self.tree
     }
 }
-
-/// Tree frames queued for one worker's writer before senders wait.
-const TREE_FRAMES: usize = 256;
 
 fn cstring(bytes: &[u8], what: &'static str) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::Nul { what })
@@ -335,7 +333,7 @@ fn environment(spec: &SpecParts, id: u64) -> Result<Vec<CString>> {
         Vec::new()
     } else {
         std::env::vars_os()
-            .filter(|(k, _)| !NOT_INHERITED.iter().any(|n| OsStr::new(n) == k))
+            .filter(|(k, _)| !SPAWN_VARIABLES.iter().any(|n| OsStr::new(n) == k))
             .collect()
     };
     for (key, value) in &spec.env {

@@ -29,11 +29,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arbor_protocol::{ChildExit, Frame, SpawnRefusal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::exit::ExitRecord;
 use crate::worker::Control;
@@ -65,6 +66,60 @@ impl Default for TreeLimits {
 /// A frame for a worker's tree link (SpawnResult, ChildExit, CloseChild),
 /// with its fds.
 pub(crate) type TreeFrame = (Frame, Vec<OwnedFd>);
+
+/// Tree frames waiting for one worker's writer beyond which its next Spawn
+/// waits (and the worker is not read meanwhile). A worker that reads its
+/// answers never gets near it: it has at most `max_children` spawns and
+/// sub-workers, each good for a SpawnResult and a ChildExit.
+const LINK_FULL: usize = 1024;
+
+/// A worker's tree link, as its writer task drains it: frames go out in the
+/// order they were sent (a sub-worker's ChildExit after its SpawnResult),
+/// and sending never waits, so no driver or lock holder blocks on a worker
+/// that does not read.
+#[derive(Debug)]
+pub(crate) struct TreeLink {
+    frames: mpsc::UnboundedSender<TreeFrame>,
+    queued: AtomicUsize,
+    drained: Notify,
+}
+
+impl TreeLink {
+    pub(crate) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<TreeFrame>) {
+        let (frames, receiver) = mpsc::unbounded_channel();
+        let link = Self {
+            frames,
+            queued: AtomicUsize::new(0),
+            drained: Notify::new(),
+        };
+        (Arc::new(link), receiver)
+    }
+
+    /// Queues a frame; its fds close with it if the worker is gone.
+    pub(crate) fn send(&self, frame: Frame, fds: Vec<OwnedFd>) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.frames.send((frame, fds)).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The writer wrote one.
+    pub(crate) fn written(&self) {
+        if self.queued.fetch_sub(1, Ordering::SeqCst) <= LINK_FULL {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Whether the next Spawn should wait for the worker to read.
+    pub(crate) fn is_full(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) >= LINK_FULL
+    }
+
+    /// Completes once the writer has made room (after [`TreeLink::is_full`]).
+    pub(crate) async fn drained(&self) {
+        self.drained.notified().await
+    }
+}
 
 /// How the tree reaches a worker's driver.
 #[derive(Debug)]
@@ -101,7 +156,7 @@ struct Node {
     starting: u32,
     control: ControlRef,
     /// The worker's tree link: SpawnResult, ChildExit and CloseChild go here.
-    frames: Option<mpsc::Sender<TreeFrame>>,
+    frames: Option<Arc<TreeLink>>,
     exit: watch::Receiver<Option<ExitRecord>>,
     /// Closing or terminating: no more sub-workers.
     closing: bool,
@@ -126,7 +181,7 @@ pub(crate) struct NewNode {
     pub(crate) id: u64,
     pub(crate) parent: Option<u64>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
-    pub(crate) frames: Option<mpsc::Sender<TreeFrame>>,
+    pub(crate) frames: Option<Arc<TreeLink>>,
     pub(crate) exit: watch::Receiver<Option<ExitRecord>>,
 }
 
@@ -232,7 +287,7 @@ impl Tree {
     }
 
     /// The tree link of `id`'s parent, when `id` is a sub-worker.
-    pub(crate) fn parent_frames(&self, id: u64) -> Option<mpsc::Sender<TreeFrame>> {
+    pub(crate) fn parent_frames(&self, id: u64) -> Option<Arc<TreeLink>> {
         let nodes = self.lock();
         let parent = nodes.map.get(&id)?.parent?;
         nodes.map.get(&parent)?.frames.clone()
@@ -262,7 +317,17 @@ impl Tree {
                 signal: record.signal.map(|s| s.number()),
                 core_dumped: record.core_dumped,
             };
-            send_frame(frames, Frame::ChildExit(exit), Vec::new());
+            frames.send(Frame::ChildExit(exit), Vec::new());
+        }
+    }
+
+    /// Marks `id` closing; whether it was not yet (so a close task should
+    /// start).
+    pub(crate) fn claim_close(&self, id: u64) -> bool {
+        let mut nodes = self.lock();
+        match nodes.map.get_mut(&id) {
+            Some(node) => !std::mem::replace(&mut node.closing, true),
+            None => false,
         }
     }
 
@@ -327,23 +392,6 @@ fn subtree(map: &HashMap<u64, Node>, roots: &BTreeSet<u64>) -> Vec<u64> {
         }
     }
     found
-}
-
-/// Queues a frame on a worker's tree link without waiting: when the link is
-/// full (the worker does not read), a task waits for room, so the sender
-/// (a driver, the tree lock's holder) never blocks on a slow worker.
-pub(crate) fn send_frame(frames: &mpsc::Sender<TreeFrame>, frame: Frame, fds: Vec<OwnedFd>) {
-    match frames.try_send((frame, fds)) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(item)) => {
-            let frames = frames.clone();
-            tokio::spawn(async move {
-                let _ = frames.send(item).await;
-            });
-        }
-        // The worker is gone; its fds close with the item.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
-    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use crate::signal::Signal;
 use crate::spec::{WhenFull, WorkerSpec};
 use crate::supervisor::{SpawnFor, Supervisor};
 use crate::sys;
-use crate::tree::{send_frame, TreeFrame};
+use crate::tree::{TreeFrame, TreeLink};
 
 /// Which output stream a captured line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +211,7 @@ pub(crate) struct Launch {
         watch::Sender<Option<ExitRecord>>,
         watch::Receiver<Option<ExitRecord>>,
     ),
-    pub(crate) tree_frames: (mpsc::Sender<TreeFrame>, mpsc::Receiver<TreeFrame>),
+    pub(crate) tree_frames: (Arc<TreeLink>, mpsc::UnboundedReceiver<TreeFrame>),
     pub(crate) supervisor: Supervisor,
 }
 
@@ -263,6 +263,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             Arc::clone(outbox),
             writer_rx,
             ready_rx,
+            Arc::clone(&frames),
             frames_rx,
         ));
     }
@@ -292,6 +293,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             speaks_protocol: launch.speaks_protocol,
             requests: Arc::clone(&requests),
             frames,
+            parked: None,
             subs: subs_tx,
             outputs: launch.outputs,
             cgroup: launch.cgroup,
@@ -459,8 +461,17 @@ impl Worker {
     }
 
     /// Starts a close (as [`Worker::close`]) without waiting for the exit.
+    /// Outside a tokio runtime only the worker itself is asked (its
+    /// sub-workers then go with it, killed, when it exits).
     pub fn begin_close(&self, grace: Duration) {
-        tokio::spawn(Arc::clone(self.supervisor.tree()).close(self.id, grace));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(self.supervisor.tree()).close(self.id, grace));
+            }
+            Err(_) => {
+                let _ = self.control.send(Control::Close(grace));
+            }
+        }
     }
 
     /// Starts a terminate (as [`Worker::terminate`]) without waiting for the exit.
@@ -571,7 +582,9 @@ struct DriverState {
     /// Requests waiting for the worker's reply.
     requests: Arc<Pending>,
     /// The worker's tree link (SpawnResult goes out here).
-    frames: mpsc::Sender<TreeFrame>,
+    frames: Arc<TreeLink>,
+    /// A Spawn waiting for room on the tree link.
+    parked: Option<(arbor_protocol::Spawn, Vec<OwnedFd>)>,
     /// Where a finished spawn hands its sub-worker's handle.
     subs: mpsc::UnboundedSender<Worker>,
     /// The worker's stdout and stderr, inherited by its sub-workers.
@@ -605,6 +618,9 @@ impl Pending {
 const WRITER_COMMANDS: usize = 16;
 
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// The longest grace a close step gets (a day; a peer may ask for more).
+const MAX_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Events queued in the driver before it stops reading the worker's socket
 /// (backpressure: a consumer that does not read events slows the worker,
@@ -643,10 +659,11 @@ impl Driver {
                         }
                     }
                 }
-                // A worker whose tree link is full (it sends Spawn frames
-                // and does not read the answers) is not read either until
-                // there is room: backpressure, nothing dropped.
-                frame = recv(&mut receiver), if state.channel_open && state.queued.len() < QUEUED_EVENTS && frames.capacity() > 0 => {
+                // A Spawn that found the worker's tree link full (it sends
+                // Spawn frames and does not read the answers) waits, and
+                // the worker is not read meanwhile: backpressure on that
+                // worker alone, nothing dropped.
+                frame = recv(&mut receiver), if state.channel_open && state.queued.len() < QUEUED_EVENTS && state.parked.is_none() => {
                     state.on_frame(frame);
                     // Hand the event over now when there is room, without
                     // another turn of the loop.
@@ -661,7 +678,13 @@ impl Driver {
                         }
                     }
                 }
-                _ = frames.reserve(), if frames.capacity() == 0 => {}
+                _ = frames.drained(), if state.parked.is_some() => {
+                    if !frames.is_full() {
+                        if let Some((spawn, fds)) = state.parked.take() {
+                            state.on_spawn(spawn, fds);
+                        }
+                    }
+                }
                 Some(sub) = subs.recv() => state.queued.push_back(WorkerEvent::SubWorker(sub)),
                 permit = events.reserve(), if !state.queued.is_empty() => {
                     match (permit, state.queued.pop_front()) {
@@ -779,7 +802,11 @@ impl DriverState {
                 fds,
             },
             Ok((Frame::Spawn(spawn), fds)) => {
-                self.on_spawn(spawn, fds);
+                if self.frames.is_full() {
+                    self.parked = Some((spawn, fds));
+                } else {
+                    self.on_spawn(spawn, fds);
+                }
                 return;
             }
             Ok((Frame::ChildControl(control), _)) => {
@@ -797,8 +824,13 @@ impl DriverState {
                     match control.action {
                         ChildAction::Terminate => tree.terminate(control.worker_id),
                         ChildAction::Close { grace_ms } => {
-                            let grace = Duration::from_millis(grace_ms);
-                            tokio::spawn(Arc::clone(tree).close(control.worker_id, grace));
+                            let grace = Duration::from_millis(grace_ms).min(MAX_GRACE);
+                            // One close task per sub-worker: a repeated Close
+                            // changes nothing (the one under way is bounded
+                            // by its own grace).
+                            if tree.claim_close(control.worker_id) {
+                                tokio::spawn(Arc::clone(tree).close(control.worker_id, grace));
+                            }
                         }
                     }
                     return;
@@ -824,12 +856,12 @@ impl DriverState {
     /// A Spawn frame: a place in the tree is taken at once (or the refusal
     /// sent), the fork happens in a task of its own.
     fn on_spawn(&mut self, spawn: arbor_protocol::Spawn, fds: Vec<OwnedFd>) {
-        let refuse = |frames: &mpsc::Sender<TreeFrame>, refusal| {
+        let refuse = |frames: &TreeLink, refusal| {
             let result = SpawnResult {
                 id: spawn.id,
                 outcome: SpawnOutcome::Refused(refusal),
             };
-            send_frame(frames, Frame::SpawnResult(result), Vec::new());
+            frames.send(Frame::SpawnResult(result), Vec::new());
         };
         let tree = Arc::clone(self.supervisor.tree());
         if let Err(refusal) = tree.reserve(self.id) {
@@ -855,12 +887,14 @@ impl DriverState {
         let outputs = self.outputs;
         let cgroup = self.cgroup.as_ref().map(|c| c.dir().to_path_buf());
         tokio::spawn(async move {
+            let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let sub = SpawnFor {
                 parent,
                 request,
                 frames: frames.clone(),
                 outputs,
                 cgroup,
+                answered: Arc::clone(&answered),
             };
             let started = supervisor.spawn_node(spec, Some(sub)).await;
             tree.release(parent);
@@ -868,6 +902,8 @@ impl DriverState {
                 Ok(worker) => {
                     let _ = subs.send(worker);
                 }
+                // Started, then lost: its ChildExit is on its way.
+                Err(_) if answered.load(std::sync::atomic::Ordering::SeqCst) => {}
                 Err(error) => {
                     let refusal = match error {
                         Error::ParentGone { .. } => arbor_protocol::SpawnRefusal::Closing,
@@ -884,7 +920,7 @@ impl DriverState {
                         id: request,
                         outcome: SpawnOutcome::Refused(refusal),
                     };
-                    send_frame(&frames, Frame::SpawnResult(result), Vec::new());
+                    frames.send(Frame::SpawnResult(result), Vec::new());
                 }
             }
         });
@@ -893,6 +929,8 @@ impl DriverState {
     fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
         match command {
             Some(Control::Close(grace)) => {
+                // A peer's or caller's grace of years would overflow the clock.
+                let grace = grace.min(MAX_GRACE);
                 if self.asked == Some(Initiator::Terminate) {
                     return;
                 }
@@ -911,7 +949,7 @@ impl DriverState {
                 let parent_link = self.supervisor.tree().parent_frames(self.id);
                 if let (Some(link), true) = (&parent_link, self.speaks_protocol) {
                     // A sub-worker: only its parent can write the Close frame.
-                    send_frame(link, Frame::CloseChild(self.id), Vec::new());
+                    link.send(Frame::CloseChild(self.id), Vec::new());
                     self.escalation = Some((Instant::now() + grace, Signal::TERM, grace));
                 } else if self.channel_open && self.speaks_protocol {
                     // The close command must not be lost behind queued pongs.

@@ -50,8 +50,9 @@ pub struct AsyncWorker {
     on_connect: Option<PortHandler>,
     tree: Arc<TreeState>,
     /// A sub-worker's own link to the supervisor (its channel leads to its
-    /// parent worker); `None` for a top-level worker, whose channel is it.
-    tree_link: Option<(Arc<Mutex<AsyncSender>>, AsyncReceiver)>,
+    /// parent worker; a task reads the link from `connect` on); `None` for
+    /// a top-level worker, whose channel is it.
+    tree_link: Option<Arc<Mutex<AsyncSender>>>,
 }
 
 impl std::fmt::Debug for AsyncWorker {
@@ -199,18 +200,18 @@ impl AsyncWorker {
             .map_err(arbor_protocol::Error::from)?;
         let (sender, receiver) = channel.into_split();
         let sender = Arc::new(Mutex::new(sender));
-        let tree_link = match take_tree_link() {
+        let (tree, tree_link) = match take_tree_link() {
             Some(link) => {
                 let link = AsyncChannel::from_std(link, Limits::default())
                     .map_err(arbor_protocol::Error::from)?;
                 let (link_sender, link_receiver) = link.into_split();
-                Some((Arc::new(Mutex::new(link_sender)), link_receiver))
+                let link_sender = Arc::new(Mutex::new(link_sender));
+                let tree = TreeState::new(Arc::clone(&link_sender));
+                // Read from now on, so a spawn before `run` gets its answer.
+                tokio::spawn(read_link(link_receiver, Arc::clone(&tree)));
+                (tree, Some(link_sender))
             }
-            None => None,
-        };
-        let link = match &tree_link {
-            Some((link_sender, _)) => Arc::clone(link_sender),
-            None => Arc::clone(&sender),
+            None => (TreeState::new(Arc::clone(&sender)), None),
         };
         Ok(Self {
             poster: Poster { sender },
@@ -219,7 +220,7 @@ impl AsyncWorker {
             closer: Closer::default(),
             on_connection: None,
             on_connect: None,
-            tree: TreeState::new(link),
+            tree,
             tree_link,
         })
     }
@@ -315,14 +316,13 @@ impl AsyncWorker {
         let (forward, mut receiver) = mpsc::channel(READ_AHEAD);
         let top_level = tree_link.is_none();
         tokio::spawn(read_channel(channel, Arc::clone(&tree), forward, top_level));
-        if let Some((link_sender, link_receiver)) = tree_link {
+        if let Some(link_sender) = tree_link {
             // The supervisor sees a sub-worker's Ready on its link.
             link_sender
                 .lock()
                 .await
                 .send(&Frame::Ready(ready), &[])
                 .await?;
-            tokio::spawn(read_link(link_receiver, Arc::clone(&tree)));
         }
         loop {
             let received = tokio::select! {

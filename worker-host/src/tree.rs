@@ -51,7 +51,8 @@ pub(crate) struct TreeState {
 
 #[derive(Debug)]
 struct Child {
-    sender: Shared,
+    /// Weak: the [`SubWorker`] owns the channel, and dropping it closes it.
+    sender: std::sync::Weak<Mutex<AsyncSender>>,
     exit: watch::Sender<Option<ChildExit>>,
 }
 
@@ -75,7 +76,9 @@ impl TreeState {
         match frame {
             Frame::SpawnResult(result) => {
                 let Some((name, waiter)) = lock(&self.pending).remove(&result.id) else {
-                    return None; // nobody waits (cancelled): its fd closes here
+                    // Nobody waits (the spawn was cancelled): its channel
+                    // closes here, so the sub-worker sees its parent gone.
+                    return None;
                 };
                 let started = match (result.outcome, fds.len()) {
                     (SpawnOutcome::Started { worker_id, pid }, 1) => {
@@ -86,7 +89,10 @@ impl TreeState {
                     }),
                     (SpawnOutcome::Refused(refusal), _) => Err(refusal),
                 };
-                let _ = waiter.send(started);
+                if let Err(Ok(unwanted)) = waiter.send(started) {
+                    // Cancelled meanwhile: dropping it closes its channel.
+                    lock(&self.children).remove(&unwanted.id);
+                }
                 None
             }
             Frame::ChildExit(exit) => {
@@ -96,7 +102,9 @@ impl TreeState {
                 None
             }
             Frame::CloseChild(id) => {
-                let sender = lock(&self.children).get(&id).map(|c| Arc::clone(&c.sender));
+                let sender = lock(&self.children)
+                    .get(&id)
+                    .and_then(|c| c.sender.upgrade());
                 if let Some(sender) = sender {
                     tokio::spawn(async move {
                         let _ = sender.lock().await.send(&Frame::Close, &[]).await;
@@ -123,7 +131,7 @@ impl TreeState {
         lock(&self.children).insert(
             id,
             Child {
-                sender: Arc::clone(&sender),
+                sender: Arc::downgrade(&sender),
                 exit: exit_tx,
             },
         );
@@ -165,9 +173,9 @@ impl Spawner {
     ///
     /// A refusal is [`Error::SpawnRefused`] with the supervisor's reason
     /// (a depth, children or total limit, a bad spec, a program that does
-    /// not start, or this worker closing). Needs [`AsyncWorker::run`]
-    /// (or, in a sub-worker, just the runtime) to be reading the
-    /// supervisor link.
+    /// not start, or this worker closing). In a top-level worker the
+    /// answer comes over the channel, so [`AsyncWorker::run`] must be
+    /// reading it; a sub-worker's link is read from `connect` on.
     ///
     /// [`AsyncWorker::run`]: crate::nonblocking::AsyncWorker::run
     pub async fn spawn(&self, spec: WorkerSpec) -> Result<SubWorker> {
@@ -176,6 +184,11 @@ impl Spawner {
         let id = self.tree.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, started) = oneshot::channel();
         lock(&self.tree.pending).insert(id, (name, answer));
+        // A cancelled spawn leaves no waiter behind.
+        let _forget = Forget {
+            tree: &self.tree,
+            request: id,
+        };
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| fd.as_fd()).collect();
         let sent = self
             .tree
@@ -184,15 +197,24 @@ impl Spawner {
             .await
             .send(&Frame::Spawn(Spawn { id, spec }), &borrowed)
             .await;
-        if let Err(e) = sent {
-            lock(&self.tree.pending).remove(&id);
-            return Err(e.into());
-        }
+        sent?;
         match started.await {
             Ok(Ok(sub)) => Ok(sub),
             Ok(Err(refusal)) => Err(Error::SpawnRefused(refusal)),
             Err(_) => Err(Error::SupervisorGone),
         }
+    }
+}
+
+/// Removes a spawn's waiter when the spawn ends, answered or not.
+struct Forget<'a> {
+    tree: &'a TreeState,
+    request: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.tree.pending).remove(&self.request);
     }
 }
 

@@ -17,7 +17,10 @@
 //! - `bad-spawns`: a hostile worker's malformed Spawn frames (listen names
 //!   without fds, a NUL in the program, a program that does not exist, a
 //!   ChildControl for a worker that is not its child), then one good
-//!   Spawn; prints and posts each answer, one per line.
+//!   Spawn, which it closes with a grace of u64::MAX ms, twice; prints and
+//!   posts each answer and the exit, one per line.
+//! - `drop DIR`: starts a `tree 0 0 DIR` sub-worker, waits for its Ready,
+//!   drops its handle (closing its channel) and prints "dropped PID".
 //! - `counter`: the standard's shared-state example, a shared worker: every
 //!   client that connects gets a port of its own, and all of them see one
 //!   counter. On a port, `inc` adds one and answers `count N`, `get`
@@ -44,6 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "flood" => flood(arg(1).parse()?)?,
         "bad-spawns" => bad_spawns()?,
+        "drop" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(drop_one(arg(1)))?;
+        }
         "control" => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -279,6 +288,7 @@ fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
         plain("/bin/sleep")?,
     ];
     let mut answers = Vec::new();
+    let mut started = None;
     for (request, spec) in attempts.into_iter().enumerate() {
         if request == 3 {
             // Not its child: ignored by the supervisor, which goes on.
@@ -296,9 +306,28 @@ fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
         loop {
             if let (Frame::SpawnResult(result), _) = channel.recv()? {
                 answers.push(match result.outcome {
-                    SpawnOutcome::Started { .. } => format!("{}: started", result.id),
+                    SpawnOutcome::Started { worker_id, .. } => {
+                        started = Some(worker_id);
+                        format!("{}: started", result.id)
+                    }
                     SpawnOutcome::Refused(refusal) => format!("{}: {refusal:?}", result.id),
                 });
+                break;
+            }
+        }
+    }
+    // A grace no clock can hold, asked twice: one close, bounded.
+    if let Some(worker_id) = started {
+        for _ in 0..2 {
+            let control = arbor_protocol::ChildControl {
+                worker_id,
+                action: arbor_protocol::ChildAction::Close { grace_ms: u64::MAX },
+            };
+            channel.send(&Frame::ChildControl(control), &[])?;
+        }
+        loop {
+            if let (Frame::ChildExit(exit), _) = channel.recv()? {
+                answers.push(format!("4: closed {:?}/{:?}", exit.code, exit.signal));
                 break;
             }
         }
@@ -313,4 +342,29 @@ fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
             Ok(_) => {}
         }
     }
+}
+
+async fn drop_one(dir: String) -> arbor_worker::Result<()> {
+    let worker = AsyncWorker::connect()?;
+    let spawner = worker.spawner();
+    let exe = std::env::current_exe().map_err(arbor_worker::Error::Spec)?;
+    let test = async move {
+        let spec = WorkerSpec::program(&exe)
+            .args(["tree", "0", "0", &dir])
+            .name("dropped");
+        let mut sub = spawner.spawn(spec).await?;
+        while !matches!(sub.next_event().await, Some(SubWorkerEvent::Ready) | None) {}
+        let pid = sub.pid();
+        drop(sub);
+        println!("dropped {pid}");
+        Ok::<(), arbor_worker::Error>(())
+    };
+    let testing = tokio::spawn(async move {
+        if let Err(e) = test.await {
+            eprintln!("drop: {e}");
+        }
+    });
+    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    testing.abort();
+    result
 }

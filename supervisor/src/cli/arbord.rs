@@ -52,6 +52,9 @@ pub fn main() -> ExitCode {
         }
     };
     let args = Args::parse();
+    // Every worker costs arbord fds (channel, pidfd, pipes, sockets): the
+    // soft limit goes up to the hard one, as systemd advises services to do.
+    let fd_limit = crate::sys::raise_fd_limit();
     let config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(config) => config,
@@ -72,6 +75,10 @@ pub fn main() -> ExitCode {
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    match fd_limit {
+        Ok(limit) => tracing::debug!("fd limit {limit}"),
+        Err(e) => tracing::warn!("could not raise the fd limit: {e}"),
     }
     let socket = args
         .socket

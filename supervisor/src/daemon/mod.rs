@@ -1218,9 +1218,10 @@ async fn attach(
     let entry = shared
         .get_mut(name)
         .ok_or_else(|| format!("no shared worker {name:?}"))?;
-    let running = entry
-        .current
-        .and_then(|id| Some((id, daemon.handle(id).ok()?)));
+    let running = match entry.current {
+        Some(id) => live_handle(daemon, id).await.map(|worker| (id, worker)),
+        None => None,
+    };
     let (id, worker) = match running {
         Some(running) => running,
         None => {
@@ -1241,6 +1242,26 @@ async fn attach(
         .map_err(|e| format!("shared worker {name:?}: {e}"))?;
     tracing::info!(worker = name, id, port, "{origin} attached");
     Ok((id, ours))
+}
+
+/// The running worker of entry `id`; one waiting out a restart's backoff is
+/// waited for (up to 30 s), so a shared worker is never started twice.
+async fn live_handle(daemon: &Daemon, id: u64) -> Option<Arc<Worker>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let changed = daemon.state_changed.notified();
+        {
+            let entries = daemon.entries();
+            let entry = entries.get(&id)?;
+            if let Some(worker) = &entry.worker {
+                return Some(Arc::clone(worker));
+            }
+            if entry.stop_requested || entry.state != "restarting" {
+                return None;
+            }
+        }
+        tokio::time::timeout_at(deadline, changed).await.ok()?;
+    }
 }
 
 /// The pid and uid of a control client (SO_PEERCRED).
