@@ -25,6 +25,10 @@
 //! Without a writable cgroup v2 hierarchy (cgroup v1 only, or not
 //! delegated) [`Cgroups::detect`] finds none and nothing changes: escaped
 //! descendants are then killed at the supervisor's shutdown at the latest.
+//! A cgroup that cannot be made (a `cgroup.max.descendants` limit), or a
+//! hierarchy that makes directories but refuses to move processes, costs
+//! the worker its cgroup, never its start; after the first refused move no
+//! more cgroups are tried.
 //! A worker that has write access to the hierarchy itself (root, with
 //! `/sys/fs/cgroup` writable) can still move a process out.
 
@@ -32,12 +36,16 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where the workers' cgroups live.
 #[derive(Debug)]
 pub struct Cgroups {
     base: PathBuf,
+    /// Cleared when a worker could not join its cgroup: the hierarchy lets
+    /// us make directories but not move processes, so we stop trying.
+    working: AtomicBool,
 }
 
 /// One worker's cgroup.
@@ -77,7 +85,10 @@ impl Cgroups {
                 format!("{} has no cgroup.kill (Linux before 5.14?)", base.display()),
             ));
         }
-        Ok(Self { base })
+        Ok(Self {
+            base,
+            working: AtomicBool::new(true),
+        })
     }
 
     /// The directory holding the top-level workers' cgroups.
@@ -92,6 +103,12 @@ impl Cgroups {
         parent: Option<&Path>,
         id: u64,
     ) -> io::Result<(WorkerCgroup, OwnedFd)> {
+        if !self.working.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "workers cannot join cgroups here",
+            ));
+        }
         let dir = parent
             .unwrap_or(self.base.as_path())
             .join(format!("worker-{id}"));
@@ -103,6 +120,23 @@ impl Cgroups {
                 let _ = std::fs::remove_dir(&dir);
             })?;
         Ok((WorkerCgroup { dir }, OwnedFd::from(procs)))
+    }
+}
+
+impl Cgroups {
+    /// Checks that the worker `pid` made it into `cgroup` (it joins before
+    /// exec, so by now it has, or never will); if not, no more cgroups are
+    /// made. Whether it is in.
+    pub(crate) fn joined(&self, cgroup: &WorkerCgroup, pid: libc::pid_t) -> bool {
+        let procs = std::fs::read_to_string(cgroup.dir.join("cgroup.procs")).unwrap_or_default();
+        let joined = procs.lines().any(|line| line.trim() == pid.to_string());
+        if !joined && self.working.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "workers cannot join cgroups under {} (not delegated?): no cgroup per worker from now on",
+                self.base.display()
+            );
+        }
+        joined
     }
 }
 

@@ -37,14 +37,13 @@ use tokio::sync::oneshot;
 use crate::sys;
 
 /// Steps of the child, as reported through the error pipe.
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 6] = [
     "setpgid",
     "prctl(PR_SET_PDEATHSIG)",
     "dup2",
     "chdir",
     "execve",
     "close_range(CLOSE_RANGE_CLOEXEC)",
-    "joining its cgroup",
 ];
 
 /// Everything the child needs, prepared before the fork. `Send`, so it can
@@ -279,14 +278,13 @@ impl ChildPlan<'_> {
             unsafe { self.fail(0) };
         }
         // Into the worker's cgroup before it can fork anything ("0" moves
-        // the writer itself).
+        // the writer itself). A refusal (a hierarchy that lets us make
+        // directories but not move processes) is not fatal: the parent
+        // sees the worker outside its cgroup and stops making them.
         if self.cgroup_procs >= 0 {
             // SAFETY: write(2) of one byte from a static buffer to an fd
             // the parent opened for us.
-            if unsafe { libc::write(self.cgroup_procs, b"0".as_ptr().cast(), 1) } != 1 {
-                // SAFETY: async-signal-safe failure path.
-                unsafe { self.fail(6) };
-            }
+            unsafe { libc::write(self.cgroup_procs, b"0".as_ptr().cast(), 1) };
         }
         // Die with the spawner thread; then close the race where the parent
         // died before the prctl took effect.

@@ -192,14 +192,19 @@ impl Supervisor {
                 }
             }
         }
-        let (cgroup, cgroup_procs) = match &self.cgroups {
-            Some(cgroups) => {
-                let parent_dir = sub.as_ref().and_then(|s| s.cgroup.as_deref());
-                let (cgroup, procs) = cgroups.create(parent_dir, id).map_err(spawn_error)?;
-                (Some(cgroup), Some(procs))
-            }
-            None => (None, None),
-        };
+        // A cgroup that cannot be made costs the worker its cgroup, not its start.
+        let parent_dir = sub.as_ref().and_then(|s| s.cgroup.as_deref());
+        let (cgroup, cgroup_procs) = self
+            .cgroups
+            .as_ref()
+            .and_then(|cgroups| match cgroups.create(parent_dir, id) {
+                Ok(made) => Some(made),
+                Err(e) => {
+                    tracing::debug!(worker = %name, "no cgroup: {e}");
+                    None
+                }
+            })
+            .unzip();
         let speaks_protocol = spec.speaks_protocol;
         let (queue_limit, when_full) = (spec.queue_limit, spec.when_full);
         for (i, (_, fd)) in spec.listen_fds.into_iter().enumerate() {
@@ -228,6 +233,10 @@ impl Supervisor {
                 source,
             },
         })?;
+        let cgroup = match (cgroup, &self.cgroups) {
+            (Some(cgroup), Some(cgroups)) if cgroups.joined(&cgroup, started.pid) => Some(cgroup),
+            _ => None,
+        };
         // The socket the driver reads and the writer writes: the channel of
         // a top-level worker, the tree link of a sub-worker (none for a
         // sub-worker that does not speak the protocol).
