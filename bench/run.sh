@@ -18,6 +18,7 @@ for i in $(seq 1 "$runs"); do
   ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench channel -- --noplot round_trip
   cargo bench -q -p arbor-bench --bench workers -- --noplot
   ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench workers -- --noplot worker_round_trip
+  cargo bench -q -p arbor-bench --bench tree -- --noplot
   cp -r target/criterion "$out/run-$i"
   ./target/release/worker-memory > "$out/run-$i/memory.json"
   ./target/release/daemon-probe > "$out/run-$i/daemon.json"

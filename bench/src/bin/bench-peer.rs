@@ -15,6 +15,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker.on_message(|ctx, message, _| ctx.reply(&message.data, &[]));
         return Ok(worker.run()?);
     }
+    if mode == "tree-parent" {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        return Ok(runtime.block_on(tree_parent())?);
+    }
     let socket = channel_from_stdin()?;
     match mode.as_str() {
         // The raw spawn baseline: one byte on the inherited socket, then wait
@@ -113,4 +120,92 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         other => Err(format!("unknown mode {other:?}").into()),
     }
+}
+
+/// A worker with sub-workers, for the tree benchmark. To a request:
+/// - `spawn`: starts a `worker-echo` sub-worker, waits for its Ready,
+///   terminates it and answers (the whole cycle, as the parent sees it);
+/// - `echo N SIZE`: N round trips of SIZE bytes with a kept `worker-echo`
+///   sub-worker over their direct channel; answers the nanoseconds they took.
+async fn tree_parent() -> arbor_worker::Result<()> {
+    use arbor_worker::nonblocking::AsyncWorker;
+    use arbor_worker::{SubWorker, SubWorkerEvent, WorkerSpec};
+    use std::sync::Arc;
+    use tokio::sync::Mutex;
+
+    async fn started(spawner: &arbor_worker::Spawner) -> arbor_worker::Result<SubWorker> {
+        let exe = std::env::current_exe().map_err(arbor_worker::Error::Spec)?;
+        let mut sub = spawner
+            .spawn(WorkerSpec::program(exe).arg("worker-echo"))
+            .await?;
+        match sub.next_event().await {
+            Some(SubWorkerEvent::Ready) => Ok(sub),
+            other => Err(arbor_worker::Error::Spec(io::Error::other(format!(
+                "expected Ready, got {other:?}"
+            )))),
+        }
+    }
+
+    async fn round_trips(sub: &mut SubWorker, n: u64, size: usize) -> arbor_worker::Result<String> {
+        let data = vec![7u8; size];
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            sub.post_message(&data, &[]).await?;
+            match sub.next_event().await {
+                Some(SubWorkerEvent::Message { .. }) => {}
+                other => return Ok(format!("error: expected the echo, got {other:?}")),
+            }
+        }
+        Ok(start.elapsed().as_nanos().to_string())
+    }
+
+    let worker = AsyncWorker::connect()?;
+    let (spawner, poster) = (worker.spawner(), worker.poster());
+    let kept: Arc<Mutex<Option<SubWorker>>> = Arc::default();
+    worker
+        .run(
+            move |incoming| {
+                let (spawner, poster, kept) = (spawner.clone(), poster.clone(), Arc::clone(&kept));
+                async move {
+                    let Some(id) = incoming.request_id else {
+                        return Ok(());
+                    };
+                    // Answered from a task of its own: the SpawnResults come
+                    // over this worker's channel, which `run` must keep reading.
+                    tokio::spawn(async move {
+                        let text = String::from_utf8_lossy(&incoming.message.data).into_owned();
+                        let words: Vec<&str> = text.split_whitespace().collect();
+                        let answer = match words[..] {
+                            ["spawn"] => match started(&spawner).await {
+                                Ok(sub) => sub.terminate().await.map(|_| "ok".to_string()),
+                                Err(e) => Err(e),
+                            },
+                            ["echo", n, size] => {
+                                let mut kept = kept.lock().await;
+                                if kept.is_none() {
+                                    *kept = started(&spawner).await.ok();
+                                }
+                                match kept.as_mut() {
+                                    Some(sub) => {
+                                        round_trips(
+                                            sub,
+                                            n.parse().unwrap_or(1),
+                                            size.parse().unwrap_or(64),
+                                        )
+                                        .await
+                                    }
+                                    None => Ok("error: no sub-worker".into()),
+                                }
+                            }
+                            _ => Ok(format!("error: {text:?}")),
+                        };
+                        let answer = answer.unwrap_or_else(|e| format!("error: {e}"));
+                        let _ = poster.reply(id, answer.as_bytes()).await;
+                    });
+                    Ok(())
+                }
+            },
+            || async { Ok(()) },
+        )
+        .await
 }
