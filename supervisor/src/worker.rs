@@ -119,7 +119,9 @@ pub enum WorkerEvent {
     /// The worker started a sub-worker (a Spawn frame): its handle, for its
     /// output, exit, close and terminate (its channel is the worker's).
     /// Dropping the handle leaves the sub-worker running; it ends with its
-    /// parent at the latest.
+    /// parent at the latest. Like every event it must be read: a worker
+    /// whose events nobody reads is not read either once they pile up, and
+    /// its next spawn waits.
     SubWorker(Worker),
     /// The worker's exit; always the last event.
     Exit(ExitRecord),
