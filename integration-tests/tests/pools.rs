@@ -109,6 +109,44 @@ fn served_by_all(target: &Target, pids: &BTreeSet<u32>) {
     }
 }
 
+/// Like [`assert_no_failure`], for a pool in `mode` whose replicas come and
+/// go: in `reuseport` mode without `net.ipv4.tcp_migrate_req=1`, the kernel
+/// resets a connection whose handshake lands on a closing replica's
+/// listener between its last accept and its close (README, bench/README:
+/// 2 in 2.3 M requests). Only such resets, and no more than one in 10,000
+/// requests, are allowed there; everywhere else none.
+fn assert_no_failure_but_the_kernels(stats: &Stats, what: &str, mode: &str) {
+    let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+        .is_ok_and(|v| v.trim() == "1");
+    if mode == "reuseport" && !migrates && stats.failed > 0 {
+        eprintln!(
+            "{what}: {} requests, {} reset by the kernel, per pid {:?}",
+            stats.ok, stats.failed, stats.by_pid
+        );
+        assert!(
+            stats
+                .reasons
+                .iter()
+                .all(|r| r.starts_with("connect:") && r.contains("reset")),
+            "{what}: {:?}",
+            stats.reasons
+        );
+        assert!(
+            stats.failed * 10_000 <= stats.ok + stats.failed,
+            "{what}: {} of {} requests reset",
+            stats.failed,
+            stats.ok + stats.failed
+        );
+        assert!(
+            stats.ok > 100,
+            "{what}: only {} requests answered",
+            stats.ok
+        );
+        return;
+    }
+    assert_no_failure(stats, what);
+}
+
 fn assert_no_failure(stats: &Stats, what: &str) {
     eprintln!(
         "{what}: {} requests, {} failed, per pid {:?}",
@@ -248,7 +286,7 @@ fn rolling_reload_under_load(mode: &str) {
         reloads += 1;
     }
     let stats = load.stop();
-    assert_no_failure(&stats, &format!("{mode}: {reloads} rolling reloads"));
+    assert_no_failure_but_the_kernels(&stats, &format!("{mode}: {reloads} rolling reloads"), mode);
     let last = wait_running(&daemon, "web", 2);
     assert!(first.is_disjoint(&last), "{first:?} still in {last:?}");
     assert!(
@@ -290,7 +328,7 @@ fn scaling_up_and_down_under_load_fails_no_request() {
         }
         std::thread::sleep(step);
         let stats = load.stop();
-        assert_no_failure(&stats, &format!("{mode}: scale 2 → 4 → 1 → 3"));
+        assert_no_failure_but_the_kernels(&stats, &format!("{mode}: scale 2 → 4 → 1 → 3"), mode);
     }
 }
 

@@ -200,3 +200,53 @@ fn a_reload_closes_a_removed_shared_worker_and_declares_an_added_one() {
     let mut second = client(&daemon, "second");
     assert_eq!(ask(&mut second, "inc"), "count 1");
 }
+
+#[test]
+fn a_reload_replaces_a_changed_shared_worker() {
+    let daemon = Daemon::start(&counter_config("counter"));
+    let mut port = client(&daemon, "counter");
+    assert_eq!(ask(&mut port, "inc"), "count 1");
+    let changed = format!(
+        "{}env = {{ CHANGED = \"yes\" }}\n",
+        counter_config("counter")
+    );
+    std::fs::write(daemon.dir.0.join("arbord.toml"), changed).unwrap();
+    // SAFETY: kill(2) on the arbord this test started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
+    // The old run closes with its clients' ports; the next attach starts
+    // the new recipe.
+    assert!(matches!(port.recv(), Err(arbor_protocol::Error::Closed)));
+    let mut fresh = client(&daemon, "counter");
+    assert_eq!(ask(&mut fresh, "inc"), "count 1");
+    assert_eq!(worker_ids(&daemon, "counter").len(), 2);
+}
+
+#[test]
+fn an_attach_while_a_shared_worker_restarts_joins_the_restarted_one() {
+    let config = format!("{}restart = \"always\"\n", counter_config("counter"));
+    let daemon = Daemon::start(&config);
+    let mut port = client(&daemon, "counter");
+    assert_eq!(ask(&mut port, "inc"), "count 1");
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    let pid = json[0]["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill(2) on the worker arbord reported.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(matches!(port.recv(), Err(arbor_protocol::Error::Closed)));
+    // As soon as arbord has seen the exit (a port handed to a worker in
+    // the instant of its death dies with it, as any connection would), in
+    // its restart backoff: the attach waits for the restart.
+    wait_until("the exit seen", || {
+        let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+        json[0]["state"] != "running" || json[0]["restarts"] == 1
+    });
+    let mut again = client(&daemon, "counter");
+    assert_eq!(ask(&mut again, "inc"), "count 1");
+    let runs = worker_ids(&daemon, "counter");
+    assert_eq!(
+        runs.len(),
+        1,
+        "one entry, restarted, not a second worker: {runs:?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    assert_eq!(json[0]["restarts"], 1);
+}

@@ -124,19 +124,24 @@ impl Cgroups {
 }
 
 impl Cgroups {
-    /// Checks that the worker `pid` made it into `cgroup` (it joins before
-    /// exec, so by now it has, or never will); if not, no more cgroups are
-    /// made. Whether it is in.
-    pub(crate) fn joined(&self, cgroup: &WorkerCgroup, pid: libc::pid_t) -> bool {
-        let procs = std::fs::read_to_string(cgroup.dir.join("cgroup.procs")).unwrap_or_default();
-        let joined = procs.lines().any(|line| line.trim() == pid.to_string());
-        if !joined && self.working.swap(false, Ordering::Relaxed) {
+    /// A worker could not join its cgroup (`errno` from its write to
+    /// `cgroup.procs`). A refusal of permission (the hierarchy lets us make
+    /// directories but is not delegated to us) stops all further cgroups;
+    /// anything else costs only that worker its cgroup.
+    pub(crate) fn refused(&self, errno: i32) {
+        let error = io::Error::from_raw_os_error(errno);
+        let for_good = matches!(
+            errno,
+            libc::EACCES | libc::EPERM | libc::EOPNOTSUPP | libc::EROFS
+        );
+        if for_good && self.working.swap(false, Ordering::Relaxed) {
             tracing::warn!(
-                "workers cannot join cgroups under {} (not delegated?): no cgroup per worker from now on",
+                "workers cannot join cgroups under {} ({error}): no cgroup per worker from now on",
                 self.base.display()
             );
+        } else if !for_good {
+            tracing::debug!("a worker could not join its cgroup: {error}");
         }
-        joined
     }
 }
 
@@ -147,10 +152,29 @@ impl Drop for Cgroups {
 }
 
 impl Drop for WorkerCgroup {
-    /// A cgroup dropped on a failed start is empty: it goes at once (one
-    /// that held a worker goes through [`WorkerCgroup::remove`]).
+    /// A worker's cgroup ends with it: whatever is still in it is killed (a
+    /// start that failed after exec may have forked already), and the
+    /// directory is removed once its processes are gone, retried for a few
+    /// seconds in a task since the last of them may still be dying; nested
+    /// sub-worker cgroups go first.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = self.kill();
+        let dir = std::mem::take(&mut self.dir);
+        if remove_tree(&dir) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if remove_tree(&dir) {
+                    return;
+                }
+            }
+            tracing::warn!("cgroup {} still busy; left in place", dir.display());
+        });
     }
 }
 
@@ -166,26 +190,6 @@ impl WorkerCgroup {
             .write(true)
             .open(self.dir.join("cgroup.kill"))?
             .write_all(b"1")
-    }
-
-    /// Removes the cgroup once its processes are gone (a killed process
-    /// leaves it as it exits): retried for a few seconds in a task, since
-    /// the last of them may still be dying, and nested sub-worker cgroups
-    /// go first.
-    pub(crate) fn remove(mut self) {
-        let dir = std::mem::take(&mut self.dir);
-        if remove_tree(&dir) {
-            return;
-        }
-        tokio::spawn(async move {
-            for _ in 0..50 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if remove_tree(&dir) {
-                    return;
-                }
-            }
-            tracing::warn!("cgroup {} still busy; left in place", dir.display());
-        });
     }
 }
 

@@ -68,7 +68,25 @@ pub(crate) struct Prepared {
 pub(crate) struct Started {
     pub(crate) pid: libc::pid_t,
     pub(crate) pidfd: OwnedFd,
+    /// The errno with which the child failed to join its cgroup, if it did
+    /// (not fatal: it runs outside it).
+    pub(crate) cgroup_refused: Option<i32>,
 }
+
+/// A child just forked: its report pipe says how its exec went.
+#[derive(Debug)]
+struct Forked {
+    pid: libc::pid_t,
+    pidfd: io::Result<OwnedFd>,
+    reports: OwnedFd,
+}
+
+/// How long a child may take from fork to exec (a `cwd` or program on a
+/// hung network or FUSE mount can stall it) before it is killed.
+const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The report step of a failed cgroup join, which is not fatal.
+const CGROUP_STEP: u32 = 100;
 
 /// Why a start failed.
 #[derive(Debug)]
@@ -79,7 +97,7 @@ pub(crate) enum StartError {
     Child(&'static str, io::Error),
 }
 
-type Request = (Prepared, oneshot::Sender<Result<Started, StartError>>);
+type Request = (Prepared, oneshot::Sender<Result<Forked, StartError>>);
 
 /// Handle to the spawner thread; the thread ends when the last handle drops.
 #[derive(Debug)]
@@ -93,8 +111,10 @@ impl Spawner {
         std::thread::Builder::new()
             .name("arbor-spawner".into())
             .spawn(move || {
+                // Only the fork happens here: the wait for the exec is the
+                // caller's, so one child stuck before exec stalls no other.
                 for (prepared, reply) in incoming {
-                    if let Err(Ok(orphan)) = reply.send(fork_exec(prepared)) {
+                    if let Err(Ok(orphan)) = reply.send(fork_child(prepared)) {
                         // The caller stopped waiting (its spawn was cancelled):
                         // nobody will supervise this child, so it must not live.
                         sys::kill_and_reap(orphan.pid);
@@ -104,12 +124,55 @@ impl Spawner {
         Ok(Self { requests })
     }
 
-    /// Starts `prepared` on the spawner thread.
+    /// Forks `prepared` on the spawner thread, then waits (on the blocking
+    /// pool, at most [`EXEC_LIMIT`]) for its exec.
     pub(crate) async fn start_child(&self, prepared: Prepared) -> Result<Started, StartError> {
         let (reply, result) = oneshot::channel();
         let gone = || StartError::Parent(io::Error::other("spawner thread is gone"));
         self.requests.send((prepared, reply)).map_err(|_| gone())?;
-        result.await.map_err(|_| gone())?
+        let forked = result.await.map_err(|_| gone())??;
+        let pid = forked.pid;
+        // Cancelled from here on (the caller dropped this future), the child
+        // is killed: nobody would supervise it.
+        let mut guard = KillUnlessStarted(Some(pid));
+        let reports = forked.reports;
+        let waited = tokio::time::timeout(
+            EXEC_LIMIT,
+            tokio::task::spawn_blocking(move || read_reports(&reports)),
+        )
+        .await;
+        let (fatal, cgroup_refused) = match waited {
+            Ok(Ok(reports)) => reports,
+            Ok(Err(_)) => return Err(gone()),
+            Err(_) => {
+                return Err(StartError::Child(
+                    "exec",
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("not started within {EXEC_LIMIT:?}"),
+                    ),
+                ))
+            }
+        };
+        if let Some((step, errno)) = fatal {
+            guard.0 = None;
+            // The child exits right after its report; reap it so it leaves
+            // no zombie.
+            tokio::task::spawn_blocking(move || {
+                while matches!(sys::try_reap(pid), Ok(None)) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                crate::reap::forget(pid);
+            });
+            return Err(StartError::Child(step, io::Error::from_raw_os_error(errno)));
+        }
+        let pidfd = forked.pidfd.map_err(StartError::Parent)?;
+        guard.0 = None;
+        Ok(Started {
+            pid,
+            pidfd,
+            cgroup_refused,
+        })
     }
 }
 
@@ -122,7 +185,18 @@ pub(crate) fn above_targets(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<Vec<(Owned
         .collect()
 }
 
-fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
+/// Kills and reaps a forked child unless it was handed over.
+struct KillUnlessStarted(Option<libc::pid_t>);
+
+impl Drop for KillUnlessStarted {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            sys::kill_and_reap(pid);
+        }
+    }
+}
+
+fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
     // Everything the child touches is built here, before the fork.
     let mut listen_pid_slot = prepared.listen_pid.then(|| {
         let mut slot = b"LISTEN_PID=".to_vec();
@@ -194,47 +268,48 @@ fn fork_exec(prepared: Prepared) -> Result<Started, StartError> {
     drop(error_write);
     // Before anything else: a pidfd, while the pid is surely ours.
     let pidfd = sys::pidfd_open(pid);
-    match read_child_error(&error_read) {
-        None => {}
-        Some((step, errno)) => {
-            // The child exited right after writing; reap it so it leaves no zombie.
-            while matches!(sys::try_reap(pid), Ok(None)) {
-                std::thread::yield_now();
-            }
-            crate::reap::forget(pid);
-            return Err(StartError::Child(step, io::Error::from_raw_os_error(errno)));
-        }
-    }
-    let pidfd = match pidfd {
-        Ok(pidfd) => pidfd,
-        Err(e) => {
-            sys::kill_and_reap(pid);
-            return Err(StartError::Parent(e));
-        }
-    };
+    // The child has its own copy of everything it needs.
     drop(prepared);
-    Ok(Started { pid, pidfd })
+    Ok(Forked {
+        pid,
+        pidfd,
+        reports: error_read,
+    })
 }
 
-/// Reads the child's failure report: `None` at end of file (exec succeeded).
-fn read_child_error(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
-    let mut report = [0u8; 8];
-    let mut file = std::fs::File::from(pipe.try_clone().ok()?);
-    let mut got = 0;
-    while got < report.len() {
-        match io::Read::read(&mut file, &mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+/// Reads the child's reports until end of file (its exec succeeded, or it
+/// exited): the fatal one, if any, with its step and errno, and the errno
+/// of a failed cgroup join.
+fn read_reports(pipe: &OwnedFd) -> (Option<(&'static str, i32)>, Option<i32>) {
+    let Ok(pipe) = pipe.try_clone() else {
+        return (None, None);
+    };
+    let mut file = std::fs::File::from(pipe);
+    let mut cgroup = None;
+    loop {
+        let mut report = [0u8; 8];
+        let mut got = 0;
+        while got < report.len() {
+            match io::Read::read(&mut file, &mut report[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
         }
+        if got < report.len() {
+            return (None, cgroup);
+        }
+        let (step, errno) = report.split_at(4);
+        let step = u32::from_ne_bytes(step.try_into().unwrap_or_default());
+        let errno = i32::from_ne_bytes(errno.try_into().unwrap_or_default());
+        if step == CGROUP_STEP {
+            cgroup = Some(errno);
+            continue;
+        }
+        let step = STEPS.get(step as usize).copied().unwrap_or("exec");
+        return (Some((step, errno)), cgroup);
     }
-    if got < report.len() {
-        return None;
-    }
-    let step = u32::from_ne_bytes(report[..4].try_into().ok()?) as usize;
-    let errno = i32::from_ne_bytes(report[4..].try_into().ok()?);
-    Some((STEPS.get(step).copied().unwrap_or("exec"), errno))
 }
 
 /// Raw pointers into memory the parent prepared; all the child may touch.
@@ -279,12 +354,15 @@ impl ChildPlan<'_> {
         }
         // Into the worker's cgroup before it can fork anything ("0" moves
         // the writer itself). A refusal (a hierarchy that lets us make
-        // directories but not move processes) is not fatal: the parent
-        // sees the worker outside its cgroup and stops making them.
+        // directories but not move processes) is reported, not fatal: the
+        // worker runs outside it.
         if self.cgroup_procs >= 0 {
             // SAFETY: write(2) of one byte from a static buffer to an fd
             // the parent opened for us.
-            unsafe { libc::write(self.cgroup_procs, b"0".as_ptr().cast(), 1) };
+            if unsafe { libc::write(self.cgroup_procs, b"0".as_ptr().cast(), 1) } != 1 {
+                // SAFETY: async-signal-safe report on the error pipe.
+                unsafe { self.report(CGROUP_STEP) };
+            }
         }
         // Die with the spawner thread; then close the race where the parent
         // died before the prctl took effect.
@@ -360,6 +438,18 @@ impl ChildPlan<'_> {
     ///
     /// Only in the child after fork.
     unsafe fn fail(&self, step: u32) -> ! {
+        // SAFETY: we are the child after fork, as `fail` requires.
+        unsafe { self.report(step) };
+        // SAFETY: _exit is async-signal-safe and does not run atexit handlers.
+        unsafe { libc::_exit(127) }
+    }
+
+    /// Writes `step` and errno on the error pipe.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child after fork.
+    unsafe fn report(&self, step: u32) {
         // Reading errno this way neither allocates nor locks.
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         let mut report = [0u8; 8];
@@ -367,8 +457,6 @@ impl ChildPlan<'_> {
         report[4..].copy_from_slice(&errno.to_ne_bytes());
         // SAFETY: write of a stack buffer to an open fd.
         unsafe { libc::write(self.error_fd, report.as_ptr().cast(), report.len()) };
-        // SAFETY: _exit is async-signal-safe and does not run atexit handlers.
-        unsafe { libc::_exit(127) }
     }
 }
 

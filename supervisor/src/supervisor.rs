@@ -233,8 +233,14 @@ impl Supervisor {
                 source,
             },
         })?;
-        let cgroup = match (cgroup, &self.cgroups) {
-            (Some(cgroup), Some(cgroups)) if cgroups.joined(&cgroup, started.pid) => Some(cgroup),
+        // A worker that could not join its cgroup runs outside it; the
+        // empty directory goes.
+        let cgroup = match (cgroup, started.cgroup_refused, &self.cgroups) {
+            (Some(cgroup), None, _) => Some(cgroup),
+            (Some(_), Some(errno), Some(cgroups)) => {
+                cgroups.refused(errno);
+                None
+            }
             _ => None,
         };
         // The socket the driver reads and the writer writes: the channel of

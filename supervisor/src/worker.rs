@@ -704,9 +704,8 @@ impl Driver {
             }
         };
         let record = ExitRecord::from_reaped(&reaped, state.asked, state.escalated_to);
-        if let Some(cgroup) = state.cgroup.take() {
-            cgroup.remove();
-        }
+        // Its cgroup goes with it (see WorkerCgroup's Drop).
+        drop(state.cgroup.take());
         let _ = exit.send(Some(record));
         // What is left of its subtree goes with it; its parent hears of it.
         state.supervisor.tree().exited(state.id, &record);

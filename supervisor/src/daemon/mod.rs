@@ -212,6 +212,8 @@ impl Recipe {
 #[derive(Debug)]
 struct SharedWorker {
     recipe: Recipe,
+    /// Held while an attach finds or starts it, so it starts once.
+    gate: Arc<tokio::sync::Mutex<()>>,
     /// Its entry while it runs (or last ran).
     current: Option<u64>,
     /// Declared by `[[shared]]` (a reload may change or remove it), not by
@@ -395,6 +397,7 @@ pub async fn run(
                 .map(|s| {
                     let shared = SharedWorker {
                         recipe: Recipe::from_config(s),
+                        gate: Arc::default(),
                         current: None,
                         from_config: true,
                     };
@@ -622,13 +625,27 @@ async fn reload(daemon: &Arc<Daemon>, new: Config) {
     for config in &new.shared {
         let recipe = Recipe::from_config(config);
         match shared.get_mut(&config.name) {
-            Some(entry) if entry.from_config => entry.recipe = recipe,
+            Some(entry) if entry.from_config => {
+                // A changed one is replaced: the running run closes (its
+                // clients see their ports close), the next attach starts
+                // the new recipe.
+                if !entry.recipe.same_as(&recipe) {
+                    if let Some(id) = entry.current.take() {
+                        tracing::info!(worker = %config.name, id, "reload: replacing shared worker");
+                        if let Ok(Some(worker)) = daemon.request_stop(id) {
+                            worker.begin_close(entry.recipe.close_grace);
+                        }
+                    }
+                }
+                entry.recipe = recipe;
+            }
             Some(_) => {
                 tracing::warn!(worker = %config.name, "reload: [[shared]] {:?} is taken by spawn --shared; left as it is", config.name)
             }
             None => {
                 let entry = SharedWorker {
                     recipe,
+                    gate: Arc::default(),
                     current: None,
                     from_config: true,
                 };
@@ -1006,6 +1023,8 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
                             entry.started = Instant::now();
                             entry.restarts += 1;
                         }
+                        // An attach waiting for this run can take it now.
+                        daemon.state_changed.notify_waiters();
                         tracing::info!(worker = %recipe.name, id, "restarted");
                         daemon.emit("spawned", id, &recipe.name, |_| {});
                         notify(&daemon.status_line());
@@ -1214,25 +1233,35 @@ async fn attach(
     if daemon.stopping.load(Ordering::SeqCst) {
         return Err("arbord is shutting down".into());
     }
-    let mut shared = daemon.shared.lock().await;
-    let entry = shared
-        .get_mut(name)
-        .ok_or_else(|| format!("no shared worker {name:?}"))?;
-    let running = match entry.current {
-        Some(id) => live_handle(daemon, id).await.map(|worker| (id, worker)),
+    let unknown = || format!("no shared worker {name:?}");
+    let gate = {
+        let shared = daemon.shared.lock().await;
+        Arc::clone(&shared.get(name).ok_or_else(unknown)?.gate)
+    };
+    // One start per name at a time; other names and the map are not held.
+    let starting = gate.lock().await;
+    let (recipe, current) = {
+        let shared = daemon.shared.lock().await;
+        let entry = shared.get(name).ok_or_else(unknown)?;
+        (entry.recipe.clone(), entry.current)
+    };
+    let running = match current {
+        Some(id) => live_handle(daemon, id).await?.map(|worker| (id, worker)),
         None => None,
     };
     let (id, worker) = match running {
         Some(running) => running,
         None => {
-            let id = start(daemon, entry.recipe.clone(), false)
+            let id = start(daemon, recipe, false)
                 .await
                 .map_err(|e| format!("shared worker {name:?} did not start: {e}"))?;
-            entry.current = Some(id);
+            if let Some(entry) = daemon.shared.lock().await.get_mut(name) {
+                entry.current = Some(id);
+            }
             (id, daemon.handle(id)?)
         }
     };
-    drop(shared);
+    drop(starting);
     let (ours, theirs) =
         arbor_protocol::MessagePort::pair().map_err(|e| format!("a port for {name:?}: {e}"))?;
     let port = daemon.next_port.fetch_add(1, Ordering::Relaxed);
@@ -1244,23 +1273,31 @@ async fn attach(
     Ok((id, ours))
 }
 
-/// The running worker of entry `id`; one waiting out a restart's backoff is
-/// waited for (up to 30 s), so a shared worker is never started twice.
-async fn live_handle(daemon: &Daemon, id: u64) -> Option<Arc<Worker>> {
+/// The running worker of entry `id`, or `None` when it is gone for good
+/// (exited, failed, or stopped): a start is then due. One between runs
+/// (its exit seen, its restart not yet started) is waited for, up to 30 s,
+/// so a shared worker is never started twice.
+async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let changed = daemon.state_changed.notified();
         {
             let entries = daemon.entries();
-            let entry = entries.get(&id)?;
-            if let Some(worker) = &entry.worker {
-                return Some(Arc::clone(worker));
+            let Some(entry) = entries.get(&id) else {
+                return Ok(None);
+            };
+            if entry.stop_requested || matches!(entry.state, "exited" | "failed") {
+                return Ok(None);
             }
-            if entry.stop_requested || entry.state != "restarting" {
-                return None;
+            // A handle whose exit is in but not yet seen by its monitor is
+            // between runs too.
+            if let Some(worker) = entry.worker.as_ref().filter(|w| w.try_exit().is_none()) {
+                return Ok(Some(Arc::clone(worker)));
             }
         }
-        tokio::time::timeout_at(deadline, changed).await.ok()?;
+        tokio::time::timeout_at(deadline, changed)
+            .await
+            .map_err(|_| format!("worker {id} is between restarts; try again"))?;
     }
 }
 
@@ -1374,6 +1411,7 @@ async fn handle(
                         name,
                         SharedWorker {
                             recipe,
+                            gate: Arc::default(),
                             current,
                             from_config,
                         },
