@@ -16,7 +16,7 @@ use arbor_integration_tests::{binary, is_alive, test_worker, wait_or_kill};
 const LOAD_TIME: Duration = Duration::from_secs(20);
 
 /// The bound on one reload or scale: each step may wait for a replica's
-/// Ready (ready_timeout 10 s) and an old one's close (close_grace 10 s, then
+/// Ready (ready_timeout 30 s) and an old one's close (close_grace 10 s, then
 /// SIGTERM), and a loaded 2-core machine is slow.
 const OPERATION_LIMIT: Duration = Duration::from_secs(90);
 
@@ -42,7 +42,7 @@ fn pool_running(
     args: &[String],
 ) -> String {
     format!(
-        "[[pool]]\nname = {name:?}\nprogram = {:?}\nargs = {args:?}\nreplicas = {replicas}\nrestart = \"on-failure\"\nclose_grace = \"10s\"\nready_timeout = \"10s\"\n\n[[pool.socket]]\nname = \"{name}-socket\"\nlisten = {listen:?}\nmode = {mode:?}\n\n",
+        "[[pool]]\nname = {name:?}\nprogram = {:?}\nargs = {args:?}\nreplicas = {replicas}\nrestart = \"on-failure\"\nclose_grace = \"10s\"\nready_timeout = \"30s\"\n\n[[pool.socket]]\nname = \"{name}-socket\"\nlisten = {listen:?}\nmode = {mode:?}\n\n",
         program.display().to_string()
     )
 }

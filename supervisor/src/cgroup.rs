@@ -16,9 +16,11 @@
 //! controller is enabled, so the supervisor's own cgroup may keep its
 //! processes (the no-internal-processes rule only binds controllers).
 //!
-//! The child moves itself into its cgroup between fork and exec by writing
-//! `0` to `cgroup.procs`, opened by the parent before the fork: a `write`,
-//! async-signal-safe, and done before the worker can fork anything.
+//! The child is born in its cgroup: `clone3` with `CLONE_INTO_CGROUP`
+//! (Linux 5.7) and the directory opened before the fork, so it is never
+//! outside it and nothing is migrated (moving a process takes a lock that
+//! can stall for seconds under load). Where the kernel refuses, the worker
+//! is forked outside it and runs without one.
 //!
 //! # Caveats
 //!
@@ -97,7 +99,7 @@ impl Cgroups {
     }
 
     /// Creates worker `id`'s cgroup, inside its parent's directory for a
-    /// sub-worker, and opens its `cgroup.procs` for the child to join.
+    /// sub-worker, and opens the directory for the child to be born in.
     pub(crate) fn create(
         &self,
         parent: Option<&Path>,
@@ -113,26 +115,30 @@ impl Cgroups {
             .unwrap_or(self.base.as_path())
             .join(format!("worker-{id}"));
         std::fs::create_dir(&dir)?;
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_dir(&dir);
-            })?;
-        Ok((WorkerCgroup { dir }, OwnedFd::from(procs)))
+        let opened = std::fs::File::open(&dir).inspect_err(|_| {
+            let _ = std::fs::remove_dir(&dir);
+        })?;
+        Ok((WorkerCgroup { dir }, OwnedFd::from(opened)))
     }
 }
 
 impl Cgroups {
-    /// A worker could not join its cgroup (`errno` from its write to
-    /// `cgroup.procs`). A refusal of permission (the hierarchy lets us make
-    /// directories but is not delegated to us) stops all further cgroups;
-    /// anything else costs only that worker its cgroup.
+    /// A worker could not be created in its cgroup (`errno` from `clone3`).
+    /// A refusal of permission (the hierarchy lets us make directories but
+    /// is not delegated to us) or of the call itself (a kernel before 5.7)
+    /// stops all further cgroups; anything else costs only that worker its
+    /// cgroup.
     pub(crate) fn refused(&self, errno: i32) {
         let error = io::Error::from_raw_os_error(errno);
         let for_good = matches!(
             errno,
-            libc::EACCES | libc::EPERM | libc::EOPNOTSUPP | libc::EROFS
+            libc::EACCES
+                | libc::EPERM
+                | libc::EOPNOTSUPP
+                | libc::EROFS
+                | libc::ENOSYS
+                | libc::E2BIG
+                | libc::EINVAL
         );
         if for_good && self.working.swap(false, Ordering::Relaxed) {
             tracing::warn!(

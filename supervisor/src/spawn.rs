@@ -1,4 +1,5 @@
-//! Starting a worker process: fork and exec from one long-lived thread.
+//! Starting a worker process: fork (or `clone3` into its cgroup) and exec
+//! from one long-lived thread.
 //!
 //! # Why a dedicated spawner thread
 //!
@@ -58,8 +59,8 @@ pub(crate) struct Prepared {
     pub(crate) cwd: Option<CString>,
     /// (fd to give, number it gets in the child).
     pub(crate) fds: Vec<(OwnedFd, RawFd)>,
-    /// The worker's `cgroup.procs`, opened for writing (close-on-exec): the
-    /// child writes `0` to it to move itself in before exec.
+    /// The worker's cgroup directory (close-on-exec): the child is created
+    /// in it (`clone3` with `CLONE_INTO_CGROUP`).
     pub(crate) cgroup: Option<OwnedFd>,
 }
 
@@ -68,8 +69,8 @@ pub(crate) struct Prepared {
 pub(crate) struct Started {
     pub(crate) pid: libc::pid_t,
     pub(crate) pidfd: OwnedFd,
-    /// The errno with which the child failed to join its cgroup, if it did
-    /// (not fatal: it runs outside it).
+    /// The errno with which the child could not be created in its cgroup,
+    /// if so (not fatal: it was forked outside it).
     pub(crate) cgroup_refused: Option<i32>,
 }
 
@@ -79,14 +80,12 @@ struct Forked {
     pid: libc::pid_t,
     pidfd: io::Result<OwnedFd>,
     reports: OwnedFd,
+    cgroup_refused: Option<i32>,
 }
 
 /// How long a child may take from fork to exec (a `cwd` or program on a
 /// hung network or FUSE mount can stall it) before it is killed.
 const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The report step of a failed cgroup join, which is not fatal.
-const CGROUP_STEP: u32 = 100;
 
 /// Why a start failed.
 #[derive(Debug)]
@@ -141,7 +140,7 @@ impl Spawner {
             tokio::task::spawn_blocking(move || read_reports(&reports)),
         )
         .await;
-        let (fatal, cgroup_refused) = match waited {
+        let fatal = match waited {
             Ok(Ok(reports)) => reports,
             Ok(Err(_)) => return Err(gone()),
             Err(_) => {
@@ -171,7 +170,7 @@ impl Spawner {
         Ok(Started {
             pid,
             pidfd,
-            cgroup_refused,
+            cgroup_refused: forked.cgroup_refused,
         })
     }
 }
@@ -248,14 +247,27 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         cwd,
         error_fd,
         parent,
-        cgroup_procs: prepared.cgroup.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
     };
     // The orphan reaper must never take a worker's status: the pid is
     // registered as managed under the same lock the reaper checks it under.
     let mut managed = crate::reap::managed();
-    // SAFETY: after fork the child runs only `child.run`, which makes
-    // async-signal-safe calls on memory prepared above and never returns.
-    let pid = unsafe { libc::fork() };
+    // Born in its cgroup where there is one (no migration afterwards, whose
+    // lock can stall for seconds under load); else, or where the kernel
+    // refuses, an ordinary fork.
+    let mut cgroup_refused = None;
+    let mut pid = -1;
+    if let Some(cgroup) = &prepared.cgroup {
+        // SAFETY: as for fork below: the child runs only `child.run`.
+        pid = unsafe { clone_into_cgroup(cgroup.as_raw_fd()) };
+        if pid < 0 {
+            cgroup_refused = io::Error::last_os_error().raw_os_error();
+        }
+    }
+    if pid < 0 {
+        // SAFETY: after fork the child runs only `child.run`, which makes
+        // async-signal-safe calls on memory prepared above and never returns.
+        pid = unsafe { libc::fork() };
+    }
     if pid < 0 {
         return Err(StartError::Parent(io::Error::last_os_error()));
     }
@@ -274,19 +286,70 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         pid,
         pidfd,
         reports: error_read,
+        cgroup_refused,
     })
 }
 
-/// Reads the child's reports until end of file (its exec succeeded, or it
-/// exited): the fatal one, if any, with its step and errno, and the errno
-/// of a failed cgroup join.
-fn read_reports(pipe: &OwnedFd) -> (Option<(&'static str, i32)>, Option<i32>) {
-    let Ok(pipe) = pipe.try_clone() else {
-        return (None, None);
+/// `clone3`'s arguments (`struct clone_args`, its version 2 with `cgroup`).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// A fork whose child starts in the cgroup whose directory is `cgroup`:
+/// the child's pid in the parent, 0 in the child, -1 with errno set.
+///
+/// # Safety
+///
+/// As `fork`: the child of a multi-threaded process may only make
+/// async-signal-safe calls until it execs. Unlike glibc's `fork` no atfork
+/// handler runs, which the child (it calls no allocator, no stdio, takes
+/// no lock) does not need.
+unsafe fn clone_into_cgroup(cgroup: RawFd) -> libc::pid_t {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        // Reaped like any child (waitpid without __WALL).
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup as u64,
     };
+    // SAFETY: clone3 with a valid clone_args of the size passed and no
+    // shared memory (no CLONE_VM): a copy of this process, like fork.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        ) as libc::pid_t
+    }
+}
+
+/// Reads the child's report until end of file (its exec succeeded): the
+/// step and errno it failed with, if it did.
+fn read_reports(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
+    let pipe = pipe.try_clone().ok()?;
     let mut file = std::fs::File::from(pipe);
-    let mut cgroup = None;
-    loop {
+    {
         let mut report = [0u8; 8];
         let mut got = 0;
         while got < report.len() {
@@ -298,17 +361,12 @@ fn read_reports(pipe: &OwnedFd) -> (Option<(&'static str, i32)>, Option<i32>) {
             }
         }
         if got < report.len() {
-            return (None, cgroup);
+            return None;
         }
         let (step, errno) = report.split_at(4);
         let step = u32::from_ne_bytes(step.try_into().unwrap_or_default());
         let errno = i32::from_ne_bytes(errno.try_into().unwrap_or_default());
-        if step == CGROUP_STEP {
-            cgroup = Some(errno);
-            continue;
-        }
-        let step = STEPS.get(step as usize).copied().unwrap_or("exec");
-        return (Some((step, errno)), cgroup);
+        Some((STEPS.get(step as usize).copied().unwrap_or("exec"), errno))
     }
 }
 
@@ -322,8 +380,6 @@ struct ChildPlan<'a> {
     cwd: Option<*const libc::c_char>,
     error_fd: RawFd,
     parent: libc::pid_t,
-    /// `cgroup.procs` of the worker's cgroup, or -1.
-    cgroup_procs: RawFd,
 }
 
 impl ChildPlan<'_> {
@@ -351,18 +407,6 @@ impl ChildPlan<'_> {
         if unsafe { libc::setpgid(0, 0) } != 0 {
             // SAFETY: async-signal-safe failure path.
             unsafe { self.fail(0) };
-        }
-        // Into the worker's cgroup before it can fork anything ("0" moves
-        // the writer itself). A refusal (a hierarchy that lets us make
-        // directories but not move processes) is reported, not fatal: the
-        // worker runs outside it.
-        if self.cgroup_procs >= 0 {
-            // SAFETY: write(2) of one byte from a static buffer to an fd
-            // the parent opened for us.
-            if unsafe { libc::write(self.cgroup_procs, b"0".as_ptr().cast(), 1) } != 1 {
-                // SAFETY: async-signal-safe report on the error pipe.
-                unsafe { self.report(CGROUP_STEP) };
-            }
         }
         // Die with the spawner thread; then close the race where the parent
         // died before the prctl took effect.
