@@ -45,8 +45,9 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Cgroups {
     base: PathBuf,
-    /// Cleared when a worker could not join its cgroup: the hierarchy lets
-    /// us make directories but not move processes, so we stop trying.
+    /// Cleared when a worker could not be made in its cgroup: the hierarchy
+    /// lets us make directories but not put processes in them (or the
+    /// kernel has no `CLONE_INTO_CGROUP`), so we stop trying.
     working: AtomicBool,
 }
 
@@ -146,7 +147,7 @@ impl Cgroups {
                 self.base.display()
             );
         } else if !for_good {
-            tracing::debug!("a worker could not join its cgroup: {error}");
+            tracing::debug!("a worker could not be made in its cgroup: {error}");
         }
     }
 }

@@ -194,7 +194,7 @@ impl Supervisor {
         }
         // A cgroup that cannot be made costs the worker its cgroup, not its start.
         let parent_dir = sub.as_ref().and_then(|s| s.cgroup.as_deref());
-        let (cgroup, cgroup_procs) = self
+        let (cgroup, cgroup_dir) = self
             .cgroups
             .as_ref()
             .and_then(|cgroups| match cgroups.create(parent_dir, id) {
@@ -217,7 +217,7 @@ impl Supervisor {
             listen_pid: listen_count > 0,
             cwd,
             fds: above_targets(fds).map_err(spawn_error)?,
-            cgroup: cgroup_procs,
+            cgroup: cgroup_dir,
         };
         // On any failure from here to the driver's start, `cgroup` is
         // dropped, which removes its (empty) directory.
@@ -233,7 +233,7 @@ impl Supervisor {
                 source,
             },
         })?;
-        // A worker that could not join its cgroup runs outside it; the
+        // A worker that could not be born in its cgroup runs outside it; the
         // empty directory goes.
         let cgroup = match (cgroup, started.cgroup_refused, &self.cgroups) {
             (Some(cgroup), None, _) => Some(cgroup),
