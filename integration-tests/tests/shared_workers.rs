@@ -126,8 +126,8 @@ fn arborctl_attach_sends_lines_and_prints_replies() {
 fn spawn_shared_starts_it_now_and_an_attach_after_its_exit_starts_it_again() {
     let daemon = Daemon::start("");
     let tree = binary("test-tree");
-    let id = daemon
-        .ok(&[
+    let spawn_tally = || {
+        daemon.ctl(&[
             "spawn",
             "--shared",
             "tally",
@@ -135,20 +135,15 @@ fn spawn_shared_starts_it_now_and_an_attach_after_its_exit_starts_it_again() {
             tree.to_str().unwrap(),
             "counter",
         ])
-        .trim()
-        .to_string();
+    };
+    let first = spawn_tally();
+    assert!(first.status.success());
+    let id = String::from_utf8(first.stdout).unwrap().trim().to_string();
     assert_eq!(worker_ids(&daemon, "tally").len(), 1);
     let mut port = client(&daemon, "tally");
     assert_eq!(ask(&mut port, "inc"), "count 1");
     // The same name twice is refused.
-    let again = daemon.ctl(&[
-        "spawn",
-        "--shared",
-        "tally",
-        "--",
-        tree.to_str().unwrap(),
-        "counter",
-    ]);
+    let again = spawn_tally();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
 
