@@ -57,6 +57,14 @@ fn cgroup_of(pid: u32) -> String {
         .to_string()
 }
 
+/// A worker that sleeps until it is killed.
+async fn plain(supervisor: &Supervisor) -> arbor_supervisor::Worker {
+    let spec = WorkerSpec::program(test_worker())
+        .arg("plain")
+        .speaks_protocol(false);
+    supervisor.spawn(spec).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_gets_its_own_cgroup_and_it_goes_with_the_worker() {
     let Some(test) = TestCgroup::new("own") else {
@@ -68,14 +76,7 @@ async fn each_worker_gets_its_own_cgroup_and_it_goes_with_the_worker() {
     let base = cgroups.base().to_path_buf();
     let supervisor = Supervisor::new().unwrap().with_cgroups(cgroups);
     assert_eq!(supervisor.cgroups(), Some(base.as_path()));
-    let worker = supervisor
-        .spawn(
-            WorkerSpec::program(test_worker())
-                .arg("plain")
-                .speaks_protocol(false),
-        )
-        .await
-        .unwrap();
+    let worker = plain(&supervisor).await;
     let own = cgroup_of(worker.pid());
     assert!(own.ends_with(&format!("/worker-{}", worker.id())), "{own}");
     let dir = base.join(format!("worker-{}", worker.id()));
@@ -103,14 +104,7 @@ async fn a_hierarchy_that_refuses_cgroups_costs_the_worker_its_cgroup_not_its_st
     // No more cgroups below this one than the supervisor's own directory.
     std::fs::write(test.0.join("cgroup.max.descendants"), "1").unwrap();
     let supervisor = Supervisor::new().unwrap().with_cgroups(cgroups);
-    let worker = supervisor
-        .spawn(
-            WorkerSpec::program(test_worker())
-                .arg("plain")
-                .speaks_protocol(false),
-        )
-        .await
-        .unwrap();
+    let worker = plain(&supervisor).await;
     assert!(!cgroup_of(worker.pid()).contains("/worker-"));
     within(Duration::from_secs(20), "terminate", worker.terminate())
         .await

@@ -137,7 +137,7 @@ impl Spawner {
         let reports = forked.reports;
         let waited = tokio::time::timeout(
             EXEC_LIMIT,
-            tokio::task::spawn_blocking(move || read_reports(&reports)),
+            tokio::task::spawn_blocking(move || read_report(&reports)),
         )
         .await;
         let fatal = match waited {
@@ -346,28 +346,26 @@ unsafe fn clone_into_cgroup(cgroup: RawFd) -> libc::pid_t {
 
 /// Reads the child's report until end of file (its exec succeeded): the
 /// step and errno it failed with, if it did.
-fn read_reports(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
+fn read_report(pipe: &OwnedFd) -> Option<(&'static str, i32)> {
     let pipe = pipe.try_clone().ok()?;
     let mut file = std::fs::File::from(pipe);
-    {
-        let mut report = [0u8; 8];
-        let mut got = 0;
-        while got < report.len() {
-            match io::Read::read(&mut file, &mut report[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match io::Read::read(&mut file, &mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
         }
-        if got < report.len() {
-            return None;
-        }
-        let (step, errno) = report.split_at(4);
-        let step = u32::from_ne_bytes(step.try_into().unwrap_or_default());
-        let errno = i32::from_ne_bytes(errno.try_into().unwrap_or_default());
-        Some((STEPS.get(step as usize).copied().unwrap_or("exec"), errno))
     }
+    if got < report.len() {
+        return None;
+    }
+    let (step, errno) = report.split_at(4);
+    let step = u32::from_ne_bytes(step.try_into().unwrap_or_default());
+    let errno = i32::from_ne_bytes(errno.try_into().unwrap_or_default());
+    Some((STEPS.get(step as usize).copied().unwrap_or("exec"), errno))
 }
 
 /// Raw pointers into memory the parent prepared; all the child may touch.
@@ -482,18 +480,6 @@ impl ChildPlan<'_> {
     ///
     /// Only in the child after fork.
     unsafe fn fail(&self, step: u32) -> ! {
-        // SAFETY: we are the child after fork, as `fail` requires.
-        unsafe { self.report(step) };
-        // SAFETY: _exit is async-signal-safe and does not run atexit handlers.
-        unsafe { libc::_exit(127) }
-    }
-
-    /// Writes `step` and errno on the error pipe.
-    ///
-    /// # Safety
-    ///
-    /// Only in the child after fork.
-    unsafe fn report(&self, step: u32) {
         // Reading errno this way neither allocates nor locks.
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         let mut report = [0u8; 8];
@@ -501,6 +487,8 @@ impl ChildPlan<'_> {
         report[4..].copy_from_slice(&errno.to_ne_bytes());
         // SAFETY: write of a stack buffer to an open fd.
         unsafe { libc::write(self.error_fd, report.as_ptr().cast(), report.len()) };
+        // SAFETY: _exit is async-signal-safe and does not run atexit handlers.
+        unsafe { libc::_exit(127) }
     }
 }
 

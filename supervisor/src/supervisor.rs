@@ -221,18 +221,21 @@ impl Supervisor {
         };
         // On any failure from here to the driver's start, `cgroup` is
         // dropped, which removes its (empty) directory.
-        let started = self.spawner.start_child(prepared).await;
-        let started = started.map_err(|e| match e {
-            StartError::Parent(source) => Error::Spawn {
-                name: name.clone(),
-                source,
-            },
-            StartError::Child(step, source) => Error::Exec {
-                name: name.clone(),
-                step,
-                source,
-            },
-        })?;
+        let started = self
+            .spawner
+            .start_child(prepared)
+            .await
+            .map_err(|e| match e {
+                StartError::Parent(source) => Error::Spawn {
+                    name: name.clone(),
+                    source,
+                },
+                StartError::Child(step, source) => Error::Exec {
+                    name: name.clone(),
+                    step,
+                    source,
+                },
+            })?;
         // A worker that could not be born in its cgroup runs outside it; the
         // empty directory goes.
         let cgroup = match (cgroup, started.cgroup_refused, &self.cgroups) {

@@ -191,7 +191,7 @@ async fn counter() -> arbor_worker::Result<()> {
         async move {
             let arbor_worker::nonblocking::ConnectedPort { id, origin, port } = connected;
             let clients = {
-                let mut state = state.lock().unwrap();
+                let mut state = lock(&state);
                 state.clients += 1;
                 state.clients
             };
@@ -199,7 +199,7 @@ async fn counter() -> arbor_worker::Result<()> {
             let (mut sender, mut receiver) = port.into_split();
             while let Ok((Frame::Message(message), _)) = receiver.recv().await {
                 let answer = {
-                    let mut state = state.lock().unwrap();
+                    let mut state = lock(&state);
                     match message.data.as_slice() {
                         b"inc" => {
                             state.count += 1;
@@ -218,7 +218,7 @@ async fn counter() -> arbor_worker::Result<()> {
                 }
             }
             let left = {
-                let mut state = state.lock().unwrap();
+                let mut state = lock(&state);
                 state.clients -= 1;
                 state.clients
             };
@@ -367,4 +367,11 @@ async fn drop_one(dir: String) -> arbor_worker::Result<()> {
     let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
     testing.abort();
     result
+}
+
+/// The counter, usable even if a handler panicked while holding it.
+fn lock(state: &std::sync::Mutex<Counter>) -> std::sync::MutexGuard<'_, Counter> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
