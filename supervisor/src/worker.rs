@@ -478,8 +478,8 @@ impl Worker {
 
     /// Starts a terminate (as [`Worker::terminate`]) without waiting for the exit.
     pub fn begin_terminate(&self) {
+        // The tree reaches this worker too (and, once it exited, no one).
         self.supervisor.tree().terminate(self.id);
-        let _ = self.control.send(Control::Terminate);
     }
 
     /// The next event; `None` after [`WorkerEvent::Exit`] has been returned
@@ -504,7 +504,6 @@ impl Worker {
         Arc::clone(self.supervisor.tree())
             .close(self.id, grace)
             .await;
-        let _ = self.control.send(Control::Close(grace));
         self.wait().await
     }
 
@@ -512,7 +511,6 @@ impl Worker {
     /// once (SIGKILL). Returns the exit.
     pub async fn terminate(&self) -> Result<ExitRecord> {
         self.supervisor.tree().terminate(self.id);
-        let _ = self.control.send(Control::Terminate);
         self.wait().await
     }
 
