@@ -2,6 +2,8 @@
 
 pub mod arbord;
 pub mod http;
+pub mod pools;
+pub mod python;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -174,4 +176,26 @@ pub fn open_fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Moves the calling thread (and every thread and process it starts from
+/// now on) into a new network namespace of its own, with loopback up and
+/// `net.ipv4.tcp_migrate_req=1`: the kernel then moves the connections
+/// queued on a closing `SO_REUSEPORT` listener to another listener of its
+/// group instead of resetting them, as an operator running plain servers
+/// in `reuseport` mode sets it. Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN);
+/// fails the test with the reason elsewhere.
+pub fn own_network_with_request_migration() {
+    use nix::sched::{unshare, CloneFlags};
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        panic!("a network namespace of the test's own: unshare(CLONE_NEWNET): {e} (run the tests as root)");
+    }
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip (Debian's iproute2; .ci/run installs it)");
+    assert!(status.success(), "ip link set lo up: {status}");
+    // /proc/sys/net is the namespace of the thread that opens it: this one.
+    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1")
+        .expect("net.ipv4.tcp_migrate_req=1 in the test's own network namespace");
 }

@@ -1,12 +1,14 @@
-//! A worker inherits stdio, its channel at fd 3 and the sockets it was given
-//! from fd 4 (with a correct LISTEN_PID), and nothing else, even while the
-//! supervisor is receiving fds on other channels during the spawns.
+//! A worker inherits stdio, the sockets it was given from fd 3 exactly as
+//! systemd's socket activation passes them (with a correct LISTEN_PID), its
+//! channel right after them at `ARBOR_CHANNEL_FD` when it speaks the
+//! protocol, and nothing else, even while the supervisor is receiving fds
+//! on other channels during the spawns.
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use arbor_integration_tests::{next_message, test_worker, within};
-use arbor_supervisor::{Supervisor, Worker, WorkerEvent, WorkerSpec};
+use arbor_integration_tests::{binary, next_message, test_worker, within};
+use arbor_supervisor::{Output, Supervisor, Worker, WorkerEvent, WorkerSpec};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -30,12 +32,88 @@ async fn plain_worker_report(supervisor: &Supervisor) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_worker_has_stdio_and_its_channel_only() {
+async fn a_worker_without_sockets_has_stdio_and_its_channel_at_fd_3_only() {
     let supervisor = Supervisor::new().unwrap();
     let report = plain_worker_report(&supervisor).await;
     assert!(
-        report.starts_with("fds=0 1 2 3;LISTEN_FDS=;LISTEN_FDNAMES=;LISTEN_PID=;"),
+        report.starts_with(
+            "fds=0 1 2 3;listening=;ARBOR_CHANNEL_FD=3;ARBOR_TREE_FD=;LISTEN_FDS=;LISTEN_FDNAMES=;LISTEN_PID=;"
+        ),
         "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_does_not_speak_the_protocol_gets_stdio_only() {
+    let supervisor = Supervisor::new().unwrap();
+    let mut worker = supervisor
+        .spawn(
+            WorkerSpec::program(test_worker())
+                .arg("plain-list-fds")
+                .speaks_protocol(false)
+                .stdout(Output::Capture),
+        )
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    let exit = within(LIMIT, "the plain program's report and exit", async {
+        loop {
+            match worker.next_event().await.expect("an event") {
+                WorkerEvent::Output { line, .. } => {
+                    lines.push(String::from_utf8_lossy(&line).into_owned())
+                }
+                WorkerEvent::Exit(exit) => break exit,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(exit.code, Some(0), "{exit:?}");
+    assert_eq!(
+        lines,
+        vec![
+            "fds=0 1 2;listening=;ARBOR_CHANNEL_FD=;ARBOR_TREE_FD=;LISTEN_FDS=;LISTEN_FDNAMES=;LISTEN_PID=;pid="
+                .to_string()
+                + &worker.pid().to_string()
+        ]
+    );
+    let posted = worker.post_message(b"hello".to_vec(), vec![]).await;
+    assert!(
+        matches!(posted, Err(arbor_supervisor::Error::NoChannel { .. })),
+        "{posted:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_program_gets_its_sockets_from_fd_3_and_no_channel() {
+    let supervisor = Supervisor::new().unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut worker = supervisor
+        .spawn(
+            WorkerSpec::program(test_worker())
+                .arg("plain-list-fds")
+                .speaks_protocol(false)
+                .stdout(Output::Capture)
+                .listen_fd("web", OwnedFd::from(web)),
+        )
+        .await
+        .unwrap();
+    let pid = worker.pid();
+    let line = within(LIMIT, "the plain program's report", async {
+        loop {
+            match worker.next_event().await.expect("an event") {
+                WorkerEvent::Output { line, .. } => {
+                    break String::from_utf8_lossy(&line).into_owned()
+                }
+                WorkerEvent::Exit(exit) => panic!("exited without a report: {exit:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        line,
+        format!("fds=0 1 2 3;listening=3;ARBOR_CHANNEL_FD=;ARBOR_TREE_FD=;LISTEN_FDS=1;LISTEN_FDNAMES=web;LISTEN_PID={pid};pid={pid}")
     );
 }
 
@@ -57,9 +135,40 @@ async fn given_sockets_follow_the_socket_activation_convention() {
     let pid = worker.pid();
     assert_eq!(
         report,
-        format!("fds=0 1 2 3 4 5;LISTEN_FDS=2;LISTEN_FDNAMES=web:admin;LISTEN_PID={pid};pid={pid}")
+        format!("fds=0 1 2 3 4 5;listening=3;ARBOR_CHANNEL_FD=5;ARBOR_TREE_FD=;LISTEN_FDS=2;LISTEN_FDNAMES=web:admin;LISTEN_PID={pid};pid={pid}")
     );
     worker.close(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_worker_gets_its_sockets_from_fd_3_then_its_channel_then_its_tree_link() {
+    let supervisor = Supervisor::new().unwrap();
+    let mut parent = supervisor
+        .spawn(
+            WorkerSpec::program(binary("test-tree"))
+                .args(["sub-fds", &test_worker().display().to_string()]),
+        )
+        .await
+        .unwrap();
+    // The sub-worker's handle comes first (kept, and read, until the end).
+    let mut subs = Vec::new();
+    let report = within(LIMIT, "the sub-worker's report", async {
+        loop {
+            match parent.next_event().await.expect("the parent's events") {
+                WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
+                WorkerEvent::SubWorker(sub) => subs.push(sub),
+                WorkerEvent::Ready => {}
+                other => panic!("expected the report, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    let pid = report.rsplit("pid=").next().unwrap();
+    assert_eq!(
+        report,
+        format!("fds=0 1 2 3 4 5;listening=3;ARBOR_CHANNEL_FD=4;ARBOR_TREE_FD=5;LISTEN_FDS=1;LISTEN_FDNAMES=web;LISTEN_PID={pid};pid={pid}")
+    );
+    parent.close(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,7 +71,7 @@ impl AsyncChannel {
         }
     }
 
-    /// A channel over a std socket (for example one inherited at fd 3),
+    /// A channel over a std socket (for example one a worker inherited at `ARBOR_CHANNEL_FD`),
     /// switched to non-blocking mode. Must be called inside a tokio runtime.
     pub fn from_std(socket: std::os::unix::net::UnixStream, limits: Limits) -> io::Result<Self> {
         socket.set_nonblocking(true)?;

@@ -191,7 +191,8 @@ impl WorkerSpec {
     }
 
     /// Hands the worker a socket by systemd's socket-activation convention:
-    /// fds from 4 on, with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`.
+    /// fds from 3 on (`SD_LISTEN_FDS_START`), with `LISTEN_FDS`,
+    /// `LISTEN_FDNAMES` and `LISTEN_PID`; the channel follows them.
     pub fn listen_fd(mut self, name: impl Into<String>, fd: OwnedFd) -> Self {
         self.listen_fds.push((name.into(), fd));
         self

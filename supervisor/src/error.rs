@@ -94,6 +94,13 @@ pub enum Error {
         id: u64,
     },
 
+    /// The worker does not speak the protocol: it has no channel to post to.
+    #[error("worker {id} does not speak the protocol: it has no channel")]
+    NoChannel {
+        /// The worker's id.
+        id: u64,
+    },
+
     /// arbord's control socket refused or failed a request.
     #[error("arbord at {socket}: {message}")]
     Control {

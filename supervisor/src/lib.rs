@@ -54,6 +54,6 @@ pub use arbor_protocol::spec::{Output, Program, WhenFull, WorkerSpec};
 pub use error::{Error, Result};
 pub use exit::{ExitRecord, Initiator, ResourceUsage};
 pub use signal::Signal;
-pub use supervisor::{Supervisor, CHANNEL_FD, FIRST_LISTEN_FD};
+pub use supervisor::{channel_fd, Supervisor, FIRST_LISTEN_FD};
 pub use tree::TreeLimits;
 pub use worker::{Events, Stream, Worker, WorkerEvent};

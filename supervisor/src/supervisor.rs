@@ -1,11 +1,16 @@
 //! [`Supervisor`]: starts workers by the spawn contract of DESIGN.md.
 //!
-//! A worker gets: its channel at fd 3 (`ARBOR_CHANNEL_FD=3`,
-//! `ARBOR_WORKER_ID`, `ARBOR_WORKER_NAME`); the sockets it was given at fds
-//! 4 and up with `LISTEN_FDS`, `LISTEN_FDNAMES` and its own `LISTEN_PID`;
-//! stdin from `/dev/null`; stdout and stderr as its spec says; nothing else
-//! (every other fd of the supervisor is close-on-exec). It runs in its own
-//! process group and dies with the supervisor (`PR_SET_PDEATHSIG`).
+//! A worker gets the sockets it was given at fds 3 and up, exactly as
+//! systemd's socket activation passes them (`SD_LISTEN_FDS_START`, with
+//! `LISTEN_FDS`, `LISTEN_FDNAMES` and its own `LISTEN_PID`), so a server
+//! written for systemd runs unchanged; then, when it speaks the protocol,
+//! its channel right after them, at the fd `ARBOR_CHANNEL_FD` names (fd 3
+//! when it has no sockets), and for a sub-worker its tree link after that
+//! (`ARBOR_TREE_FD`); `ARBOR_WORKER_ID` and `ARBOR_WORKER_NAME`; stdin from
+//! `/dev/null`; stdout and stderr as its spec says; nothing else (every
+//! other fd of the supervisor is close-on-exec). A program that does not
+//! speak the protocol gets no channel at all. It runs in its own process
+//! group and dies with the supervisor (`PR_SET_PDEATHSIG`).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{OwnedFd, RawFd};
@@ -28,10 +33,15 @@ use crate::spec::{Output, Program, WorkerSpec};
 use crate::tree::{NewNode, Tree, TreeLimits, TreeLink};
 use crate::worker::{launch, Launch, Worker};
 
-/// The fd number of a worker's channel.
-pub const CHANNEL_FD: RawFd = 3;
-/// The fd number of the first socket handed to a worker.
-pub const FIRST_LISTEN_FD: RawFd = 4;
+/// The fd number of the first socket handed to a worker: systemd's
+/// `SD_LISTEN_FDS_START`.
+pub const FIRST_LISTEN_FD: RawFd = 3;
+
+/// The fd number of the channel of a worker handed `listen_count` sockets:
+/// right after them (`ARBOR_CHANNEL_FD`).
+pub fn channel_fd(listen_count: usize) -> RawFd {
+    FIRST_LISTEN_FD + listen_count as RawFd
+}
 
 /// Starts and owns worker processes. Embeddable in any tokio program.
 ///
@@ -139,8 +149,6 @@ impl Supervisor {
             name: name.clone(),
             source,
         };
-        let (ours, theirs) = UnixStream::pair().map_err(spawn_error)?;
-        let mut fds: Vec<(OwnedFd, RawFd)> = vec![(OwnedFd::from(theirs), CHANNEL_FD)];
         let listen_names: Vec<&str> = spec.listen_fds.iter().map(|(n, _)| n.as_str()).collect();
         let listen_count = spec.listen_fds.len();
         let listen_fdnames = listen_names.join(":");
@@ -149,12 +157,32 @@ impl Supervisor {
             env.push(cstring_pair("LISTEN_FDS", &listen_count.to_string())?);
             env.push(cstring_pair("LISTEN_FDNAMES", &listen_fdnames)?);
         }
+        let mut fds: Vec<(OwnedFd, RawFd)> = Vec::new();
+        // The channel follows the listen fds. A plain top-level worker gets
+        // none; a plain sub-worker's parent still gets its end in
+        // SpawnResult (the one fd the frame carries), whose peer is closed
+        // here, so the parent reads end-of-channel and then the exit.
+        let channel_at = channel_fd(listen_count);
+        let pair = match (&sub, spec.speaks_protocol) {
+            (None, false) => None,
+            _ => Some(UnixStream::pair().map_err(spawn_error)?),
+        };
+        let ours = match pair {
+            Some((ours, theirs)) => {
+                if spec.speaks_protocol {
+                    env.push(cstring_pair("ARBOR_CHANNEL_FD", &channel_at.to_string())?);
+                    fds.push((OwnedFd::from(theirs), channel_at));
+                }
+                Some(ours)
+            }
+            None => None,
+        };
         // A sub-worker's channel is its parent worker's; its own Spawn
-        // frames come over a second socket, after its listen fds.
+        // frames come over a second socket, right after its channel.
         let link = match (&sub, spec.speaks_protocol) {
             (Some(_), true) => {
                 let (link_ours, link_theirs) = UnixStream::pair().map_err(spawn_error)?;
-                let at = FIRST_LISTEN_FD + listen_count as RawFd;
+                let at = channel_at + 1;
                 env.push(cstring_pair("ARBOR_TREE_FD", &at.to_string())?);
                 fds.push((OwnedFd::from(link_theirs), at));
                 Some(link_ours)
@@ -248,10 +276,10 @@ impl Supervisor {
         };
         // The socket the driver reads and the writer writes: the channel of
         // a top-level worker, the tree link of a sub-worker (none for a
-        // sub-worker that does not speak the protocol).
+        // worker that does not speak the protocol).
         let (driven, handed) = match &sub {
-            None => (Some(ours), None),
-            Some(_) => (link, Some(ours)),
+            None => (ours, None),
+            Some(_) => (link, ours),
         };
         let channel = match driven
             .map(|s| AsyncChannel::from_std(s, self.limits))
@@ -347,20 +375,22 @@ fn cstring_pair(key: &str, value: &str) -> Result<CString> {
 
 /// The worker's environment, as `KEY=value` strings.
 fn environment(spec: &SpecParts, id: u64) -> Result<Vec<CString>> {
+    let spawn_variable = |k: &OsStr| SPAWN_VARIABLES.iter().any(|n| OsStr::new(n) == k);
     let mut vars: Vec<(OsString, OsString)> = if spec.clear_env {
         Vec::new()
     } else {
         std::env::vars_os()
-            .filter(|(k, _)| !SPAWN_VARIABLES.iter().any(|n| OsStr::new(n) == k))
+            .filter(|(k, _)| !spawn_variable(k))
             .collect()
     };
-    for (key, value) in &spec.env {
+    // The spawn's own variables come from the spawn alone: a spec cannot
+    // move the channel or the listen fds by setting them.
+    for (key, value) in spec.env.iter().filter(|(k, _)| !spawn_variable(k)) {
         vars.retain(|(k, _)| k != key);
         if let Some(value) = value {
             vars.push((key.clone(), value.clone()));
         }
     }
-    vars.push(("ARBOR_CHANNEL_FD".into(), CHANNEL_FD.to_string().into()));
     vars.push(("ARBOR_WORKER_ID".into(), id.to_string().into()));
     vars.push(("ARBOR_WORKER_NAME".into(), spec.name.clone().into()));
     if let Program::Entry(entry) = &spec.program {

@@ -360,7 +360,10 @@ impl Worker {
 
     async fn post_item(&self, item: Outbound) -> Result<()> {
         let Some(outbox) = &self.outbox else {
-            return Err(Error::ChannelHeldByParent { id: self.id });
+            return Err(match self.parent {
+                Some(_) => Error::ChannelHeldByParent { id: self.id },
+                None => Error::NoChannel { id: self.id },
+            });
         };
         // Refuse what the channel would refuse now, not later in the writer.
         self.limits.check_message(item.data.len(), item.fds.len())?;

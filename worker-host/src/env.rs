@@ -22,6 +22,9 @@ pub fn entry_point() -> Option<String> {
     std::env::var("ARBOR_ENTRY").ok()
 }
 
+/// The first fd of socket activation (`sd_listen_fds(3)`).
+const SD_LISTEN_FDS_START: RawFd = 3;
+
 /// A listening socket passed by the socket-activation convention.
 #[derive(Debug)]
 pub struct ListenFd {
@@ -33,10 +36,10 @@ pub struct ListenFd {
 
 /// Takes the listening sockets passed by the socket-activation convention,
 /// once: `LISTEN_FDS` fds with names in `LISTEN_FDNAMES`, when `LISTEN_PID`
-/// is this process. They start at fd 4 under an arbor supervisor (fd 3 is
-/// the channel) and at fd 3 under systemd, so the same program serves
-/// either way. Empty when nothing was passed; an fd that is not an open
-/// socket is skipped.
+/// is this process. They start at fd 3 (`SD_LISTEN_FDS_START`) under an
+/// arbor supervisor as under systemd, so the same program serves either
+/// way; an arbor worker's channel follows them. Empty when nothing was
+/// passed; an fd that is not an open socket is skipped.
 pub fn take_listen_fds() -> Vec<ListenFd> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
     let for_us = std::env::var("LISTEN_PID")
@@ -51,15 +54,10 @@ pub fn take_listen_fds() -> Vec<ListenFd> {
     if !for_us || !(1..=1024).contains(&count) || TAKEN.swap(true, Ordering::SeqCst) {
         return Vec::new();
     }
-    let first: RawFd = if std::env::var_os("ARBOR_CHANNEL_FD").is_some() {
-        4
-    } else {
-        3
-    };
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     let mut names = names.split(':');
     let mut taken = Vec::new();
-    for fd in first..first.saturating_add(count) {
+    for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count) {
         let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
         if !is_socket(fd) {
             continue;
@@ -119,8 +117,8 @@ pub(crate) fn take_channel() -> Result<(UnixStream, Identity)> {
 }
 
 /// Takes the sub-worker's tree link at `ARBOR_TREE_FD`, once: set only for
-/// a worker started by another worker, whose channel (fd 3) leads to that
-/// worker; the link leads to the supervisor, for its own Spawn frames.
+/// a worker started by another worker, whose channel (`ARBOR_CHANNEL_FD`)
+/// leads to that worker; the link leads to the supervisor, for its own Spawn frames.
 /// `None` for a top-level worker (its channel is the link).
 pub(crate) fn take_tree_link() -> Option<UnixStream> {
     static TAKEN: AtomicBool = AtomicBool::new(false);

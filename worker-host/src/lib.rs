@@ -1,8 +1,9 @@
 //! arbor-worker: what runs inside a worker process.
 //!
-//! A worker started by an arbor supervisor finds its channel at fd 3
-//! (`ARBOR_CHANNEL_FD`), its id and name in `ARBOR_WORKER_ID` and
-//! `ARBOR_WORKER_NAME`. This crate gives it the Web Workers model's worker
+//! A worker started by an arbor supervisor finds its channel at the fd
+//! `ARBOR_CHANNEL_FD` names (right after any sockets it was handed, which
+//! start at fd 3 as under systemd's socket activation), its id and name in
+//! `ARBOR_WORKER_ID` and `ARBOR_WORKER_NAME`. This crate gives it the Web Workers model's worker
 //! side: `on_message`, `post_message` (with fds), `on_close`, `close()`, in
 //! a blocking API ([`blocking::Worker`]) and a tokio one
 //! ([`nonblocking::AsyncWorker`]) over the same channel. Both send Ready

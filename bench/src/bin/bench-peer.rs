@@ -10,7 +10,7 @@ use arbor_protocol::{Error, Frame};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     if mode == "worker-echo" {
-        // An arbor worker (channel at fd 3), the same as the echo example.
+        // An arbor worker (channel at `ARBOR_CHANNEL_FD`), the same as the echo example.
         let mut worker = arbor_worker::blocking::Worker::connect()?;
         worker.on_message(|ctx, message, _| ctx.reply(&message.data, &[]));
         return Ok(worker.run()?);

@@ -3,8 +3,8 @@
 //!
 //! Where its connections come from:
 //! - sockets passed by the socket-activation convention (`LISTEN_FDS`):
-//!   from arbord (pool modes `shared` and `reuseport`, fds from 4) or from
-//!   systemd (fds from 3);
+//!   from arbord (pool modes `shared` and `reuseport`) or from systemd,
+//!   fds from 3 either way;
 //! - connections handed over by arbord in Connection frames (mode `handoff`);
 //! - with neither, it binds `--listen ADDR` (default `127.0.0.1:8080`).
 //!

@@ -26,6 +26,9 @@
 //!   counter. On a port, `inc` adds one and answers `count N`, `get`
 //!   answers `count N`, `clients` answers `clients N`. Each connect and
 //!   each closed port is printed ("port 3 closed, 2 clients left").
+//! - `sub-fds WORKER`: starts `WORKER list-fds` (the test worker) as a
+//!   sub-worker handed one listening socket, asks it for its report of
+//!   what it inherited and posts that report to its own parent.
 
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -65,9 +68,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             runtime.block_on(counter())?;
         }
+        "sub-fds" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(sub_fds(arg(1)))?;
+        }
         other => return Err(format!("unknown mode {other:?}").into()),
     }
     Ok(())
+}
+
+async fn sub_fds(test_worker: String) -> arbor_worker::Result<()> {
+    let worker = AsyncWorker::connect()?;
+    let (spawner, poster) = (worker.spawner(), worker.poster());
+    let test = async move {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(arbor_worker::Error::Spec)?;
+        let spec = WorkerSpec::program(&test_worker)
+            .arg("list-fds")
+            .name("sub-fds")
+            .listen_fd("web", listener.into());
+        let mut sub = spawner.spawn(spec).await?;
+        sub.post_message(b"report", &[]).await?;
+        let report = loop {
+            match sub.next_event().await {
+                Some(SubWorkerEvent::Message { data, .. }) => break data,
+                Some(SubWorkerEvent::Exit(exit)) => break format!("exited {exit:?}").into_bytes(),
+                None => break b"no report".to_vec(),
+                Some(_) => {}
+            }
+        };
+        poster.post_message(&report, &[]).await?;
+        sub.close(Duration::from_secs(5)).await.map(drop)
+    };
+    let testing = tokio::spawn(async move {
+        if let Err(e) = test.await {
+            eprintln!("sub-fds: {e}");
+        }
+    });
+    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    testing.abort();
+    result
 }
 
 async fn tree(depth: u32, width: u32, dir: String) -> arbor_worker::Result<()> {
@@ -119,9 +161,10 @@ async fn tree(depth: u32, width: u32, dir: String) -> arbor_worker::Result<()> {
 
 fn flood(count: u64) -> Result<(), Box<dyn std::error::Error>> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: the supervisor left our channel at fd 3, and nothing else in
-    // this process takes it.
-    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(3) });
+    let fd: i32 = std::env::var("ARBOR_CHANNEL_FD")?.parse()?;
+    // SAFETY: the supervisor left our channel at ARBOR_CHANNEL_FD, and
+    // nothing else in this process takes it.
+    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let mut sender = Channel::new(socket.try_clone()?)?;
     let mut receiver = Channel::new(socket)?;
     let id: u64 = std::env::var("ARBOR_WORKER_ID")?.parse()?;
@@ -261,9 +304,10 @@ async fn control(dir: String) -> arbor_worker::Result<()> {
 
 fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
     use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: the supervisor left our channel at fd 3, and nothing else in
-    // this process takes it.
-    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(3) });
+    let fd: i32 = std::env::var("ARBOR_CHANNEL_FD")?.parse()?;
+    // SAFETY: the supervisor left our channel at ARBOR_CHANNEL_FD, and
+    // nothing else in this process takes it.
+    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let mut channel = Channel::new(socket)?;
     let id: u64 = std::env::var("ARBOR_WORKER_ID")?.parse()?;
     channel.send(

@@ -41,12 +41,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = args.first().map(String::as_str).unwrap_or("");
     let arg = args.get(1).cloned().unwrap_or_default();
     match mode {
+        // A program that does not speak the protocol: its report on stdout.
+        "plain-list-fds" => {
+            println!("{}", fd_report(&inherited));
+            return Ok(());
+        }
         "plain" => loop {
             std::thread::sleep(Duration::from_secs(60));
         },
         "garbage" | "lying" => {
-            // SAFETY: the supervisor left our channel at fd 3.
-            let channel = unsafe { OwnedFd::from_raw_fd(3) };
+            let fd: i32 = std::env::var("ARBOR_CHANNEL_FD")?.parse()?;
+            // SAFETY: the supervisor left our channel at ARBOR_CHANNEL_FD,
+            // and nothing else in this process takes it.
+            let channel = unsafe { OwnedFd::from_raw_fd(fd) };
             let mut file = std::fs::File::from(channel);
             if mode == "garbage" {
                 file.write_all(b"this is not an arbor frame at all")?;
@@ -118,19 +125,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
         "list-fds" => {
-            worker.on_message(move |ctx, _, _| {
-                let text: Vec<String> = inherited.iter().map(u32::to_string).collect();
-                let var = |name| std::env::var(name).unwrap_or_default();
-                let report = format!(
-                    "fds={};LISTEN_FDS={};LISTEN_FDNAMES={};LISTEN_PID={};pid={}",
-                    text.join(" "),
-                    var("LISTEN_FDS"),
-                    var("LISTEN_FDNAMES"),
-                    var("LISTEN_PID"),
-                    std::process::id()
-                );
-                ctx.post_message(report.as_bytes(), &[])
-            });
+            let report = fd_report(&inherited);
+            worker.on_message(move |ctx, _, _| ctx.post_message(report.as_bytes(), &[]));
         }
         "panic" => {
             worker.on_message(|_, _, _| panic!("boom"));
@@ -249,6 +245,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     worker.run()?;
     Ok(())
+}
+
+/// What this process inherited: its open fds, which of them are listening
+/// sockets, and the spawn contract's variables.
+fn fd_report(inherited: &[u32]) -> String {
+    let listening: Vec<String> = inherited
+        .iter()
+        .filter(|&&fd| is_listening(fd as i32))
+        .map(u32::to_string)
+        .collect();
+    let text: Vec<String> = inherited.iter().map(u32::to_string).collect();
+    let var = |name| std::env::var(name).unwrap_or_default();
+    format!(
+        "fds={};listening={};ARBOR_CHANNEL_FD={};ARBOR_TREE_FD={};LISTEN_FDS={};LISTEN_FDNAMES={};LISTEN_PID={};pid={}",
+        text.join(" "),
+        listening.join(" "),
+        var("ARBOR_CHANNEL_FD"),
+        var("ARBOR_TREE_FD"),
+        var("LISTEN_FDS"),
+        var("LISTEN_FDNAMES"),
+        var("LISTEN_PID"),
+        std::process::id()
+    )
+}
+
+/// Whether `fd` is a socket in the listening state (SO_ACCEPTCONN).
+fn is_listening(fd: i32) -> bool {
+    // SAFETY: `fd` was just listed as open in this process and nothing
+    // closes it while the borrow lives (this function's scope).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false)
 }
 
 /// Open fds of this process, without the one read_dir itself uses.
