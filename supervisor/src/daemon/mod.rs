@@ -9,6 +9,7 @@
 //! Pools (replicas with sockets, scale, rolling reload) are in [`pools`].
 
 mod pools;
+mod reload_gate;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::AsFd;
@@ -27,6 +28,7 @@ use arbor_protocol::{Frame, Limits};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, Notify};
 
+use self::reload_gate::ReloadGate;
 use crate::config::{Config, WorkerConfig};
 use crate::restart::{self, Action, Ending, RestartConfig, RestartState};
 use crate::systemd::notify;
@@ -240,6 +242,13 @@ struct Entry {
     last_exit: Option<String>,
 }
 
+/// A std mutex's guard, also when a panic elsewhere poisoned it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[derive(Debug)]
 struct Daemon {
     supervisor: Supervisor,
@@ -257,6 +266,12 @@ struct Daemon {
     /// Woken whenever a worker's state changes or a stop is requested.
     state_changed: Notify,
     events: broadcast::Sender<DaemonEvent>,
+    /// One SIGHUP reload at a time.
+    reload_gate: Mutex<ReloadGate>,
+    /// A SIGHUP reload holds it for writing, `arborctl scale` and `reload`
+    /// for reading: a configuration reload never runs over a pool
+    /// operation, nor one over it.
+    reconfig: tokio::sync::RwLock<()>,
 }
 
 impl Daemon {
@@ -412,6 +427,8 @@ pub async fn run(
         shutdown: Notify::new(),
         state_changed: Notify::new(),
         events: broadcast::channel(WATCH_BUFFER).0,
+        reload_gate: Mutex::default(),
+        reconfig: tokio::sync::RwLock::new(()),
     });
     for worker in &config.workers {
         let recipe = Recipe::from_config(worker);
@@ -484,31 +501,14 @@ pub async fn run(
             signal = signals.recv() => match signal {
                 Some(DaemonSignal::Shutdown) | None => break,
                 Some(DaemonSignal::Reload) => {
-                    notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::systemd::monotonic_usec()));
-                    match &config_path {
-                        Some(path) => match Config::load(path) {
-                            // In its own task: closing workers takes their grace,
-                            // and the accept loop, signals and watchdog go on.
-                            Ok(new) => {
-                                if new.daemon.socket != config.daemon.socket
-                                    || new.daemon.mode != config.daemon.mode
-                                    || new.daemon.allowed_uids != config.daemon.allowed_uids
-                                {
-                                    tracing::warn!("SIGHUP: [daemon] changes take effect at the next start");
-                                }
-                                let daemon = Arc::clone(&daemon);
-                                tokio::spawn(async move {
-                                    reload(&daemon, new).await;
-                                    notify("READY=1");
-                                    notify(&daemon.status_line());
-                                });
-                            }
-                            Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
-                        },
-                        None => tracing::info!("SIGHUP: no configuration file to reload"),
+                    if lock(&daemon.reload_gate).begin() {
+                        notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::systemd::monotonic_usec()));
+                        // In its own task: closing workers takes their grace,
+                        // and the accept loop, signals and watchdog go on.
+                        tokio::spawn(reload_on_signal(Arc::clone(&daemon), config_path.clone()));
+                    } else {
+                        tracing::info!("SIGHUP during a reload: the configuration is read again once it is done");
                     }
-                    notify("READY=1");
-                    notify(&daemon.status_line());
                 }
             },
             _ = tick(&mut watchdog) => notify("WATCHDOG=1"),
@@ -552,6 +552,37 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// The reload SIGHUP asks for: reads the configuration file and applies it,
+/// again while SIGHUPs came meanwhile (see [`reload_gate`]), then tells
+/// systemd `READY=1`, once, when the last pass is done. Pool operations of
+/// the control socket wait for it, and it for them.
+async fn reload_on_signal(daemon: Arc<Daemon>, config_path: Option<PathBuf>) {
+    loop {
+        match &config_path {
+            Some(path) => match Config::load(path) {
+                Ok(new) => {
+                    let boot = &daemon.config.daemon;
+                    if new.daemon.socket != boot.socket
+                        || new.daemon.mode != boot.mode
+                        || new.daemon.allowed_uids != boot.allowed_uids
+                    {
+                        tracing::warn!("SIGHUP: [daemon] changes take effect at the next start");
+                    }
+                    let _alone = daemon.reconfig.write().await;
+                    reload(&daemon, new).await;
+                }
+                Err(e) => tracing::error!("SIGHUP: keeping the running configuration: {e}"),
+            },
+            None => tracing::info!("SIGHUP: no configuration file to reload"),
+        }
+        if !lock(&daemon.reload_gate).finish() {
+            break;
+        }
+    }
+    notify("READY=1");
+    notify(&daemon.status_line());
 }
 
 /// Applies a new configuration: starts added workers, closes removed ones,
@@ -1520,12 +1551,14 @@ async fn handle(
             error("arbord is shutting down".into())
         }
         ControlRequest::Scale { pool, replicas } => {
+            let _beside_other_pool_operations = daemon.reconfig.read().await;
             match pools::scale(daemon, &pool, replicas).await {
                 Ok(message) => ControlResponse::Done { message },
                 Err(message) => error(message),
             }
         }
         ControlRequest::Reload { pool } => {
+            let _beside_other_pool_operations = daemon.reconfig.read().await;
             let names = match pool {
                 Some(name) => vec![name],
                 None => pools::names(daemon),

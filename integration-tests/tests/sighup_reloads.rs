@@ -1,0 +1,131 @@
+//! SIGHUP reloads under systemd's eyes (a real NOTIFY_SOCKET): `READY=1`
+//! follows `RELOADING=1` only once the reload has finished, and a SIGHUP
+//! during a reload waits for it instead of running a second reload over
+//! the same workers.
+
+use std::os::unix::net::UnixDatagram;
+
+use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
+use arbor_integration_tests::{test_worker, TempDir};
+
+fn worker(name: &str, mode: &str) -> String {
+    format!(
+        "[[worker]]\nname = {name:?}\nprogram = {:?}\nargs = [{mode:?}]\nclose_grace = \"1s\"\n",
+        test_worker().display().to_string()
+    )
+}
+
+/// `(name, state)` of every worker `arborctl ps --json` lists.
+fn listed(daemon: &Daemon) -> Vec<(String, String)> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The notifications arbord sends, read one by one with a deadline each.
+struct Notifications {
+    socket: UnixDatagram,
+    seen: Vec<String>,
+}
+
+impl Notifications {
+    /// Reads until a notification that starts with `prefix`.
+    fn until(&mut self, prefix: &str) {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{prefix} within {LIMIT:?}: {e}; saw {:?}", self.seen));
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = message.starts_with(prefix);
+            self.seen.push(message);
+            if done {
+                return;
+            }
+        }
+    }
+}
+
+/// arbord with a worker that takes 2 s to close (it ignores Close and
+/// SIGTERM: 1 s grace each, then SIGKILL) and one that stays, ready.
+fn daemon_with_a_slow_worker(dir: &TempDir) -> (Daemon, Notifications) {
+    let path = dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let daemon = Daemon::start_with(
+        &(worker("kept", "echo") + &worker("slow", "stubborn")),
+        |command| {
+            command.env("NOTIFY_SOCKET", &path);
+        },
+    );
+    let mut notifications = Notifications {
+        socket,
+        seen: Vec::new(),
+    };
+    notifications.until("READY=1");
+    wait_until("both running", || {
+        listed(&daemon).iter().filter(|w| w.1 == "running").count() == 2
+    });
+    // The new configuration: `slow` goes, `added` comes.
+    let config = daemon.socket.with_file_name("arbord.toml");
+    std::fs::write(&config, worker("kept", "echo") + &worker("added", "echo")).unwrap();
+    (daemon, notifications)
+}
+
+fn sighup(daemon: &Daemon) {
+    // SAFETY: kill with a pid we started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
+}
+
+#[test]
+fn ready_follows_reloading_only_once_the_reload_has_finished() {
+    let dir = TempDir::new("reload-ready");
+    let (daemon, mut notifications) = daemon_with_a_slow_worker(&dir);
+    sighup(&daemon);
+    notifications.until("RELOADING=1");
+    notifications.until("READY=1");
+    // At READY=1 the reload is done: the removed worker is gone (it took
+    // 2 s to close) and the added one is there.
+    let now = listed(&daemon);
+    assert!(
+        !now.iter().any(|w| w.0 == "slow"),
+        "READY=1 before the reload ended: {now:?}"
+    );
+    assert!(now.iter().any(|w| w.0 == "added"), "{now:?}");
+}
+
+#[test]
+fn a_sighup_during_a_reload_waits_for_it_and_starts_nothing_twice() {
+    let dir = TempDir::new("reload-twice");
+    let (daemon, mut notifications) = daemon_with_a_slow_worker(&dir);
+    sighup(&daemon);
+    notifications.until("RELOADING=1");
+    // The first reload waits 2 s for `slow` to close; this one comes meanwhile.
+    sighup(&daemon);
+    notifications.until("READY=1");
+    // (Already so at READY=1; waited for so that this test checks the
+    // double start on its own, whenever READY=1 comes.)
+    wait_until("the reload's end", || {
+        let now = listed(&daemon);
+        !now.iter().any(|w| w.0 == "slow") && now.iter().any(|w| w.0 == "added")
+    });
+    let now = listed(&daemon);
+    let added = now.iter().filter(|w| w.0 == "added").count();
+    assert_eq!(added, 1, "`added` started {added} times: {now:?}");
+    assert!(!now.iter().any(|w| w.0 == "slow"), "{now:?}");
+    let reloading = notifications
+        .seen
+        .iter()
+        .filter(|m| m.starts_with("RELOADING=1"))
+        .count();
+    assert_eq!(reloading, 1, "{:?}", notifications.seen);
+}
