@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use arbor_protocol::control::{PoolInfo, PoolSocketInfo, ReplicaInfo};
 
-use super::{start, Daemon, Recipe};
+use super::monitor::start;
+use super::recipe::Recipe;
+use super::registry::Daemon;
 
 /// A pool's readiness limit when its recipe has none.
 const DEFAULT_READY: Duration = Duration::from_secs(30);

@@ -1,0 +1,101 @@
+//! `attach`: a client connected to a shared worker by name, as the Web
+//! Workers standard's SharedWorker connects: the worker is started when it
+//! is not running (the first attach, or the first after it exited), gets
+//! one end of a new port (a Port frame, queued until it is Ready, its
+//! `onconnect`), and the client the other.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{error, Reply};
+use crate::daemon::monitor::start;
+use crate::daemon::registry::Daemon;
+use crate::Worker;
+
+pub(super) async fn attach(daemon: &Arc<Daemon>, name: &str, origin: &str) -> Reply {
+    match connect(daemon, name, origin).await {
+        Ok((worker, port)) => Reply::Port {
+            worker,
+            port: port.into_fd(),
+        },
+        Err(message) => Reply::End(error(message)),
+    }
+}
+
+/// The worker's id and the client's end of its new port.
+async fn connect(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    origin: &str,
+) -> Result<(u64, arbor_protocol::MessagePort), String> {
+    if daemon.stopping.load(Ordering::SeqCst) {
+        return Err("arbord is shutting down".into());
+    }
+    let unknown = || format!("no shared worker {name:?}");
+    let gate = {
+        let shared = daemon.shared.lock().await;
+        Arc::clone(&shared.get(name).ok_or_else(unknown)?.gate)
+    };
+    // One start per name at a time; other names and the map are not held.
+    let starting = gate.lock().await;
+    let (recipe, current) = {
+        let shared = daemon.shared.lock().await;
+        let entry = shared.get(name).ok_or_else(unknown)?;
+        (entry.recipe.clone(), entry.current)
+    };
+    let running = match current {
+        Some(id) => live_handle(daemon, id).await?.map(|worker| (id, worker)),
+        None => None,
+    };
+    let (id, worker) = match running {
+        Some(running) => running,
+        None => {
+            let id = start(daemon, recipe, false)
+                .await
+                .map_err(|e| format!("shared worker {name:?} did not start: {e}"))?;
+            if let Some(entry) = daemon.shared.lock().await.get_mut(name) {
+                entry.current = Some(id);
+            }
+            (id, daemon.running(id)?)
+        }
+    };
+    drop(starting);
+    let (ours, theirs) =
+        arbor_protocol::MessagePort::pair().map_err(|e| format!("a port for {name:?}: {e}"))?;
+    let port = daemon.next_port.fetch_add(1, Ordering::Relaxed);
+    worker
+        .connect_port(port, origin, theirs)
+        .await
+        .map_err(|e| format!("shared worker {name:?}: {e}"))?;
+    tracing::info!(worker = name, id, port, "{origin} attached");
+    Ok((id, ours))
+}
+
+/// The running worker of entry `id`, or `None` when it is gone for good
+/// (exited, failed, or stopped): a start is then due. One between runs
+/// (its exit seen, its restart not yet started) is waited for, up to 30 s,
+/// so a shared worker is never started twice.
+async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let changed = daemon.state_changed.notified();
+        {
+            let entries = daemon.entries();
+            let Some(entry) = entries.get(&id) else {
+                return Ok(None);
+            };
+            if entry.stop_requested || matches!(entry.state, "exited" | "failed") {
+                return Ok(None);
+            }
+            // A handle whose exit is in but not yet seen by its monitor is
+            // between runs too.
+            if let Some(worker) = entry.worker.as_ref().filter(|w| w.try_exit().is_none()) {
+                return Ok(Some(Arc::clone(worker)));
+            }
+        }
+        tokio::time::timeout_at(deadline, changed)
+            .await
+            .map_err(|_| format!("worker {id} is between restarts; try again"))?;
+    }
+}

@@ -1,0 +1,53 @@
+//! arbord's end: every worker is closed at once, each on its own clock
+//! (Close, then SIGTERM, then SIGKILL after `[daemon] shutdown_grace`), and
+//! awaited; a second shutdown signal meanwhile terminates them all.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::pools;
+use super::registry::Daemon;
+use super::run::DaemonSignal;
+use crate::systemd::notify;
+use crate::Worker;
+
+/// Stops every worker and returns once they are all gone.
+pub(super) async fn shutdown(
+    daemon: &Arc<Daemon>,
+    signals: &mut mpsc::UnboundedReceiver<DaemonSignal>,
+) {
+    notify("STOPPING=1");
+    daemon.stopping.store(true, Ordering::SeqCst);
+    pools::stop_all(daemon);
+    let handles: Vec<Arc<Worker>> = daemon
+        .entries()
+        .values()
+        .filter_map(|e| e.worker.clone())
+        .collect();
+    tracing::info!("shutting down {} workers", handles.len());
+    // Every close starts at once (each worker's driver escalates on its
+    // own clock), then the exits are awaited.
+    for worker in &handles {
+        worker.begin_close(daemon.config.daemon.shutdown_grace);
+    }
+    let all_closed = async {
+        for worker in &handles {
+            let _ = worker.wait().await;
+        }
+    };
+    tokio::pin!(all_closed);
+    // A second SIGTERM while closing: terminate everything at once.
+    loop {
+        tokio::select! {
+            _ = &mut all_closed => return,
+            signal = signals.recv() => if let Some(DaemonSignal::Shutdown) = signal {
+                tracing::warn!("second shutdown signal: terminating every worker");
+                for worker in daemon.entries().values().filter_map(|e| e.worker.clone()) {
+                    worker.begin_terminate();
+                }
+            },
+        }
+    }
+}
