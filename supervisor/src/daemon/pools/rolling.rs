@@ -1,0 +1,108 @@
+//! Rolling replacement: `arborctl reload` and a changed `[[pool]]` on
+//! SIGHUP, each new replica Ready before an old one is closed.
+
+use std::sync::Arc;
+
+use super::scale::scale_to;
+use super::{live_replicas, pool_turn, stop_replicas, wait_ready, DEFAULT_READY};
+use crate::config::WorkerConfig;
+use crate::daemon::monitor::start;
+use crate::daemon::recipe::Recipe;
+use crate::daemon::registry::Daemon;
+
+/// `arborctl reload [POOL]`: a rolling replacement of every replica,
+/// `surge` at a time, each new one Ready before an old one is closed.
+pub(crate) async fn rolling_reload(daemon: &Arc<Daemon>, name: &str) -> Result<String, String> {
+    rolling_replace(daemon, name, None).await
+}
+
+/// A rolling replacement with the pool's recipe, or with `new` (recipe and
+/// configuration), which becomes the pool's only once every replica runs it.
+async fn rolling_replace(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    new: Option<(Recipe, WorkerConfig)>,
+) -> Result<String, String> {
+    let turn = pool_turn(daemon, name)?;
+    let _turn = turn.lock().await;
+    let (recipe, old, surge) = {
+        let mut pools = daemon.pools();
+        let pool = pools
+            .get_mut(name)
+            .ok_or_else(|| format!("no pool {name}"))?;
+        pool.replicas = live_replicas(daemon, pool);
+        let (recipe, config) = match &new {
+            Some((recipe, config)) => (recipe.clone(), config),
+            None => (pool.recipe.clone(), &pool.config),
+        };
+        (recipe, pool.replicas.clone(), config.surge_count() as usize)
+    };
+    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
+    let mut replaced = 0;
+    for step in old.chunks(surge) {
+        let mut fresh = Vec::new();
+        for _ in step {
+            let id = start(daemon, recipe.clone(), true)
+                .await
+                .map_err(|e| format!("pool {name}: {e}; {replaced} of {} replaced", old.len()))?;
+            if let Some(pool) = daemon.pools().get_mut(name) {
+                pool.replicas.push(id);
+            }
+            fresh.push(id);
+        }
+        for id in &fresh {
+            if let Err(e) = wait_ready(daemon, *id, timeout).await {
+                // The old replicas of this step stay. A new one that did
+                // come up stays too (the pool is over its count until the
+                // next scale or reload).
+                stop_replicas(daemon, &[*id], recipe.close_grace).await;
+                if let Some(pool) = daemon.pools().get_mut(name) {
+                    pool.replicas.retain(|r| r != id);
+                }
+                return Err(format!(
+                    "pool {name}: {e}; reload stopped, {replaced} of {} replaced",
+                    old.len()
+                ));
+            }
+        }
+        stop_replicas(daemon, step, recipe.close_grace).await;
+        if let Some(pool) = daemon.pools().get_mut(name) {
+            pool.replicas.retain(|id| !step.contains(id));
+        }
+        replaced += step.len();
+    }
+    if let Some((recipe, config)) = new {
+        if let Some(pool) = daemon.pools().get_mut(name) {
+            pool.recipe = recipe;
+            pool.config = config;
+        }
+    }
+    Ok(format!("pool {name}: {replaced} replicas replaced"))
+}
+
+/// Applies a changed `[[pool]]` on SIGHUP: new settings roll in (a rolling
+/// reload with the new recipe, which the pool keeps only once it is done:
+/// a failed one is tried again at the next SIGHUP), then the replica count.
+pub(crate) async fn reconfigure(daemon: &Arc<Daemon>, config: &WorkerConfig) -> Result<(), String> {
+    let new = {
+        let pools = daemon.pools();
+        let pool = pools
+            .get(&config.name)
+            .ok_or_else(|| format!("no pool {}", config.name))?;
+        if pool.config.socket != config.socket {
+            tracing::warn!(pool = %config.name, "socket changes take effect at the next start");
+        }
+        let recipe = Recipe::for_pool(config, &pool.runtime);
+        let config = WorkerConfig {
+            socket: pool.config.socket.clone(),
+            ..config.clone()
+        };
+        let changed = !recipe.same_as(&pool.recipe) || pool.config.surge != config.surge;
+        changed.then_some((recipe, config))
+    };
+    if let Some(new) = new {
+        rolling_replace(daemon, &config.name, Some(new)).await?;
+    }
+    scale_to(daemon, &config.name, config.replica_count(), true).await?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `arborctl scale` and the replica count of a (re)configured pool.
+
+use std::sync::Arc;
+
+use super::{live_replicas, pool_turn, stop_replicas, wait_ready, DEFAULT_READY};
+use crate::daemon::monitor::start;
+use crate::daemon::registry::Daemon;
+
+/// `arborctl scale POOL N`.
+pub(crate) async fn scale(daemon: &Arc<Daemon>, name: &str, wanted: u32) -> Result<String, String> {
+    if wanted > 1000 {
+        return Err("at most 1000 replicas".into());
+    }
+    scale_to(daemon, name, wanted, true).await
+}
+
+pub(super) async fn scale_to(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    wanted: u32,
+    wait: bool,
+) -> Result<String, String> {
+    let turn = pool_turn(daemon, name)?;
+    let _turn = turn.lock().await;
+    let (recipe, live) = {
+        let mut pools = daemon.pools();
+        let pool = pools
+            .get_mut(name)
+            .ok_or_else(|| format!("no pool {name}"))?;
+        pool.wanted = wanted;
+        // Replicas gone for good (failed, or stopped by an operator) are
+        // forgotten here; the count is made up with new ones.
+        pool.replicas = live_replicas(daemon, pool);
+        (pool.recipe.clone(), pool.replicas.clone())
+    };
+    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
+    let have = live.len() as u32;
+    if wanted > have {
+        let mut started = Vec::new();
+        for _ in have..wanted {
+            let id = start(daemon, recipe.clone(), true)
+                .await
+                .map_err(|e| format!("pool {name}: {e}"))?;
+            if let Some(pool) = daemon.pools().get_mut(name) {
+                pool.replicas.push(id);
+            }
+            started.push(id);
+        }
+        if wait {
+            for id in &started {
+                wait_ready(daemon, *id, timeout).await?;
+            }
+        }
+        Ok(format!("pool {name}: {have} → {wanted} replicas"))
+    } else {
+        // The newest go first: the oldest have proven themselves.
+        let going: Vec<u64> = live[wanted as usize..].to_vec();
+        stop_replicas(daemon, &going, recipe.close_grace).await;
+        if let Some(pool) = daemon.pools().get_mut(name) {
+            pool.replicas.retain(|id| !going.contains(id));
+        }
+        Ok(format!("pool {name}: {have} → {wanted} replicas"))
+    }
+}
