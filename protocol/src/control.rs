@@ -120,6 +120,15 @@ pub enum ControlRequest {
         /// The shared worker's name.
         name: String,
     },
+    /// Stream events (of one worker, or all) as [`ControlResponse::Notice`]s
+    /// until the client hangs up: typed, with a sub-worker's parent and an
+    /// exit's signal number and core dump; answered with
+    /// [`ControlResponse::Ok`] first. ([`ControlRequest::Watch`] streams the
+    /// same events in the older flat form.)
+    Events {
+        /// Only this worker's events.
+        id: Option<u64>,
+    },
 }
 
 /// A pool socket, as [`ControlResponse::Pools`] shows it.
@@ -163,6 +172,71 @@ pub struct PoolInfo {
     pub replicas: Vec<ReplicaInfo>,
 }
 
+/// A managed worker's state: the names [`WorkerInfo::state`] and
+/// [`ReplicaInfo::state`] carry on the wire come from here alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerState {
+    /// Started, not yet Ready.
+    Starting,
+    /// Ready (at once for a program that does not speak the protocol).
+    Running,
+    /// Stopped by an operator or a reload; its exit is awaited.
+    Closing,
+    /// Exited; its restart policy starts it again after a backoff.
+    Restarting,
+    /// Gone, and not to be started again.
+    Exited,
+    /// Restarted too often within its intensity limit: given up on.
+    Failed,
+}
+
+impl WorkerState {
+    /// Every state, in the order of a worker's life.
+    pub const ALL: [Self; 6] = [
+        Self::Starting,
+        Self::Running,
+        Self::Closing,
+        Self::Restarting,
+        Self::Exited,
+        Self::Failed,
+    ];
+
+    /// Its name on the wire: `starting`, `running`, `closing`,
+    /// `restarting`, `exited`, `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Closing => "closing",
+            Self::Restarting => "restarting",
+            Self::Exited => "exited",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the worker is gone for good (exited or failed).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Exited | Self::Failed)
+    }
+}
+
+impl std::fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for WorkerState {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.name() == name)
+            .ok_or_else(|| format!("unknown worker state {name:?}"))
+    }
+}
+
 /// A worker as `list` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
@@ -172,7 +246,8 @@ pub struct WorkerInfo {
     pub name: String,
     /// Current process id (0 when not running).
     pub pid: u32,
-    /// `starting`, `running`, `closing`, `restarting`, `exited` or `failed`.
+    /// A [`WorkerState`]'s name: `starting`, `running`, `closing`,
+    /// `restarting`, `exited` or `failed`.
     pub state: String,
     /// Seconds since the current process started.
     pub uptime_secs: u64,
@@ -265,6 +340,201 @@ pub enum ControlResponse {
         /// The shared worker's id.
         worker: u64,
     },
+    /// The request failed: what kind of failure, for a client to match,
+    /// and a one-line reason. arbord answers every failure with it
+    /// ([`ControlResponse::Error`] is the older form, without the kind).
+    Failed {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// A one-line reason.
+        message: String,
+    },
+    /// The worker's exit, answer to `Close` and `Terminate` (the older
+    /// [`ControlResponse::Exited`] has no signal number and no core dump).
+    Ended(Exit),
+    /// One typed event, streamed after [`ControlRequest::Events`].
+    Notice(Event),
+}
+
+/// What kind of failure a [`ControlResponse::Failed`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// No worker has the id.
+    NoSuchWorker,
+    /// No pool has the name.
+    NoSuchPool,
+    /// No shared worker has the name.
+    NoSuchSharedWorker,
+    /// The worker is not running (exited, failed, between restarts).
+    NotRunning,
+    /// Busy: too many clients, a full queue, a restart in progress; the
+    /// same request may succeed later.
+    Busy,
+    /// arbord is shutting down.
+    ShuttingDown,
+    /// A limit refused it (replicas, tree depth).
+    Limit,
+    /// The request itself is wrong (a bad spec, an unknown signal).
+    BadRequest,
+    /// The client's uid is not allowed on the control socket.
+    NotAllowed,
+    /// The name is taken.
+    AlreadyExists,
+    /// A worker could not be started.
+    SpawnFailed,
+    /// A replica did not become Ready.
+    NotReady,
+    /// A request or a wait ran out of time.
+    Timeout,
+    /// The worker cannot do it (it has no channel, or its channel is its
+    /// parent's).
+    Unsupported,
+    /// Something failed inside arbord.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Its name, for humans and JSON: `no-such-worker`, `busy`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoSuchWorker => "no-such-worker",
+            Self::NoSuchPool => "no-such-pool",
+            Self::NoSuchSharedWorker => "no-such-shared-worker",
+            Self::NotRunning => "not-running",
+            Self::Busy => "busy",
+            Self::ShuttingDown => "shutting-down",
+            Self::Limit => "limit",
+            Self::BadRequest => "bad-request",
+            Self::NotAllowed => "not-allowed",
+            Self::AlreadyExists => "already-exists",
+            Self::SpawnFailed => "spawn-failed",
+            Self::NotReady => "not-ready",
+            Self::Timeout => "timeout",
+            Self::Unsupported => "unsupported",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// The signal that ended a process: its number and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalInfo {
+    /// Its number (`9`).
+    pub number: i32,
+    /// Its name (`SIGKILL`).
+    pub name: String,
+}
+
+/// How a worker's process ended, as `waitpid` saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Its exit code, when it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it, when it was killed.
+    pub signal: Option<SignalInfo>,
+    /// Whether the kernel dumped its core.
+    pub core_dumped: bool,
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A run started.
+    Spawned,
+    /// It sent Ready.
+    Ready,
+    /// It posted a message (as text, lossily).
+    Message(String),
+    /// A message of its could not be read, or its channel broke.
+    MessageError(String),
+    /// A line of its output.
+    Output(String),
+    /// It reported an error (a panic, with its location).
+    Error(String),
+    /// A run ended; `None` when no process exit was seen (a stop during a
+    /// restart's backoff).
+    Exit(Option<Exit>),
+    /// It is to be started again after a backoff.
+    Restarting,
+    /// It restarted too often: given up on.
+    Failed,
+    /// For a watcher that fell behind: how many events it missed.
+    Missed(u64),
+}
+
+impl EventKind {
+    /// Its name: `spawned`, `ready`, `message`, `messageerror`, `output`,
+    /// `error`, `exit`, `restarting`, `failed`, `missed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Spawned => "spawned",
+            Self::Ready => "ready",
+            Self::Message(_) => "message",
+            Self::MessageError(_) => "messageerror",
+            Self::Output(_) => "output",
+            Self::Error(_) => "error",
+            Self::Exit(_) => "exit",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+            Self::Missed(_) => "missed",
+        }
+    }
+}
+
+/// Something that happened to a worker, as [`ControlRequest::Events`]
+/// streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The worker's id (0 for [`EventKind::Missed`]).
+    pub worker: u64,
+    /// Its name.
+    pub name: String,
+    /// The worker that started it, for a sub-worker.
+    pub parent: Option<u64>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl From<&Event> for DaemonEvent {
+    /// The older flat form, as [`ControlRequest::Watch`] streams it.
+    fn from(event: &Event) -> Self {
+        let mut flat = DaemonEvent {
+            event: event.kind.name().to_string(),
+            worker: event.worker,
+            name: event.name.clone(),
+            code: None,
+            signal: None,
+            text: None,
+            missed: None,
+        };
+        match &event.kind {
+            EventKind::Message(text)
+            | EventKind::MessageError(text)
+            | EventKind::Output(text)
+            | EventKind::Error(text) => flat.text = Some(text.clone()),
+            EventKind::Exit(Some(exit)) => {
+                flat.code = exit.code;
+                flat.signal = exit.signal.as_ref().map(|s| s.name.clone());
+            }
+            EventKind::Missed(count) => flat.missed = Some(*count),
+            EventKind::Spawned
+            | EventKind::Ready
+            | EventKind::Exit(None)
+            | EventKind::Restarting
+            | EventKind::Failed => {}
+        }
+        flat
+    }
+}
+
+impl From<&Exit> for ExitInfo {
+    /// The older form of an exit, without the signal's number and the core.
+    fn from(exit: &Exit) -> Self {
+        ExitInfo {
+            code: exit.code,
+            signal: exit.signal.as_ref().map(|s| s.name.clone()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +542,66 @@ mod tests {
     use super::*;
     use crate::frame::Limits;
     use crate::message::{encode_frame, Outgoing};
+
+    #[test]
+    fn a_typed_exit_event_flattens_to_the_older_watch_form() {
+        let event = Event {
+            worker: 7,
+            name: "web".into(),
+            parent: Some(3),
+            kind: EventKind::Exit(Some(Exit {
+                code: None,
+                signal: Some(SignalInfo {
+                    number: 9,
+                    name: "SIGKILL".into(),
+                }),
+                core_dumped: false,
+            })),
+        };
+        let flat = DaemonEvent::from(&event);
+        assert_eq!(flat.event, "exit");
+        assert_eq!((flat.worker, flat.name.as_str()), (7, "web"));
+        assert_eq!((flat.code, flat.signal.as_deref()), (None, Some("SIGKILL")));
+        let output = Event {
+            kind: EventKind::Output("hello".into()),
+            ..event
+        };
+        assert_eq!(DaemonEvent::from(&output).text.as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn failed_is_appended_after_attached_with_its_kind_as_a_u32() {
+        let failed = ControlResponse::Failed {
+            kind: ErrorKind::NoSuchWorker,
+            message: "no worker 9".into(),
+        };
+        let mut bytes = Vec::new();
+        crate::codec::encode_into(&failed, &mut bytes).unwrap();
+        // u32 variant 12, u32 kind 0, then the message: a u64 length and bytes.
+        assert_eq!(&bytes[..8], &[12, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[8..16], &[11, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[16..], b"no worker 9");
+    }
+
+    #[test]
+    fn every_worker_state_goes_by_its_name_and_back() {
+        let names: Vec<&str> = WorkerState::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "starting",
+                "running",
+                "closing",
+                "restarting",
+                "exited",
+                "failed"
+            ]
+        );
+        for state in WorkerState::ALL {
+            assert_eq!(state.name().parse::<WorkerState>(), Ok(state));
+        }
+        assert!("sleeping".parse::<WorkerState>().is_err());
+    }
 
     #[test]
     fn status_is_encoded_as_wire_md_shows() {

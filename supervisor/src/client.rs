@@ -54,7 +54,9 @@ pub fn connect(socket: &Path, name: &str) -> Result<MessagePort> {
         Ok(ControlResponse::Attached { .. }) if fds.len() == 1 => {
             MessagePort::from_fd(fds.remove(0)).map_err(|e| failed(e.to_string()))
         }
-        Ok(ControlResponse::Error { message }) => Err(failed(message)),
+        Ok(ControlResponse::Error { message } | ControlResponse::Failed { message, .. }) => {
+            Err(failed(message))
+        }
         Ok(other) => Err(failed(format!(
             "unexpected answer {other:?} with {} fds",
             fds.len()

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::config::{default_socket_path, parse_duration};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{
-    ControlRequest, ControlResponse, PoolInfo, SpawnRequest, WorkerInfo,
+    ControlRequest, ControlResponse, DaemonEvent, Event, EventKind, Exit, PoolInfo, SpawnRequest,
+    WorkerInfo, WorkerState,
 };
 use arbor_protocol::Frame;
 use clap::{Parser, Subcommand};
@@ -225,7 +226,7 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             lines: *lines,
             follow: *follow,
         },
-        Command::Watch { id } => ControlRequest::Watch { id: *id },
+        Command::Watch { id } => ControlRequest::Events { id: *id },
         Command::Status => ControlRequest::Status,
         Command::Shutdown => ControlRequest::Shutdown,
     };
@@ -252,7 +253,9 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
     let sent = channel.send_value(&request, &fds);
     let streaming = matches!(
         request,
-        ControlRequest::Watch { .. } | ControlRequest::Logs { follow: true, .. }
+        ControlRequest::Watch { .. }
+            | ControlRequest::Events { .. }
+            | ControlRequest::Logs { follow: true, .. }
     );
     let mut announced = false;
     loop {
@@ -394,7 +397,7 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
         let running = pool
             .replicas
             .iter()
-            .filter(|r| r.state == "running")
+            .filter(|r| r.state == WorkerState::Running.name())
             .count();
         say!("");
         say!(
@@ -456,10 +459,71 @@ fn tree_order(workers: &[WorkerInfo]) -> Vec<(usize, &WorkerInfo)> {
     ordered
 }
 
+/// A typed event (`watch`): as the flat form prints, plus a sub-worker's
+/// parent and an exit's signal number and core dump.
+fn print_event(json: bool, event: Event) {
+    let flat = DaemonEvent::from(&event);
+    let exit = match &event.kind {
+        EventKind::Exit(exit) => Some(exit.clone().unwrap_or(Exit {
+            code: None,
+            signal: None,
+            core_dumped: false,
+        })),
+        _ => None,
+    };
+    if json {
+        let mut object = serde_json::json!({
+            "event": flat.event, "worker": flat.worker, "name": flat.name,
+        });
+        if let Some(parent) = event.parent {
+            object["parent"] = serde_json::json!(parent);
+        }
+        if let Some(exit) = &exit {
+            object["code"] = serde_json::json!(exit.code);
+            object["signal"] = serde_json::json!(exit.signal.as_ref().map(|s| &s.name));
+            object["signal_number"] = serde_json::json!(exit.signal.as_ref().map(|s| s.number));
+            object["core_dumped"] = serde_json::json!(exit.core_dumped);
+        }
+        if let Some(text) = flat.text {
+            object["text"] = serde_json::json!(text);
+        }
+        if let Some(missed) = flat.missed {
+            object["missed"] = serde_json::json!(missed);
+        }
+        say!("{object}");
+        return;
+    }
+    if let EventKind::Output(line) = &event.kind {
+        say!("{line}");
+        return;
+    }
+    let mut line = format!("{} {} {}", flat.worker, flat.name, flat.event);
+    if let Some(parent) = event.parent {
+        line += &format!(" parent={parent}");
+    }
+    if let Some(code) = flat.code {
+        line += &format!(" code={code}");
+    }
+    if let Some(signal) = flat.signal {
+        line += &format!(" signal={signal}");
+    }
+    if exit.is_some_and(|e| e.core_dumped) {
+        line += " core-dumped";
+    }
+    if let Some(missed) = flat.missed {
+        line += &format!(" missed={missed}");
+    }
+    if let Some(text) = flat.text {
+        line += &format!(" {text:?}");
+    }
+    say!("{line}");
+}
+
 fn print(json: bool, response: ControlResponse) -> Result<(), String> {
     let to_json = |value: serde_json::Value| say!("{value}");
     match response {
         ControlResponse::Error { message } => return Err(message),
+        ControlResponse::Failed { message, .. } => return Err(message),
         ControlResponse::Ok if json => to_json(serde_json::json!({"ok": true})),
         ControlResponse::Ok => {}
         ControlResponse::Spawned { id } if json => to_json(serde_json::json!({"id": id})),
@@ -481,6 +545,25 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
                 .and_then(|_| out.write_all(b"\n"))
                 .map_err(|e| e.to_string())?;
         }
+        ControlResponse::Ended(exit) if json => to_json(serde_json::json!({
+            "code": exit.code,
+            "signal": exit.signal.as_ref().map(|s| &s.name),
+            "signal_number": exit.signal.as_ref().map(|s| s.number),
+            "core_dumped": exit.core_dumped,
+        })),
+        ControlResponse::Ended(exit) => {
+            let core = if exit.core_dumped {
+                " (core dumped)"
+            } else {
+                ""
+            };
+            match (exit.code, exit.signal) {
+                (Some(code), _) => say!("exited with code {code}"),
+                (None, Some(signal)) => say!("killed by {}{core}", signal.name),
+                _ => say!("exited"),
+            }
+        }
+        ControlResponse::Notice(event) => print_event(json, event),
         ControlResponse::Exited(exit) if json => {
             to_json(serde_json::json!({"code": exit.code, "signal": exit.signal}))
         }

@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arbor_protocol::control::WorkerState;
 use arbor_protocol::Limits;
 
 use super::monitor::start;
@@ -79,7 +80,7 @@ async fn wait_for_boot_workers(daemon: &Daemon) {
         let starting = daemon
             .entries()
             .values()
-            .filter(|e| e.state == "starting")
+            .filter(|e| e.state == WorkerState::Starting)
             .count();
         if starting == 0 {
             return;

@@ -17,6 +17,7 @@
 
 mod boot;
 mod control;
+mod error;
 mod monitor;
 mod pools;
 mod recipe;

@@ -11,11 +11,34 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arbor_protocol::control::{Event, EventKind, Exit, SignalInfo, WorkerState};
+
 use super::recipe::Recipe;
 use super::registry::{Daemon, Entry, LOG_LINES};
 use crate::restart::{self, Action, Ending, RestartState};
 use crate::systemd::notify;
 use crate::{ExitRecord, Initiator, Worker, WorkerEvent};
+
+/// The worker a monitor follows, across its runs.
+#[derive(Debug)]
+struct Managed {
+    id: u64,
+    /// The worker that started it, for a sub-worker.
+    parent: Option<u64>,
+    recipe: Recipe,
+}
+
+impl Managed {
+    /// An event about it.
+    fn event(&self, kind: EventKind) -> Event {
+        Event {
+            worker: self.id,
+            name: self.recipe.name.clone(),
+            parent: self.parent,
+            kind,
+        }
+    }
+}
 
 /// Starts a managed worker and its monitor; returns its id.
 pub(super) async fn start(
@@ -56,15 +79,16 @@ fn register(
             recipe: recipe.clone(),
             pid: worker.pid(),
             worker: Some(Arc::clone(&worker)),
-            state: "starting",
+            state: WorkerState::Starting,
             started: Instant::now(),
             restarts: 0,
             logs: VecDeque::new(),
             last_exit: None,
         },
     );
-    daemon.emit("spawned", id, &recipe.name, |_| {});
-    tokio::spawn(monitor(Arc::clone(daemon), id, recipe, events));
+    let me = Managed { id, parent, recipe };
+    daemon.emit(me.event(EventKind::Spawned));
+    tokio::spawn(monitor(Arc::clone(daemon), me, events));
     notify(&daemon.status_line());
     Ok(id)
 }
@@ -80,12 +104,12 @@ async fn spawn(daemon: &Daemon, recipe: &Recipe) -> Result<Worker, crate::Error>
 
 /// Follows one managed worker through its runs: each run's events, then
 /// its exit and what the restart policy makes of it.
-async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate::Events) {
-    let mut state = RestartState::new(&recipe.restart, Instant::now());
+async fn monitor(daemon: Arc<Daemon>, me: Managed, mut events: crate::Events) {
+    let mut state = RestartState::new(&me.recipe.restart, Instant::now());
     loop {
-        let (record, missed_ready) = follow_run(&daemon, id, &recipe, &mut events).await;
-        let ending = record_exit(&daemon, id, &recipe, record, missed_ready);
-        match after_exit(&daemon, id, &recipe, &mut state, ending).await {
+        let (record, missed_ready) = follow_run(&daemon, &me, &mut events).await;
+        let ending = record_exit(&daemon, &me, record, missed_ready);
+        match after_exit(&daemon, &me, &mut state, ending).await {
             Some(next_run) => events = next_run,
             None => return,
         }
@@ -96,21 +120,20 @@ async fn monitor(daemon: Arc<Daemon>, id: u64, recipe: Recipe, mut events: crate
 /// one), and whether it was killed for not being Ready in time.
 async fn follow_run(
     daemon: &Arc<Daemon>,
-    id: u64,
-    recipe: &Recipe,
+    me: &Managed,
     events: &mut crate::Events,
 ) -> (Option<ExitRecord>, bool) {
     // A pool replica that is not Ready in time is killed (and restarted
     // by its policy): it must not hold a place in the pool forever.
-    let ready_limit = recipe.ready_timeout;
+    let ready_limit = me.recipe.ready_timeout;
     let mut ready_by = ready_limit.map(|limit| tokio::time::Instant::now() + limit);
     let mut missed_ready = false;
     loop {
         let event = tokio::select! {
             event = events.next() => event,
             _ = sleep_until(ready_by) => {
-                tracing::warn!(worker = %recipe.name, id, "not Ready within {:?}: killed", ready_limit.unwrap_or_default());
-                if let Ok(worker) = daemon.running(id) {
+                tracing::warn!(worker = %me.recipe.name, id = me.id, "not Ready within {:?}: killed", ready_limit.unwrap_or_default());
+                if let Ok(worker) = daemon.running(me.id) {
                     worker.begin_terminate();
                 }
                 ready_by = None;
@@ -123,17 +146,17 @@ async fn follow_run(
             None => return (None, missed_ready),
             Some(WorkerEvent::Ready) => {
                 ready_by = None;
-                on_ready(daemon, id, recipe);
+                on_ready(daemon, me);
             }
-            Some(event) => on_event(daemon, id, recipe, event),
+            Some(event) => on_event(daemon, me, event),
         }
     }
 }
 
 /// The run is Ready: running, and a pool replica joins its pool.
-fn on_ready(daemon: &Daemon, id: u64, recipe: &Recipe) {
-    daemon.set_state(id, "running");
-    if let Some(pool) = &recipe.pool {
+fn on_ready(daemon: &Daemon, me: &Managed) {
+    daemon.set_state(me.id, WorkerState::Running);
+    if let Some(pool) = &me.recipe.pool {
         // Under the lock request_stop retires replicas under: a replica
         // being stopped is never put back.
         let entries = daemon.entries();
@@ -141,19 +164,19 @@ fn on_ready(daemon: &Daemon, id: u64, recipe: &Recipe) {
             stop_requested: false,
             worker: Some(worker),
             ..
-        }) = entries.get(&id)
+        }) = entries.get(&me.id)
         {
             if !daemon.stopping.load(Ordering::SeqCst) {
-                pool.replica_ready(id, worker);
+                pool.replica_ready(me.id, worker);
             }
         }
     }
-    daemon.emit("ready", id, &recipe.name, |_| {});
+    daemon.emit(me.event(EventKind::Ready));
 }
 
 /// Every event of a run but Ready and the exit.
-fn on_event(daemon: &Arc<Daemon>, id: u64, recipe: &Recipe, event: WorkerEvent) {
-    let pool = recipe.pool.as_ref();
+fn on_event(daemon: &Arc<Daemon>, me: &Managed, event: WorkerEvent) {
+    let pool = me.recipe.pool.as_ref();
     match event {
         WorkerEvent::ConnectionAck {
             id: connection,
@@ -161,56 +184,54 @@ fn on_event(daemon: &Arc<Daemon>, id: u64, recipe: &Recipe, event: WorkerEvent) 
             open,
         } => {
             if let Some(pool) = pool {
-                pool.ack(id, connection, accepted, open);
+                pool.ack(me.id, connection, accepted, open);
             }
         }
         WorkerEvent::Load { open } => {
             if let Some(pool) = pool {
-                pool.load(id, open);
+                pool.load(me.id, open);
             }
         }
         WorkerEvent::Message { data, .. } => {
-            daemon.emit("message", id, &recipe.name, |e| {
-                e.text = Some(String::from_utf8_lossy(&data).into())
-            });
+            daemon.emit(me.event(EventKind::Message(String::from_utf8_lossy(&data).into())));
         }
         WorkerEvent::MessageError { reason } => {
-            daemon.emit("messageerror", id, &recipe.name, |e| e.text = Some(reason));
+            daemon.emit(me.event(EventKind::MessageError(reason)));
         }
         WorkerEvent::Output { stream, line } => {
             let line = String::from_utf8_lossy(&line).into_owned();
-            tracing::info!(worker = %recipe.name, id, ?stream, "{line}");
+            tracing::info!(worker = %me.recipe.name, id = me.id, ?stream, "{line}");
             // Into the ring and out to followers under one lock: a
             // `logs -f` that takes its snapshot and subscribes under the
             // same lock sees each line exactly once.
             let mut entries = daemon.entries();
-            if let Some(entry) = entries.get_mut(&id) {
+            if let Some(entry) = entries.get_mut(&me.id) {
                 if entry.logs.len() == LOG_LINES {
                     entry.logs.pop_front();
                 }
                 entry.logs.push_back(line.clone());
             }
-            daemon.emit("output", id, &recipe.name, |e| e.text = Some(line));
+            daemon.emit(me.event(EventKind::Output(line)));
             drop(entries);
         }
         WorkerEvent::Error { message, location } => {
-            tracing::warn!(worker = %recipe.name, id, ?location, "worker error: {message}");
-            daemon.emit("error", id, &recipe.name, |e| e.text = Some(message));
+            tracing::warn!(worker = %me.recipe.name, id = me.id, ?location, "worker error: {message}");
+            daemon.emit(me.event(EventKind::Error(message)));
         }
         WorkerEvent::ChannelError { error } => {
-            tracing::warn!(worker = %recipe.name, id, "channel closed: {error}");
-            daemon.emit("messageerror", id, &recipe.name, |e| e.text = Some(error));
+            tracing::warn!(worker = %me.recipe.name, id = me.id, "channel closed: {error}");
+            daemon.emit(me.event(EventKind::MessageError(error)));
         }
         WorkerEvent::SubWorker(sub) => {
             // A worker started a sub-worker: listed, logged and stoppable
             // like any worker, never restarted (its parent owns it).
-            let recipe = Recipe::for_sub_worker(sub.name());
-            tracing::info!(worker = %recipe.name, parent = id, pid = sub.pid(), "sub-worker started");
-            let _ = register(daemon, sub, recipe, false, Some(id));
+            let sub_recipe = Recipe::for_sub_worker(sub.name());
+            tracing::info!(worker = %sub_recipe.name, parent = me.id, pid = sub.pid(), "sub-worker started");
+            let _ = register(daemon, sub, sub_recipe, false, Some(me.id));
         }
         WorkerEvent::Request { id: request, .. } => {
             // arbord has nothing to answer with; the worker's request times out.
-            tracing::warn!(worker = %recipe.name, id, request, "worker sent a request arbord cannot answer");
+            tracing::warn!(worker = %me.recipe.name, id = me.id, request, "worker sent a request arbord cannot answer");
         }
         WorkerEvent::Ready | WorkerEvent::Exit(_) => {}
     }
@@ -220,16 +241,15 @@ fn on_event(daemon: &Arc<Daemon>, id: u64, recipe: &Recipe, event: WorkerEvent) 
 /// ending it was, for the restart policy.
 fn record_exit(
     daemon: &Daemon,
-    id: u64,
-    recipe: &Recipe,
+    me: &Managed,
     record: Option<ExitRecord>,
     missed_ready: bool,
 ) -> Ending {
-    if let Some(pool) = &recipe.pool {
-        pool.replica_gone(id);
+    if let Some(pool) = &me.recipe.pool {
+        pool.replica_gone(me.id);
     }
     let ending = match record {
-        _ if daemon.stop_requested(id) => Ending::Stopped,
+        _ if daemon.stop_requested(me.id) => Ending::Stopped,
         // Killed for not being Ready in time: a failure, restarted by policy.
         _ if missed_ready => Ending::Failure,
         Some(ExitRecord {
@@ -242,12 +262,9 @@ fn record_exit(
     let description = record
         .map(|r| describe_exit(&r))
         .unwrap_or_else(|| "unknown".into());
-    tracing::info!(worker = %recipe.name, id, "exited: {description}");
-    daemon.emit("exit", id, &recipe.name, |e| {
-        e.code = record.and_then(|r| r.code);
-        e.signal = record.and_then(|r| r.signal).map(|s| s.name());
-    });
-    if let Some(entry) = daemon.entries().get_mut(&id) {
+    tracing::info!(worker = %me.recipe.name, id = me.id, "exited: {description}");
+    daemon.emit(me.event(EventKind::Exit(record.as_ref().map(exit_of))));
+    if let Some(entry) = daemon.entries().get_mut(&me.id) {
         entry.worker = None;
         entry.pid = 0;
         entry.last_exit = Some(description);
@@ -259,67 +276,70 @@ fn record_exit(
 /// or `None` when the worker is done (exited, stopped or failed).
 async fn after_exit(
     daemon: &Arc<Daemon>,
-    id: u64,
-    recipe: &Recipe,
+    me: &Managed,
     state: &mut RestartState,
     ending: Ending,
 ) -> Option<crate::Events> {
     let mut actions = restart::step(
         state,
-        &recipe.restart,
+        &me.recipe.restart,
         restart::Event::Exited(ending),
         Instant::now(),
     );
     loop {
         match actions.first().copied() {
             Some(Action::RestartAt(at)) => {
-                daemon.set_state(id, "restarting");
-                daemon.emit("restarting", id, &recipe.name, |_| {});
-                if !backoff(daemon, id, at).await {
-                    daemon.set_state(id, "exited");
-                    daemon.emit("exit", id, &recipe.name, |_| {});
+                daemon.set_state(me.id, WorkerState::Restarting);
+                daemon.emit(me.event(EventKind::Restarting));
+                if !backoff(daemon, me.id, at).await {
+                    daemon.set_state(me.id, WorkerState::Exited);
+                    daemon.emit(me.event(EventKind::Exit(None)));
                     return None;
                 }
-                actions =
-                    restart::step(state, &recipe.restart, restart::Event::Due, Instant::now());
+                actions = restart::step(
+                    state,
+                    &me.recipe.restart,
+                    restart::Event::Due,
+                    Instant::now(),
+                );
             }
-            Some(Action::Start) => match spawn(daemon, recipe).await {
-                Ok(worker) if daemon.stop_requested(id) => {
+            Some(Action::Start) => match spawn(daemon, &me.recipe).await {
+                Ok(worker) if daemon.stop_requested(me.id) => {
                     // Stopped while this restart was starting.
                     let _ = worker.terminate().await;
-                    daemon.set_state(id, "exited");
+                    daemon.set_state(me.id, WorkerState::Exited);
                     return None;
                 }
                 Ok(worker) => {
                     restart::step(
                         state,
-                        &recipe.restart,
+                        &me.recipe.restart,
                         restart::Event::Started,
                         Instant::now(),
                     );
-                    return restarted(daemon, id, recipe, worker);
+                    return restarted(daemon, me, worker);
                 }
                 Err(e) => {
-                    tracing::error!(worker = %recipe.name, id, "restart failed: {e}");
+                    tracing::error!(worker = %me.recipe.name, id = me.id, "restart failed: {e}");
                     // A start that fails counts as a failed run: back off
                     // and try again, within the intensity limit.
                     actions = restart::step(
                         state,
-                        &recipe.restart,
+                        &me.recipe.restart,
                         restart::Event::Exited(Ending::Failure),
                         Instant::now(),
                     );
                 }
             },
             Some(Action::Failed { restarts }) => {
-                tracing::error!(worker = %recipe.name, id, restarts, "restarting too often: marked failed");
-                daemon.set_state(id, "failed");
-                daemon.emit("failed", id, &recipe.name, |_| {});
+                tracing::error!(worker = %me.recipe.name, id = me.id, restarts, "restarting too often: marked failed");
+                daemon.set_state(me.id, WorkerState::Failed);
+                daemon.emit(me.event(EventKind::Failed));
                 notify(&daemon.status_line());
                 return None;
             }
             Some(Action::Finished) | None => {
-                daemon.set_state(id, "exited");
+                daemon.set_state(me.id, WorkerState::Exited);
                 daemon.forget_old_exits();
                 notify(&daemon.status_line());
                 return None;
@@ -346,24 +366,19 @@ async fn backoff(daemon: &Daemon, id: u64, at: Instant) -> bool {
 }
 
 /// Puts a restarted run in place of the last one; its events.
-fn restarted(
-    daemon: &Daemon,
-    id: u64,
-    recipe: &Recipe,
-    mut worker: Worker,
-) -> Option<crate::Events> {
+fn restarted(daemon: &Daemon, me: &Managed, mut worker: Worker) -> Option<crate::Events> {
     let events = worker.take_events()?;
-    if let Some(entry) = daemon.entries().get_mut(&id) {
+    if let Some(entry) = daemon.entries().get_mut(&me.id) {
         entry.pid = worker.pid();
         entry.worker = Some(Arc::new(worker));
-        entry.state = "starting";
+        entry.state = WorkerState::Starting;
         entry.started = Instant::now();
         entry.restarts += 1;
     }
     // An attach waiting for this run can take it now.
     daemon.state_changed.notify_waiters();
-    tracing::info!(worker = %recipe.name, id, "restarted");
-    daemon.emit("spawned", id, &recipe.name, |_| {});
+    tracing::info!(worker = %me.recipe.name, id = me.id, "restarted");
+    daemon.emit(me.event(EventKind::Spawned));
     notify(&daemon.status_line());
     Some(events)
 }
@@ -381,5 +396,17 @@ fn describe_exit(record: &ExitRecord) -> String {
         (Some(code), _) => format!("code {code}"),
         (None, Some(signal)) => format!("signal {signal}"),
         _ => "unknown".into(),
+    }
+}
+
+/// A process exit as the control socket reports it.
+pub(super) fn exit_of(record: &ExitRecord) -> Exit {
+    Exit {
+        code: record.code,
+        signal: record.signal.map(|s| SignalInfo {
+            number: s.number(),
+            name: s.name(),
+        }),
+        core_dumped: record.core_dumped,
     }
 }

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arbor_protocol::control::DaemonEvent;
+use arbor_protocol::control::{Event, WorkerState};
 use tokio::sync::{broadcast, Notify};
 
+use super::error::ControlError;
 use super::pools::Pool;
 use super::recipe::Recipe;
 use super::reload_gate::ReloadGate;
@@ -54,7 +55,7 @@ pub(super) struct Entry {
     pub(super) recipe: Recipe,
     pub(super) worker: Option<Arc<Worker>>,
     pub(super) pid: u32,
-    pub(super) state: &'static str,
+    pub(super) state: WorkerState,
     pub(super) started: Instant,
     pub(super) restarts: u32,
     pub(super) logs: VecDeque<String>,
@@ -84,7 +85,7 @@ pub(super) struct Daemon {
     pub(super) shutdown: Notify,
     /// Woken whenever a worker's state changes or a stop is requested.
     pub(super) state_changed: Notify,
-    pub(super) events: broadcast::Sender<DaemonEvent>,
+    pub(super) events: broadcast::Sender<Event>,
     /// One SIGHUP reload at a time.
     pub(super) reload_gate: Mutex<ReloadGate>,
     /// A SIGHUP reload holds it for writing, `arborctl scale` and `reload`
@@ -139,18 +140,16 @@ impl Daemon {
     /// Marks worker `id` stopped (no more restarts) and returns its live
     /// handle, if it has one; a worker waiting for a restart just stops. A
     /// pool replica gets no more connections from here on.
-    pub(super) fn request_stop(&self, id: u64) -> Result<Option<Arc<Worker>>, String> {
+    pub(super) fn request_stop(&self, id: u64) -> Result<Option<Arc<Worker>>, ControlError> {
         let mut entries = self.entries();
-        let entry = entries
-            .get_mut(&id)
-            .ok_or_else(|| format!("no worker {id}"))?;
+        let entry = entries.get_mut(&id).ok_or(ControlError::NoSuchWorker(id))?;
         if let Some(pool) = &entry.recipe.pool {
             pool.retire(id);
         }
         entry.stop_requested = true;
         let worker = entry.worker.clone();
         if worker.is_some() {
-            entry.state = "closing";
+            entry.state = WorkerState::Closing;
         }
         drop(entries);
         self.state_changed.notify_waiters();
@@ -163,42 +162,27 @@ impl Daemon {
     }
 
     /// The live handle of worker `id`.
-    pub(super) fn running(&self, id: u64) -> Result<Arc<Worker>, String> {
+    pub(super) fn running(&self, id: u64) -> Result<Arc<Worker>, ControlError> {
         match self.entries().get(&id) {
             Some(Entry {
                 worker: Some(worker),
                 ..
             }) => Ok(Arc::clone(worker)),
-            Some(entry) => Err(format!(
-                "worker {id} ({}) is {}",
-                entry.recipe.name, entry.state
-            )),
-            None => Err(format!("no worker {id}")),
+            Some(entry) => Err(ControlError::NotRunning {
+                id,
+                name: entry.recipe.name.clone(),
+                state: entry.state,
+            }),
+            None => Err(ControlError::NoSuchWorker(id)),
         }
     }
 
     /// Tells watchers; nobody watching is fine.
-    pub(super) fn emit(
-        &self,
-        event: &str,
-        worker: u64,
-        name: &str,
-        fill: impl FnOnce(&mut DaemonEvent),
-    ) {
-        let mut daemon_event = DaemonEvent {
-            event: event.to_string(),
-            worker,
-            name: name.to_string(),
-            code: None,
-            signal: None,
-            text: None,
-            missed: None,
-        };
-        fill(&mut daemon_event);
-        let _ = self.events.send(daemon_event);
+    pub(super) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
     }
 
-    pub(super) fn set_state(&self, id: u64, state: &'static str) {
+    pub(super) fn set_state(&self, id: u64, state: WorkerState) {
         if let Some(entry) = self.entries().get_mut(&id) {
             entry.state = state;
         }
@@ -212,7 +196,7 @@ impl Daemon {
         let mut entries = self.entries();
         let gone: Vec<u64> = entries
             .iter()
-            .filter(|(_, e)| e.worker.is_none() && matches!(e.state, "exited" | "failed"))
+            .filter(|(_, e)| e.worker.is_none() && e.state.is_final())
             .map(|(id, _)| *id)
             .collect();
         for id in gone.iter().take(gone.len().saturating_sub(KEEP_EXITED)) {

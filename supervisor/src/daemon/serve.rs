@@ -9,13 +9,14 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbor_protocol::control::{ControlRequest, ControlResponse, DaemonEvent};
+use arbor_protocol::control::{ControlRequest, ControlResponse, DaemonEvent, Event, EventKind};
 use arbor_protocol::nonblocking::AsyncChannel;
 use arbor_protocol::{Frame, Limits};
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
-use super::control::{dispatch, Reply};
+use super::control::{dispatch, Reply, StreamForm};
+use super::error::ControlError;
 use super::registry::Daemon;
 
 /// Control connections served at once; one more is told arbord is busy.
@@ -24,9 +25,7 @@ pub(super) const MAX_CLIENTS: usize = 4096;
 /// Answers a client over the connection cap with an error, then hangs up.
 pub(super) async fn refuse_busy(stream: UnixStream) {
     let mut channel = AsyncChannel::new(stream);
-    let busy = ControlResponse::Error {
-        message: format!("arbord is serving {MAX_CLIENTS} clients already; try again"),
-    };
+    let busy = ControlError::TooManyClients(MAX_CLIENTS).response();
     let _ = tokio::time::timeout(Duration::from_secs(1), channel.send_value(&busy, &[])).await;
 }
 
@@ -48,9 +47,7 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
     let own = crate::config::current_uid();
     if uid != 0 && uid != own && !daemon.config.daemon.allowed_uids.contains(&uid) {
         tracing::warn!(uid, "refused a control client");
-        let refusal = ControlResponse::Error {
-            message: format!("uid {uid} is not allowed on this control socket"),
-        };
+        let refusal = ControlError::NotAllowed(uid).response();
         let _ = channel.send_value(&refusal, &[]).await;
         return;
     }
@@ -69,10 +66,10 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
                 first,
                 events,
                 worker,
-                only,
+                form,
             } => {
                 if channel.send_value(&first, &[]).await.is_ok() {
-                    stream_events(channel, events, worker, only).await;
+                    stream_events(channel, events, worker, form).await;
                 }
                 return;
             }
@@ -100,25 +97,23 @@ async fn next_request(
         let refusal = match channel.recv().await {
             Ok((Frame::Message(message), fds)) => match message.decode::<ControlRequest>() {
                 Ok(request) => return Some((request, fds)),
-                Err(e) => e.to_string(),
+                Err(e) => ControlError::BadRequest(e.to_string()),
             },
             Ok((Frame::Ping(nonce), _)) => {
                 let _ = channel.send(&Frame::Pong(nonce), &[]).await;
                 continue;
             }
-            Ok((other, _)) => format!(
+            Ok((other, _)) => ControlError::BadRequest(format!(
                 "unexpected {} frame on the control socket",
                 other.kind().name()
-            ),
+            )),
             Err(arbor_protocol::Error::Closed) => return None,
             Err(e) => {
                 tracing::warn!("control client dropped: {e}");
                 return None;
             }
         };
-        let _ = channel
-            .send_value(&ControlResponse::Error { message: refusal }, &[])
-            .await;
+        let _ = channel.send_value(&refusal.response(), &[]).await;
         return None;
     }
 }
@@ -133,9 +128,9 @@ fn peer_of(socket: &UnixStream) -> Option<(i32, u32)> {
 /// behind gets a `missed` event with the count and carries on.
 async fn stream_events(
     channel: AsyncChannel,
-    mut events: broadcast::Receiver<DaemonEvent>,
-    id: Option<u64>,
-    only: Option<&str>,
+    mut events: broadcast::Receiver<Event>,
+    worker: Option<u64>,
+    form: StreamForm,
 ) {
     // Split, so that the client's hang-up is seen while waiting for events.
     let (mut sender, mut receiver) = channel.into_split();
@@ -145,25 +140,28 @@ async fn stream_events(
             _ = receiver.recv() => return, // the client sent something or hung up
         };
         let event = match event {
-            Ok(event) if id.is_some_and(|id| id != event.worker) => continue,
-            Ok(event) if only.is_some_and(|only| only != event.event) => continue,
+            Ok(event) if worker.is_some_and(|id| id != event.worker) => continue,
+            Ok(event)
+                if form == StreamForm::Output && !matches!(event.kind, EventKind::Output(_)) =>
+            {
+                continue
+            }
             Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => DaemonEvent {
-                event: "missed".into(),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Event {
                 worker: 0,
                 name: String::new(),
-                code: None,
-                signal: None,
-                text: None,
-                missed: Some(missed),
+                parent: None,
+                kind: EventKind::Missed(missed),
             },
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if sender
-            .send_value(&ControlResponse::Event(event), &[])
-            .await
-            .is_err()
-        {
+        let answer = match form {
+            StreamForm::Typed => ControlResponse::Notice(event),
+            StreamForm::Flat | StreamForm::Output => {
+                ControlResponse::Event(DaemonEvent::from(&event))
+            }
+        };
+        if sender.send_value(&answer, &[]).await.is_err() {
             return;
         }
     }

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{error, Reply};
+use super::Reply;
+use crate::daemon::error::ControlError;
 use crate::daemon::monitor::start;
 use crate::daemon::registry::Daemon;
 use crate::Worker;
@@ -19,7 +20,7 @@ pub(super) async fn attach(daemon: &Arc<Daemon>, name: &str, origin: &str) -> Re
             worker,
             port: port.into_fd(),
         },
-        Err(message) => Reply::End(error(message)),
+        Err(failed) => Reply::End(failed.response()),
     }
 }
 
@@ -28,11 +29,11 @@ async fn connect(
     daemon: &Arc<Daemon>,
     name: &str,
     origin: &str,
-) -> Result<(u64, arbor_protocol::MessagePort), String> {
+) -> Result<(u64, arbor_protocol::MessagePort), ControlError> {
     if daemon.stopping.load(Ordering::SeqCst) {
-        return Err("arbord is shutting down".into());
+        return Err(ControlError::ShuttingDown);
     }
-    let unknown = || format!("no shared worker {name:?}");
+    let unknown = || ControlError::NoSuchShared(name.into());
     let gate = {
         let shared = daemon.shared.lock().await;
         Arc::clone(&shared.get(name).ok_or_else(unknown)?.gate)
@@ -51,9 +52,13 @@ async fn connect(
     let (id, worker) = match running {
         Some(running) => running,
         None => {
-            let id = start(daemon, recipe, false)
-                .await
-                .map_err(|e| format!("shared worker {name:?} did not start: {e}"))?;
+            let id =
+                start(daemon, recipe, false)
+                    .await
+                    .map_err(|source| ControlError::SharedStart {
+                        name: name.into(),
+                        source,
+                    })?;
             if let Some(entry) = daemon.shared.lock().await.get_mut(name) {
                 entry.current = Some(id);
             }
@@ -62,12 +67,18 @@ async fn connect(
     };
     drop(starting);
     let (ours, theirs) =
-        arbor_protocol::MessagePort::pair().map_err(|e| format!("a port for {name:?}: {e}"))?;
+        arbor_protocol::MessagePort::pair().map_err(|source| ControlError::Port {
+            name: name.into(),
+            source,
+        })?;
     let port = daemon.next_port.fetch_add(1, Ordering::Relaxed);
     worker
         .connect_port(port, origin, theirs)
         .await
-        .map_err(|e| format!("shared worker {name:?}: {e}"))?;
+        .map_err(|source| ControlError::Shared {
+            name: name.into(),
+            source,
+        })?;
     tracing::info!(worker = name, id, port, "{origin} attached");
     Ok((id, ours))
 }
@@ -76,7 +87,7 @@ async fn connect(
 /// (exited, failed, or stopped): a start is then due. One between runs
 /// (its exit seen, its restart not yet started) is waited for, up to 30 s,
 /// so a shared worker is never started twice.
-async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, String> {
+async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, ControlError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let changed = daemon.state_changed.notified();
@@ -85,7 +96,7 @@ async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, St
             let Some(entry) = entries.get(&id) else {
                 return Ok(None);
             };
-            if entry.stop_requested || matches!(entry.state, "exited" | "failed") {
+            if entry.stop_requested || entry.state.is_final() {
                 return Ok(None);
             }
             // A handle whose exit is in but not yet seen by its monitor is
@@ -96,6 +107,6 @@ async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, St
         }
         tokio::time::timeout_at(deadline, changed)
             .await
-            .map_err(|_| format!("worker {id} is between restarts; try again"))?;
+            .map_err(|_| ControlError::BetweenRestarts(id))?;
     }
 }

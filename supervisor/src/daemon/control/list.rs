@@ -13,7 +13,7 @@ pub(super) fn list(daemon: &Daemon) -> ControlResponse {
                 id: *id,
                 name: e.recipe.name.clone(),
                 pid: e.pid,
-                state: e.state.to_string(),
+                state: e.state.name().to_string(),
                 uptime_secs: if e.worker.is_some() {
                     e.started.elapsed().as_secs()
                 } else {

@@ -1,32 +1,36 @@
 //! `logs`: the last lines a worker printed, and with `-f` the new ones as
 //! they come.
 
+use std::collections::VecDeque;
+
 use arbor_protocol::control::ControlResponse;
 
-use super::{error, Reply};
+use super::{Reply, StreamForm};
+use crate::daemon::error::ControlError;
 use crate::daemon::registry::Daemon;
 
-pub(super) fn logs(daemon: &Daemon, id: u64, lines: u32, follow: bool) -> Reply {
+/// The last `lines` lines of worker `id`.
+pub(super) fn tail(daemon: &Daemon, id: u64, lines: u32) -> Result<ControlResponse, ControlError> {
+    let entries = daemon.entries();
+    let entry = entries.get(&id).ok_or(ControlError::NoSuchWorker(id))?;
+    Ok(last_lines(&entry.logs, lines))
+}
+
+/// The last `lines` lines of worker `id`, then each new one.
+pub(super) fn follow(daemon: &Daemon, id: u64, lines: u32) -> Result<Reply, ControlError> {
     // The snapshot and the subscription under one lock, the one output
     // enters the ring under: each line is seen exactly once.
     let entries = daemon.entries();
-    let Some(entry) = entries.get(&id) else {
-        let missing = error(format!("no worker {id}"));
-        return if follow {
-            Reply::End(missing)
-        } else {
-            Reply::One(missing)
-        };
-    };
-    let skip = entry.logs.len().saturating_sub(lines as usize);
-    let snapshot = ControlResponse::Logs(entry.logs.iter().skip(skip).cloned().collect());
-    if !follow {
-        return Reply::One(snapshot);
-    }
-    Reply::Stream {
-        first: snapshot,
+    let entry = entries.get(&id).ok_or(ControlError::NoSuchWorker(id))?;
+    Ok(Reply::Stream {
+        first: last_lines(&entry.logs, lines),
         events: daemon.events.subscribe(),
         worker: Some(id),
-        only: Some("output"),
-    }
+        form: StreamForm::Output,
+    })
+}
+
+fn last_lines(logs: &VecDeque<String>, lines: u32) -> ControlResponse {
+    let skip = logs.len().saturating_sub(lines as usize);
+    ControlResponse::Logs(logs.iter().skip(skip).cloned().collect())
 }

@@ -17,9 +17,10 @@ mod watch;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use arbor_protocol::control::{ControlRequest, ControlResponse, DaemonEvent};
+use arbor_protocol::control::{ControlRequest, ControlResponse, Event};
 use tokio::sync::broadcast;
 
+use super::error::ControlError;
 use super::registry::Daemon;
 
 /// How a request is answered.
@@ -31,20 +32,31 @@ pub(super) enum Reply {
     /// the connection ends.
     End(ControlResponse),
     /// A first answer, then the events of `worker` (every worker's when
-    /// `None`) of kind `only` (every kind when `None`) until the client
-    /// hangs up: `watch`, `logs -f`. Subscribed before the first answer is
-    /// sent, so that no event falls in between.
+    /// `None`) in `form` until the client hangs up: `watch`, `events`,
+    /// `logs -f`. Subscribed before the first answer is sent, so that no
+    /// event falls in between.
     Stream {
         first: ControlResponse,
-        events: broadcast::Receiver<DaemonEvent>,
+        events: broadcast::Receiver<Event>,
         worker: Option<u64>,
-        only: Option<&'static str>,
+        form: StreamForm,
     },
     /// Attached to `worker`, with the client's end of a new port to it;
     /// the client talks to the worker on the port from then on.
     Port { worker: u64, port: OwnedFd },
     /// Ok, then arbord shuts down.
     Shutdown,
+}
+
+/// What a stream sends, and in which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StreamForm {
+    /// Every event, flat ([`ControlResponse::Event`], for `Watch`).
+    Flat,
+    /// Every event, typed ([`ControlResponse::Notice`], for `Events`).
+    Typed,
+    /// Output lines only, flat (`Logs { follow: true }`).
+    Output,
 }
 
 /// Answers one request; `fds` came with it (only `post` passes them on),
@@ -55,38 +67,40 @@ pub(super) async fn dispatch(
     fds: Vec<OwnedFd>,
     origin: &str,
 ) -> Reply {
-    match request {
-        ControlRequest::Spawn(spawn) => Reply::One(spawn::spawn(daemon, spawn).await),
-        ControlRequest::List => Reply::One(list::list(daemon)),
-        ControlRequest::Post { id, data } => Reply::One(post::post(daemon, id, data, fds).await),
+    let answer = match request {
+        ControlRequest::Spawn(spawn) => spawn::spawn(daemon, spawn).await,
+        ControlRequest::List => Ok(list::list(daemon)),
+        ControlRequest::Post { id, data } => post::post(daemon, id, data, fds).await,
         ControlRequest::Request {
             id,
             data,
             timeout_ms,
-        } => Reply::One(request::request(daemon, id, data, timeout_ms).await),
-        ControlRequest::Close { id, grace_ms } => {
-            Reply::One(stop::close(daemon, id, grace_ms).await)
+        } => request::request(daemon, id, data, timeout_ms).await,
+        ControlRequest::Close { id, grace_ms } => stop::close(daemon, id, grace_ms).await,
+        ControlRequest::Terminate { id } => stop::terminate(daemon, id).await,
+        ControlRequest::Signal { id, signal } => signal::signal(daemon, id, &signal).await,
+        ControlRequest::Status => Ok(status::status(daemon)),
+        ControlRequest::Pools => pools::pools(daemon).await,
+        ControlRequest::Scale { pool, replicas } => pools::scale(daemon, &pool, replicas).await,
+        ControlRequest::Reload { pool } => pools::reload(daemon, pool).await,
+        // The requests answered otherwise than with one answer.
+        ControlRequest::Watch { id } => return watch::watch(daemon, id, StreamForm::Flat),
+        ControlRequest::Events { id } => return watch::watch(daemon, id, StreamForm::Typed),
+        ControlRequest::Logs {
+            id,
+            lines,
+            follow: false,
+        } => logs::tail(daemon, id, lines),
+        ControlRequest::Logs {
+            id,
+            lines,
+            follow: true,
+        } => {
+            return logs::follow(daemon, id, lines)
+                .unwrap_or_else(|failed| Reply::End(failed.response()))
         }
-        ControlRequest::Terminate { id } => Reply::One(stop::terminate(daemon, id).await),
-        ControlRequest::Signal { id, signal } => {
-            Reply::One(signal::signal(daemon, id, &signal).await)
-        }
-        ControlRequest::Watch { id } => watch::watch(daemon, id),
-        ControlRequest::Logs { id, lines, follow } => logs::logs(daemon, id, lines, follow),
-        ControlRequest::Status => Reply::One(status::status(daemon)),
-        ControlRequest::Shutdown => Reply::Shutdown,
-        ControlRequest::Pools => Reply::One(pools::pools(daemon).await),
-        ControlRequest::Scale { pool, replicas } => {
-            Reply::One(pools::scale(daemon, &pool, replicas).await)
-        }
-        ControlRequest::Reload { pool } => Reply::One(pools::reload(daemon, pool).await),
-        ControlRequest::Attach { name } => attach::attach(daemon, &name, origin).await,
-    }
-}
-
-/// The error answer with `message`.
-fn error(message: impl Into<String>) -> ControlResponse {
-    ControlResponse::Error {
-        message: message.into(),
-    }
+        ControlRequest::Attach { name } => return attach::attach(daemon, &name, origin).await,
+        ControlRequest::Shutdown => return Reply::Shutdown,
+    };
+    Reply::One(answer.unwrap_or_else(|failed: ControlError| failed.response()))
 }

@@ -7,34 +7,39 @@ use std::sync::Arc;
 
 use arbor_protocol::control::ControlResponse;
 
-use super::error;
+use crate::daemon::error::ControlError;
 use crate::daemon::pools;
 use crate::daemon::registry::Daemon;
 
-pub(super) async fn pools(daemon: &Arc<Daemon>) -> ControlResponse {
+pub(super) async fn pools(daemon: &Arc<Daemon>) -> Result<ControlResponse, ControlError> {
     // /proc reads block: off the runtime's threads.
     let daemon = Arc::clone(daemon);
-    match tokio::task::spawn_blocking(move || pools::infos(&daemon)).await {
-        Ok(infos) => ControlResponse::Pools(infos),
-        Err(e) => error(e.to_string()),
-    }
+    let infos = tokio::task::spawn_blocking(move || pools::infos(&daemon))
+        .await
+        .map_err(|e| ControlError::Internal(e.to_string()))?;
+    Ok(ControlResponse::Pools(infos))
 }
 
-pub(super) async fn scale(daemon: &Arc<Daemon>, pool: &str, replicas: u32) -> ControlResponse {
+pub(super) async fn scale(
+    daemon: &Arc<Daemon>,
+    pool: &str,
+    replicas: u32,
+) -> Result<ControlResponse, ControlError> {
     if daemon.stopping.load(Ordering::SeqCst) {
-        return error("arbord is shutting down");
+        return Err(ControlError::ShuttingDown);
     }
     let _beside_other_pool_operations = daemon.reconfig.read().await;
-    match pools::scale(daemon, pool, replicas).await {
-        Ok(message) => ControlResponse::Done { message },
-        Err(message) => error(message),
-    }
+    let message = pools::scale(daemon, pool, replicas).await?;
+    Ok(ControlResponse::Done { message })
 }
 
 /// Rolls pool `pool`, or every pool, one after another.
-pub(super) async fn reload(daemon: &Arc<Daemon>, pool: Option<String>) -> ControlResponse {
+pub(super) async fn reload(
+    daemon: &Arc<Daemon>,
+    pool: Option<String>,
+) -> Result<ControlResponse, ControlError> {
     if daemon.stopping.load(Ordering::SeqCst) {
-        return error("arbord is shutting down");
+        return Err(ControlError::ShuttingDown);
     }
     let _beside_other_pool_operations = daemon.reconfig.read().await;
     let names = match pool {
@@ -43,16 +48,12 @@ pub(super) async fn reload(daemon: &Arc<Daemon>, pool: Option<String>) -> Contro
     };
     let mut done = Vec::new();
     for name in names {
-        match pools::rolling_reload(daemon, &name).await {
-            Ok(message) => done.push(message),
-            Err(message) => return error(message),
-        }
+        done.push(pools::rolling_reload(daemon, &name).await?);
     }
-    ControlResponse::Done {
-        message: if done.is_empty() {
-            "no pools".into()
-        } else {
-            done.join("\n")
-        },
-    }
+    let message = if done.is_empty() {
+        "no pools".into()
+    } else {
+        done.join("\n")
+    };
+    Ok(ControlResponse::Done { message })
 }

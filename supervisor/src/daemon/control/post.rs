@@ -4,7 +4,7 @@ use std::os::fd::OwnedFd;
 
 use arbor_protocol::control::ControlResponse;
 
-use super::error;
+use crate::daemon::error::ControlError;
 use crate::daemon::registry::Daemon;
 
 pub(super) async fn post(
@@ -12,12 +12,7 @@ pub(super) async fn post(
     id: u64,
     data: Vec<u8>,
     fds: Vec<OwnedFd>,
-) -> ControlResponse {
-    match daemon.running(id) {
-        Ok(worker) => match worker.post_message(data, fds).await {
-            Ok(()) => ControlResponse::Ok,
-            Err(e) => error(e.to_string()),
-        },
-        Err(e) => error(e),
-    }
+) -> Result<ControlResponse, ControlError> {
+    daemon.running(id)?.post_message(data, fds).await?;
+    Ok(ControlResponse::Ok)
 }

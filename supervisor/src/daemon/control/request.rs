@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arbor_protocol::control::ControlResponse;
 
-use super::error;
+use crate::daemon::error::ControlError;
 use crate::daemon::registry::Daemon;
 
 pub(super) async fn request(
@@ -13,15 +13,10 @@ pub(super) async fn request(
     id: u64,
     data: Vec<u8>,
     timeout_ms: u64,
-) -> ControlResponse {
-    match daemon.running(id) {
-        Ok(worker) => match worker
-            .request(data, Duration::from_millis(timeout_ms))
-            .await
-        {
-            Ok(reply) => ControlResponse::Reply(reply),
-            Err(e) => error(e.to_string()),
-        },
-        Err(e) => error(e),
-    }
+) -> Result<ControlResponse, ControlError> {
+    let worker = daemon.running(id)?;
+    let reply = worker
+        .request(data, Duration::from_millis(timeout_ms))
+        .await?;
+    Ok(ControlResponse::Reply(reply))
 }

@@ -2,17 +2,18 @@
 
 use arbor_protocol::control::ControlResponse;
 
-use super::error;
+use crate::daemon::error::ControlError;
 use crate::daemon::registry::Daemon;
 use crate::Signal;
 
-pub(super) async fn signal(daemon: &Daemon, id: u64, signal: &str) -> ControlResponse {
-    match (daemon.running(id), Signal::from_name(signal)) {
-        (Ok(worker), Some(signal)) => match worker.signal(signal).await {
-            Ok(()) => ControlResponse::Ok,
-            Err(e) => error(e.to_string()),
-        },
-        (Err(e), _) => error(e),
-        (_, None) => error(format!("unknown signal {signal:?}")),
-    }
+pub(super) async fn signal(
+    daemon: &Daemon,
+    id: u64,
+    signal: &str,
+) -> Result<ControlResponse, ControlError> {
+    let worker = daemon.running(id)?;
+    let signal =
+        Signal::from_name(signal).ok_or_else(|| ControlError::UnknownSignal(signal.into()))?;
+    worker.signal(signal).await?;
+    Ok(ControlResponse::Ok)
 }

@@ -6,48 +6,42 @@ use std::sync::Arc;
 
 use arbor_protocol::control::{ControlResponse, SpawnRequest};
 
-use super::error;
+use crate::daemon::error::ControlError;
 use crate::daemon::monitor::start;
 use crate::daemon::recipe::Recipe;
 use crate::daemon::registry::{Daemon, SharedWorker};
 
-pub(super) async fn spawn(daemon: &Arc<Daemon>, spawn: SpawnRequest) -> ControlResponse {
+pub(super) async fn spawn(
+    daemon: &Arc<Daemon>,
+    spawn: SpawnRequest,
+) -> Result<ControlResponse, ControlError> {
     if daemon.stopping.load(Ordering::SeqCst) {
-        return error("arbord is shutting down");
+        return Err(ControlError::ShuttingDown);
     }
-    if spawn.shared {
-        return spawn_shared(daemon, spawn).await;
-    }
-    match Recipe::from_request(spawn) {
-        Ok(recipe) => match start(daemon, recipe, false).await {
-            Ok(id) => ControlResponse::Spawned { id },
-            Err(e) => error(e.to_string()),
-        },
-        Err(e) => error(e),
-    }
+    let shared = spawn.shared;
+    let recipe = Recipe::from_request(spawn).map_err(ControlError::BadRequest)?;
+    let id = if shared {
+        spawn_shared(daemon, recipe).await?
+    } else {
+        start(daemon, recipe, false).await?
+    };
+    Ok(ControlResponse::Spawned { id })
 }
 
 /// Starts a shared worker under its name, which must be free.
-async fn spawn_shared(daemon: &Arc<Daemon>, spawn: SpawnRequest) -> ControlResponse {
-    let Ok(recipe) = Recipe::from_request(spawn) else {
-        return error("bad spawn request");
-    };
+async fn spawn_shared(daemon: &Arc<Daemon>, recipe: Recipe) -> Result<u64, ControlError> {
     let name = recipe.name.clone();
     let mut shared = daemon.shared.lock().await;
     if shared.contains_key(&name) {
-        return error(format!("a shared worker {name:?} exists already"));
+        return Err(ControlError::SharedExists(name));
     }
-    match start(daemon, recipe.clone(), false).await {
-        Ok(id) => {
-            let entry = SharedWorker {
-                recipe,
-                gate: Arc::default(),
-                current: Some(id),
-                from_config: false,
-            };
-            shared.insert(name, entry);
-            ControlResponse::Spawned { id }
-        }
-        Err(e) => error(e.to_string()),
-    }
+    let id = start(daemon, recipe.clone(), false).await?;
+    let entry = SharedWorker {
+        recipe,
+        gate: Arc::default(),
+        current: Some(id),
+        from_config: false,
+    };
+    shared.insert(name, entry);
+    Ok(id)
 }

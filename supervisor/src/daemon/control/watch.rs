@@ -1,15 +1,16 @@
-//! `watch`: the event stream, of one worker or of all.
+//! `watch` and `events`: the event stream, of one worker or of all, in the
+//! older flat form (`Watch`) or typed (`Events`).
 
 use arbor_protocol::control::ControlResponse;
 
-use super::Reply;
+use super::{Reply, StreamForm};
 use crate::daemon::registry::Daemon;
 
-pub(super) fn watch(daemon: &Daemon, id: Option<u64>) -> Reply {
+pub(super) fn watch(daemon: &Daemon, id: Option<u64>, form: StreamForm) -> Reply {
     Reply::Stream {
         first: ControlResponse::Ok,
         events: daemon.events.subscribe(),
         worker: id,
-        only: None,
+        form,
     }
 }

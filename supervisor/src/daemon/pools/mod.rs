@@ -17,13 +17,14 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbor_protocol::control::{PoolInfo, ReplicaInfo};
+use arbor_protocol::control::{PoolInfo, ReplicaInfo, WorkerState};
 
 pub(super) use self::rolling::{reconfigure, rolling_reload};
 pub(super) use self::runtime::PoolRuntime;
 pub(super) use self::scale::scale;
 use self::scale::scale_to;
 use self::socket::PoolSocket;
+use super::error::ControlError;
 use super::recipe::Recipe;
 use super::registry::Daemon;
 use crate::config::WorkerConfig;
@@ -50,19 +51,20 @@ pub(crate) async fn open(
     daemon: &Arc<Daemon>,
     config: &WorkerConfig,
     activated: &mut Vec<(String, OwnedFd)>,
-) -> Result<(), String> {
+) -> Result<(), ControlError> {
     let mut sockets = Vec::new();
     for socket in &config.socket {
         let passed = activated
             .iter()
             .position(|(name, _)| *name == socket.name)
             .map(|i| activated.remove(i).1);
-        let opened = PoolSocket::open(socket, passed).map_err(|e| {
-            format!(
-                "pool {} socket {} ({}): {e}",
-                config.name, socket.name, socket.listen
-            )
-        })?;
+        let opened =
+            PoolSocket::open(socket, passed).map_err(|source| ControlError::PoolSocket {
+                pool: config.name.clone(),
+                socket: socket.name.clone(),
+                listen: socket.listen.to_string(),
+                source,
+            })?;
         tracing::info!(pool = %config.name, socket = %socket.name, listen = %opened.addr, mode = opened.config.mode.name(), "pool socket open");
         sockets.push(opened);
     }
@@ -119,7 +121,7 @@ pub(crate) fn infos(daemon: &Daemon) -> Vec<PoolInfo> {
                     .map(|(id, entry)| ReplicaInfo {
                         id: *id,
                         pid: entry.pid,
-                        state: entry.state.to_string(),
+                        state: entry.state.name().to_string(),
                         connections: 0,
                     })
                     .collect(),
@@ -157,12 +159,12 @@ pub(crate) fn configs(daemon: &Daemon) -> BTreeMap<String, WorkerConfig> {
         .collect()
 }
 
-fn pool_turn(daemon: &Daemon, name: &str) -> Result<Arc<tokio::sync::Mutex<()>>, String> {
+fn pool_turn(daemon: &Daemon, name: &str) -> Result<Arc<tokio::sync::Mutex<()>>, ControlError> {
     daemon
         .pools()
         .get(name)
         .map(|pool| Arc::clone(&pool.turn))
-        .ok_or_else(|| format!("no pool {name}"))
+        .ok_or_else(|| ControlError::NoSuchPool(name.into()))
 }
 
 /// The pool's replicas that are not stopped or failed for good, oldest first.
@@ -174,29 +176,29 @@ fn live_replicas(daemon: &Daemon, pool: &Pool) -> Vec<u64> {
         .filter(|id| {
             entries
                 .get(id)
-                .is_some_and(|e| !e.stop_requested && !matches!(e.state, "exited" | "failed"))
+                .is_some_and(|e| !e.stop_requested && !e.state.is_final())
         })
         .collect()
 }
 
 /// Waits until worker `id` is Ready; an error when it exits first or
 /// `timeout` passes (then it is terminated).
-async fn wait_ready(daemon: &Arc<Daemon>, id: u64, timeout: Duration) -> Result<(), String> {
+async fn wait_ready(daemon: &Arc<Daemon>, id: u64, timeout: Duration) -> Result<(), ControlError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let changed = daemon.state_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         match daemon.entries().get(&id).map(|e| e.state) {
-            Some("running") => return Ok(()),
-            Some("starting") => {}
-            Some(state) => return Err(format!("replica {id} is {state} instead of Ready")),
-            None => return Err(format!("replica {id} is gone")),
+            Some(WorkerState::Running) => return Ok(()),
+            Some(WorkerState::Starting) => {}
+            Some(state) => return Err(ControlError::ReplicaNotReady { id, state }),
+            None => return Err(ControlError::ReplicaGone(id)),
         }
         tokio::select! {
             _ = &mut changed => {}
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(format!("replica {id} not Ready within {timeout:?}"));
+                return Err(ControlError::ReplicaTimeout { id, limit: timeout });
             }
         }
     }

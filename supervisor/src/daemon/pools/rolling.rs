@@ -6,13 +6,17 @@ use std::sync::Arc;
 use super::scale::scale_to;
 use super::{live_replicas, pool_turn, stop_replicas, wait_ready, DEFAULT_READY};
 use crate::config::WorkerConfig;
+use crate::daemon::error::{ControlError, PoolProgress};
 use crate::daemon::monitor::start;
 use crate::daemon::recipe::Recipe;
 use crate::daemon::registry::Daemon;
 
 /// `arborctl reload [POOL]`: a rolling replacement of every replica,
 /// `surge` at a time, each new one Ready before an old one is closed.
-pub(crate) async fn rolling_reload(daemon: &Arc<Daemon>, name: &str) -> Result<String, String> {
+pub(crate) async fn rolling_reload(
+    daemon: &Arc<Daemon>,
+    name: &str,
+) -> Result<String, ControlError> {
     rolling_replace(daemon, name, None).await
 }
 
@@ -22,14 +26,14 @@ async fn rolling_replace(
     daemon: &Arc<Daemon>,
     name: &str,
     new: Option<(Recipe, WorkerConfig)>,
-) -> Result<String, String> {
+) -> Result<String, ControlError> {
     let turn = pool_turn(daemon, name)?;
     let _turn = turn.lock().await;
     let (recipe, old, surge) = {
         let mut pools = daemon.pools();
         let pool = pools
             .get_mut(name)
-            .ok_or_else(|| format!("no pool {name}"))?;
+            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
         pool.replicas = live_replicas(daemon, pool);
         let (recipe, config) = match &new {
             Some((recipe, config)) => (recipe.clone(), config),
@@ -44,7 +48,14 @@ async fn rolling_replace(
         for _ in step {
             let id = start(daemon, recipe.clone(), true)
                 .await
-                .map_err(|e| format!("pool {name}: {e}; {replaced} of {} replaced", old.len()))?;
+                .map_err(|e| ControlError::Pool {
+                    pool: name.into(),
+                    source: Box::new(e.into()),
+                    done: PoolProgress::Replaced {
+                        replaced,
+                        of: old.len(),
+                    },
+                })?;
             if let Some(pool) = daemon.pools().get_mut(name) {
                 pool.replicas.push(id);
             }
@@ -59,10 +70,14 @@ async fn rolling_replace(
                 if let Some(pool) = daemon.pools().get_mut(name) {
                     pool.replicas.retain(|r| r != id);
                 }
-                return Err(format!(
-                    "pool {name}: {e}; reload stopped, {replaced} of {} replaced",
-                    old.len()
-                ));
+                return Err(ControlError::Pool {
+                    pool: name.into(),
+                    source: Box::new(e),
+                    done: PoolProgress::Stopped {
+                        replaced,
+                        of: old.len(),
+                    },
+                });
             }
         }
         stop_replicas(daemon, step, recipe.close_grace).await;
@@ -83,12 +98,15 @@ async fn rolling_replace(
 /// Applies a changed `[[pool]]` on SIGHUP: new settings roll in (a rolling
 /// reload with the new recipe, which the pool keeps only once it is done:
 /// a failed one is tried again at the next SIGHUP), then the replica count.
-pub(crate) async fn reconfigure(daemon: &Arc<Daemon>, config: &WorkerConfig) -> Result<(), String> {
+pub(crate) async fn reconfigure(
+    daemon: &Arc<Daemon>,
+    config: &WorkerConfig,
+) -> Result<(), ControlError> {
     let new = {
         let pools = daemon.pools();
         let pool = pools
             .get(&config.name)
-            .ok_or_else(|| format!("no pool {}", config.name))?;
+            .ok_or_else(|| ControlError::NoSuchPool(config.name.clone()))?;
         if pool.config.socket != config.socket {
             tracing::warn!(pool = %config.name, "socket changes take effect at the next start");
         }

@@ -3,13 +3,18 @@
 use std::sync::Arc;
 
 use super::{live_replicas, pool_turn, stop_replicas, wait_ready, DEFAULT_READY};
+use crate::daemon::error::{ControlError, PoolProgress};
 use crate::daemon::monitor::start;
 use crate::daemon::registry::Daemon;
 
 /// `arborctl scale POOL N`.
-pub(crate) async fn scale(daemon: &Arc<Daemon>, name: &str, wanted: u32) -> Result<String, String> {
+pub(crate) async fn scale(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    wanted: u32,
+) -> Result<String, ControlError> {
     if wanted > 1000 {
-        return Err("at most 1000 replicas".into());
+        return Err(ControlError::TooManyReplicas(1000));
     }
     scale_to(daemon, name, wanted, true).await
 }
@@ -19,14 +24,14 @@ pub(super) async fn scale_to(
     name: &str,
     wanted: u32,
     wait: bool,
-) -> Result<String, String> {
+) -> Result<String, ControlError> {
     let turn = pool_turn(daemon, name)?;
     let _turn = turn.lock().await;
     let (recipe, live) = {
         let mut pools = daemon.pools();
         let pool = pools
             .get_mut(name)
-            .ok_or_else(|| format!("no pool {name}"))?;
+            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
         pool.wanted = wanted;
         // Replicas gone for good (failed, or stopped by an operator) are
         // forgotten here; the count is made up with new ones.
@@ -40,7 +45,11 @@ pub(super) async fn scale_to(
         for _ in have..wanted {
             let id = start(daemon, recipe.clone(), true)
                 .await
-                .map_err(|e| format!("pool {name}: {e}"))?;
+                .map_err(|e| ControlError::Pool {
+                    pool: name.into(),
+                    source: Box::new(e.into()),
+                    done: PoolProgress::Nothing,
+                })?;
             if let Some(pool) = daemon.pools().get_mut(name) {
                 pool.replicas.push(id);
             }
