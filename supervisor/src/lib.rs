@@ -34,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+mod escalation;
 pub mod exit;
 mod handoff;
 pub mod listen;

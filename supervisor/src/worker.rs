@@ -3,8 +3,10 @@
 //! Each worker has three tokio tasks:
 //!
 //! - the **driver** owns the channel's receive half, the pidfd and the
-//!   close escalation: it turns frames into [`WorkerEvent`]s, reaps the
-//!   process when its pidfd becomes readable and records the exit;
+//!   close escalation: it turns frames into [`WorkerEvent`]s, sends the
+//!   frames and signals the escalation's pure step (`escalation.rs`)
+//!   decides, reaps the process when its pidfd becomes readable and
+//!   records the exit;
 //! - the **writer** owns the send half: it holds posted messages until the
 //!   worker is Ready, then writes them in order, batching whatever is queued
 //!   into one flush, and sends Close after every message posted before it;
@@ -35,7 +37,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::error::{Error, Result};
-use crate::exit::{ExitRecord, Initiator};
+use crate::escalation::{self, Delivery, Effect, Escalation, Input, MAX_GRACE};
+use crate::exit::ExitRecord;
 use crate::outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
 use crate::spec::{WhenFull, WorkerSpec};
@@ -288,9 +291,8 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             queued,
             ready: ready_tx,
             writer: writer_tx,
-            asked: None,
-            escalation: None,
-            escalated_to: None,
+            escalation: Escalation::default(),
+            escalate_at: None,
             channel_open,
             speaks_protocol: launch.speaks_protocol,
             requests: Arc::clone(&requests),
@@ -575,10 +577,10 @@ struct DriverState {
     queued: VecDeque<WorkerEvent>,
     ready: watch::Sender<bool>,
     writer: mpsc::Sender<WriterCommand>,
-    asked: Option<Initiator>,
-    /// Next escalation step of a close: when, which signal, and the grace.
-    escalation: Option<(Instant, Signal, Duration)>,
-    escalated_to: Option<Signal>,
+    /// What was asked of the worker, and how far a close has escalated.
+    escalation: Escalation,
+    /// When the escalation's next step is due.
+    escalate_at: Option<Instant>,
     channel_open: bool,
     /// Whether a Close frame means anything to this worker.
     speaks_protocol: bool,
@@ -622,9 +624,6 @@ const WRITER_COMMANDS: usize = 16;
 
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
-/// The longest grace a close step gets (a day; a peer may ask for more).
-const MAX_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
-
 /// Events queued in the driver before it stops reading the worker's socket
 /// (backpressure: a consumer that does not read events slows the worker,
 /// never the other way round, and never loses an event).
@@ -645,7 +644,7 @@ impl Driver {
         let mut control_open = true;
         let frames = state.frames.clone();
         let reaped = loop {
-            let escalate_at = state.escalation.map(|(at, _, _)| at);
+            let escalate_at = state.escalate_at;
             tokio::select! {
                 readable = pidfd.readable() => {
                     match readable {
@@ -700,11 +699,15 @@ impl Driver {
                     state.on_control(command, pidfd.get_ref().as_fd());
                 }
                 _ = sleep_until(escalate_at.unwrap_or_else(Instant::now)), if escalate_at.is_some() => {
-                    state.escalate(pidfd.get_ref().as_fd());
+                    state.escalate(Input::Deadline, None, pidfd.get_ref().as_fd());
                 }
             }
         };
-        let record = ExitRecord::from_reaped(&reaped, state.asked, state.escalated_to);
+        let record = ExitRecord::from_reaped(
+            &reaped,
+            state.escalation.asked(),
+            state.escalation.escalated_to(),
+        );
         // Its cgroup goes with it (see WorkerCgroup's Drop).
         drop(state.cgroup.take());
         let _ = exit.send(Some(record));
@@ -931,50 +934,51 @@ impl DriverState {
     fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
         match command {
             Some(Control::Close(grace)) => {
-                // A peer's or caller's grace of years would overflow the clock.
-                let grace = grace.min(MAX_GRACE);
-                if self.asked == Some(Initiator::Terminate) {
-                    return;
-                }
-                if self.asked == Some(Initiator::Close) {
-                    // A second close may only hurry the first one along: the
-                    // next step comes no later than the new grace allows.
-                    if let Some((at, signal, old_grace)) = self.escalation {
-                        let sooner = Instant::now() + grace;
-                        if sooner < at {
-                            self.escalation = Some((sooner, signal, old_grace.min(grace)));
-                        }
-                    }
-                    return;
-                }
-                self.asked = Some(Initiator::Close);
                 let parent_link = self.supervisor.tree().parent_frames(self.id);
-                if let (Some(link), true) = (&parent_link, self.speaks_protocol) {
+                let delivery = if !self.speaks_protocol {
+                    Delivery::Nobody
+                } else if parent_link.is_some() {
                     // A sub-worker: only its parent can write the Close frame.
-                    link.send(Frame::CloseChild(self.id), Vec::new());
-                    self.escalation = Some((Instant::now() + grace, Signal::TERM, grace));
-                } else if self.channel_open && self.speaks_protocol {
+                    Delivery::Parent
+                } else if self.channel_open {
+                    Delivery::Channel
+                } else {
+                    Delivery::Nobody
+                };
+                let input = Input::Close { grace, delivery };
+                self.escalate(input, parent_link.as_deref(), pidfd);
+            }
+            Some(Control::Terminate) | None => self.escalate(Input::Terminate, None, pidfd),
+            Some(Control::Signal(signal, reply)) => {
+                self.escalate(Input::Signalled, None, pidfd);
+                let _ = reply.send(sys::pidfd_send_signal(pidfd, signal.number()));
+            }
+        }
+    }
+
+    /// Takes the escalation's step for `input` and does what it says;
+    /// `parent_link` is where a sub-worker's CloseChild goes.
+    fn escalate(
+        &mut self,
+        input: Input,
+        parent_link: Option<&TreeLink>,
+        pidfd: std::os::fd::BorrowedFd<'_>,
+    ) {
+        let now = Instant::now().into_std();
+        for effect in escalation::step(&mut self.escalation, input, now) {
+            match effect {
+                Effect::SendClose => {
                     // The close command must not be lost behind queued pongs.
                     let writer = self.writer.clone();
                     tokio::spawn(async move { writer.send(WriterCommand::Close).await });
-                    self.escalation = Some((Instant::now() + grace, Signal::TERM, grace));
-                } else {
-                    // Nobody reads a Close frame: straight to SIGTERM.
-                    self.escalation = Some((Instant::now(), Signal::TERM, grace));
                 }
-            }
-            Some(Control::Terminate) | None => {
-                if self.asked != Some(Initiator::Terminate) {
-                    self.asked = Some(Initiator::Terminate);
-                    self.escalation = None;
-                    self.kill(pidfd, libc::SIGKILL);
+                Effect::SendCloseChild => {
+                    if let Some(link) = parent_link {
+                        link.send(Frame::CloseChild(self.id), Vec::new());
+                    }
                 }
-            }
-            Some(Control::Signal(signal, reply)) => {
-                if self.asked.is_none() {
-                    self.asked = Some(Initiator::Signal);
-                }
-                let _ = reply.send(sys::pidfd_send_signal(pidfd, signal.number()));
+                Effect::Kill(signal) => self.kill(pidfd, signal.number()),
+                Effect::Deadline(at) => self.escalate_at = at.map(Instant::from_std),
             }
         }
     }
@@ -986,17 +990,6 @@ impl DriverState {
         let _ = sys::pidfd_send_signal(pidfd, signal);
         if let (libc::SIGKILL, Some(cgroup)) = (signal, &self.cgroup) {
             let _ = cgroup.kill();
-        }
-    }
-
-    fn escalate(&mut self, pidfd: std::os::fd::BorrowedFd<'_>) {
-        let Some((_, signal, grace)) = self.escalation.take() else {
-            return;
-        };
-        self.kill(pidfd, signal.number());
-        self.escalated_to = Some(signal);
-        if signal == Signal::TERM {
-            self.escalation = Some((Instant::now() + grace, Signal::KILL, grace));
         }
     }
 }
