@@ -9,10 +9,10 @@ use std::time::Duration;
 use arbor_protocol::control::WorkerState;
 use arbor_protocol::Limits;
 
+use super::context::Daemon;
 use super::monitor::start;
 use super::pools;
 use super::recipe::Recipe;
-use super::registry::Daemon;
 use super::run::DaemonError;
 use crate::config::Config;
 use crate::Supervisor;
@@ -74,23 +74,20 @@ fn supervisor(config: &Config) -> Result<Supervisor, crate::Error> {
 /// Waits until no boot worker is starting (each is Ready, or already gone),
 /// or a generous bound passed, so that one hung worker cannot stall the boot.
 async fn wait_for_boot_workers(daemon: &Daemon) {
-    let boot_deadline = tokio::time::Instant::now() + BOOT_READY_LIMIT;
-    loop {
-        let changed = daemon.state_changed.notified();
-        let starting = daemon
-            .entries()
-            .values()
-            .filter(|e| e.state == WorkerState::Starting)
-            .count();
-        if starting == 0 {
-            return;
+    let starting = daemon.registry.starting();
+    let count = starting.len();
+    let all_started = async {
+        for mut seen in starting {
+            let _ = seen.wait_for(|s| s.state != WorkerState::Starting).await;
         }
-        tokio::select! {
-            _ = changed => {}
-            _ = tokio::time::sleep_until(boot_deadline) => {
-                tracing::warn!("{starting} boot workers not Ready after {BOOT_READY_LIMIT:?}; ready anyway");
-                return;
-            }
-        }
+    };
+    if tokio::time::timeout(BOOT_READY_LIMIT, all_started)
+        .await
+        .is_err()
+    {
+        let left = daemon.registry.starting().len();
+        tracing::warn!(
+            "{left} of {count} boot workers not Ready after {BOOT_READY_LIMIT:?}; ready anyway"
+        );
     }
 }

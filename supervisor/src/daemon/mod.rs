@@ -16,6 +16,7 @@
 //!   (replicas with sockets, scale, rolling reload).
 
 mod boot;
+mod context;
 mod control;
 mod error;
 mod monitor;

@@ -6,15 +6,13 @@
 //! registry), turns the exit into an [`Ending`] and lets the restart state
 //! machine of [`crate::restart`] say what comes next.
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arbor_protocol::control::{Event, EventKind, Exit, SignalInfo, WorkerState};
 
+use super::context::Daemon;
 use super::recipe::Recipe;
-use super::registry::{Daemon, Entry, LOG_LINES};
 use crate::restart::{self, Action, Ending, RestartState};
 use crate::systemd::notify;
 use crate::{ExitRecord, Initiator, Worker, WorkerEvent};
@@ -58,38 +56,25 @@ fn register(
     from_config: bool,
     parent: Option<u64>,
 ) -> Result<u64, crate::Error> {
-    if daemon.stopping.load(Ordering::SeqCst) {
-        // Shutdown began while it was starting: it must not outlive arbord.
-        worker.begin_terminate();
-        return Err(crate::Error::ShutDown);
-    }
-    let id = daemon.next_id.fetch_add(1, Ordering::Relaxed);
     let Some(events) = worker.take_events() else {
         return Err(crate::Error::ShutDown);
     };
     let worker = Arc::new(worker);
+    let Ok(id) = daemon.registry.insert(
+        recipe.clone(),
+        Some(Arc::clone(&worker)),
+        from_config,
+        parent,
+    ) else {
+        // Shutdown began while it was starting: it must not outlive arbord.
+        worker.begin_terminate();
+        return Err(crate::Error::ShutDown);
+    };
     tracing::info!(worker = %recipe.name, id, pid = worker.pid(), "started");
-    daemon.forget_old_exits();
-    daemon.entries().insert(
-        id,
-        Entry {
-            from_config,
-            parent,
-            stop_requested: false,
-            recipe: recipe.clone(),
-            pid: worker.pid(),
-            worker: Some(Arc::clone(&worker)),
-            state: WorkerState::Starting,
-            started: Instant::now(),
-            restarts: 0,
-            logs: VecDeque::new(),
-            last_exit: None,
-        },
-    );
     let me = Managed { id, parent, recipe };
-    daemon.emit(me.event(EventKind::Spawned));
+    daemon.registry.emit(me.event(EventKind::Spawned));
     tokio::spawn(monitor(Arc::clone(daemon), me, events));
-    notify(&daemon.status_line());
+    notify(&daemon.registry.status_line());
     Ok(id)
 }
 
@@ -133,7 +118,7 @@ async fn follow_run(
             event = events.next() => event,
             _ = sleep_until(ready_by) => {
                 tracing::warn!(worker = %me.recipe.name, id = me.id, "not Ready within {:?}: killed", ready_limit.unwrap_or_default());
-                if let Ok(worker) = daemon.running(me.id) {
+                if let Ok(worker) = daemon.registry.running(me.id) {
                     worker.begin_terminate();
                 }
                 ready_by = None;
@@ -155,23 +140,8 @@ async fn follow_run(
 
 /// The run is Ready: running, and a pool replica joins its pool.
 fn on_ready(daemon: &Daemon, me: &Managed) {
-    daemon.set_state(me.id, WorkerState::Running);
-    if let Some(pool) = &me.recipe.pool {
-        // Under the lock request_stop retires replicas under: a replica
-        // being stopped is never put back.
-        let entries = daemon.entries();
-        if let Some(Entry {
-            stop_requested: false,
-            worker: Some(worker),
-            ..
-        }) = entries.get(&me.id)
-        {
-            if !daemon.stopping.load(Ordering::SeqCst) {
-                pool.replica_ready(me.id, worker);
-            }
-        }
-    }
-    daemon.emit(me.event(EventKind::Ready));
+    daemon.registry.mark_ready(me.id);
+    daemon.registry.emit(me.event(EventKind::Ready));
 }
 
 /// Every event of a run but Ready and the exit.
@@ -193,34 +163,31 @@ fn on_event(daemon: &Arc<Daemon>, me: &Managed, event: WorkerEvent) {
             }
         }
         WorkerEvent::Message { data, .. } => {
-            daemon.emit(me.event(EventKind::Message(String::from_utf8_lossy(&data).into())));
+            daemon
+                .registry
+                .emit(me.event(EventKind::Message(String::from_utf8_lossy(&data).into())));
         }
         WorkerEvent::MessageError { reason } => {
-            daemon.emit(me.event(EventKind::MessageError(reason)));
+            daemon
+                .registry
+                .emit(me.event(EventKind::MessageError(reason)));
         }
         WorkerEvent::Output { stream, line } => {
             let line = String::from_utf8_lossy(&line).into_owned();
             tracing::info!(worker = %me.recipe.name, id = me.id, ?stream, "{line}");
-            // Into the ring and out to followers under one lock: a
-            // `logs -f` that takes its snapshot and subscribes under the
-            // same lock sees each line exactly once.
-            let mut entries = daemon.entries();
-            if let Some(entry) = entries.get_mut(&me.id) {
-                if entry.logs.len() == LOG_LINES {
-                    entry.logs.pop_front();
-                }
-                entry.logs.push_back(line.clone());
-            }
-            daemon.emit(me.event(EventKind::Output(line)));
-            drop(entries);
+            daemon
+                .registry
+                .output(me.id, line, |line| me.event(EventKind::Output(line)));
         }
         WorkerEvent::Error { message, location } => {
             tracing::warn!(worker = %me.recipe.name, id = me.id, ?location, "worker error: {message}");
-            daemon.emit(me.event(EventKind::Error(message)));
+            daemon.registry.emit(me.event(EventKind::Error(message)));
         }
         WorkerEvent::ChannelError { error } => {
             tracing::warn!(worker = %me.recipe.name, id = me.id, "channel closed: {error}");
-            daemon.emit(me.event(EventKind::MessageError(error)));
+            daemon
+                .registry
+                .emit(me.event(EventKind::MessageError(error)));
         }
         WorkerEvent::SubWorker(sub) => {
             // A worker started a sub-worker: listed, logged and stoppable
@@ -249,7 +216,7 @@ fn record_exit(
         pool.replica_gone(me.id);
     }
     let ending = match record {
-        _ if daemon.stop_requested(me.id) => Ending::Stopped,
+        _ if daemon.registry.stop_requested(me.id) => Ending::Stopped,
         // Killed for not being Ready in time: a failure, restarted by policy.
         _ if missed_ready => Ending::Failure,
         Some(ExitRecord {
@@ -263,12 +230,10 @@ fn record_exit(
         .map(|r| describe_exit(&r))
         .unwrap_or_else(|| "unknown".into());
     tracing::info!(worker = %me.recipe.name, id = me.id, "exited: {description}");
-    daemon.emit(me.event(EventKind::Exit(record.as_ref().map(exit_of))));
-    if let Some(entry) = daemon.entries().get_mut(&me.id) {
-        entry.worker = None;
-        entry.pid = 0;
-        entry.last_exit = Some(description);
-    }
+    daemon
+        .registry
+        .emit(me.event(EventKind::Exit(record.as_ref().map(exit_of))));
+    daemon.registry.run_ended(me.id, description);
     ending
 }
 
@@ -289,11 +254,11 @@ async fn after_exit(
     loop {
         match actions.first().copied() {
             Some(Action::RestartAt(at)) => {
-                daemon.set_state(me.id, WorkerState::Restarting);
-                daemon.emit(me.event(EventKind::Restarting));
+                daemon.registry.set_state(me.id, WorkerState::Restarting);
+                daemon.registry.emit(me.event(EventKind::Restarting));
                 if !backoff(daemon, me.id, at).await {
-                    daemon.set_state(me.id, WorkerState::Exited);
-                    daemon.emit(me.event(EventKind::Exit(None)));
+                    daemon.registry.set_state(me.id, WorkerState::Exited);
+                    daemon.registry.emit(me.event(EventKind::Exit(None)));
                     return None;
                 }
                 actions = restart::step(
@@ -304,10 +269,10 @@ async fn after_exit(
                 );
             }
             Some(Action::Start) => match spawn(daemon, &me.recipe).await {
-                Ok(worker) if daemon.stop_requested(me.id) => {
+                Ok(worker) if daemon.registry.stop_requested(me.id) => {
                     // Stopped while this restart was starting.
                     let _ = worker.terminate().await;
-                    daemon.set_state(me.id, WorkerState::Exited);
+                    daemon.registry.set_state(me.id, WorkerState::Exited);
                     return None;
                 }
                 Ok(worker) => {
@@ -333,53 +298,44 @@ async fn after_exit(
             },
             Some(Action::Failed { restarts }) => {
                 tracing::error!(worker = %me.recipe.name, id = me.id, restarts, "restarting too often: marked failed");
-                daemon.set_state(me.id, WorkerState::Failed);
-                daemon.emit(me.event(EventKind::Failed));
-                notify(&daemon.status_line());
+                daemon.registry.set_state(me.id, WorkerState::Failed);
+                daemon.registry.emit(me.event(EventKind::Failed));
+                notify(&daemon.registry.status_line());
                 return None;
             }
             Some(Action::Finished) | None => {
-                daemon.set_state(me.id, WorkerState::Exited);
-                daemon.forget_old_exits();
-                notify(&daemon.status_line());
+                daemon.registry.set_state(me.id, WorkerState::Exited);
+                daemon.registry.forget_old_exits();
+                notify(&daemon.registry.status_line());
                 return None;
             }
         }
     }
 }
 
-/// Sleeps out a restart's backoff until `at`; `false` when a stop came first.
+/// Sleeps out a restart's backoff until `at`; `false` when a stop (of this
+/// worker, or of arbord) came first.
 async fn backoff(daemon: &Daemon, id: u64, at: Instant) -> bool {
-    let sleep = tokio::time::sleep_until(at.into());
-    tokio::pin!(sleep);
-    loop {
-        let stop = daemon.state_changed.notified();
-        if daemon.stop_requested(id) {
-            break;
-        }
-        tokio::select! {
-            _ = &mut sleep => break,
-            _ = stop => {}
-        }
+    let (Some(mut seen), mut stopping) = (daemon.registry.watch(id), daemon.registry.stopping())
+    else {
+        return false;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(at.into()) => {}
+        _ = seen.wait_for(|s| s.stop_requested) => {}
+        _ = stopping.wait_for(|stopping| *stopping) => {}
     }
-    !daemon.stop_requested(id)
+    !daemon.registry.stop_requested(id)
 }
 
 /// Puts a restarted run in place of the last one; its events.
 fn restarted(daemon: &Daemon, me: &Managed, mut worker: Worker) -> Option<crate::Events> {
     let events = worker.take_events()?;
-    if let Some(entry) = daemon.entries().get_mut(&me.id) {
-        entry.pid = worker.pid();
-        entry.worker = Some(Arc::new(worker));
-        entry.state = WorkerState::Starting;
-        entry.started = Instant::now();
-        entry.restarts += 1;
-    }
     // An attach waiting for this run can take it now.
-    daemon.state_changed.notify_waiters();
+    daemon.registry.restarted(me.id, Arc::new(worker));
     tracing::info!(worker = %me.recipe.name, id = me.id, "restarted");
-    daemon.emit(me.event(EventKind::Spawned));
-    notify(&daemon.status_line());
+    daemon.registry.emit(me.event(EventKind::Spawned));
+    notify(&daemon.registry.status_line());
     Some(events)
 }
 

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::context::Daemon;
 use super::monitor::start;
 use super::pools;
 use super::recipe::Recipe;
-use super::registry::{lock, Daemon, SharedWorker};
 use crate::config::Config;
 use crate::systemd::notify;
 
@@ -38,18 +38,18 @@ pub(super) async fn reload_on_signal(daemon: Arc<Daemon>, config_path: Option<Pa
             },
             None => tracing::info!("SIGHUP: no configuration file to reload"),
         }
-        if !lock(&daemon.reload_gate).finish() {
+        if !daemon.registry.finish_reload() {
             break;
         }
     }
     notify("READY=1");
-    notify(&daemon.status_line());
+    notify(&daemon.registry.status_line());
 }
 
 /// Applies a new configuration to workers, shared workers and pools.
 async fn reload(daemon: &Arc<Daemon>, new: Config) {
     reload_workers(daemon, &new).await;
-    reload_shared(daemon, &new).await;
+    reload_shared(daemon, &new);
     reload_pools(daemon, &new).await;
 }
 
@@ -58,12 +58,7 @@ async fn reload(daemon: &Arc<Daemon>, new: Config) {
 async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
     // Every worker from the old configuration, whatever its state: running,
     // waiting for a restart, or stopped by an operator.
-    let current: Vec<(u64, Recipe)> = daemon
-        .entries()
-        .iter()
-        .filter(|(_, e)| e.from_config && e.recipe.pool.is_none())
-        .map(|(id, e)| (*id, e.recipe.clone()))
-        .collect();
+    let current = daemon.registry.config_workers();
     let wanted: Vec<Recipe> = new.workers.iter().map(Recipe::from_config).collect();
     let kept = |recipe: &Recipe| {
         wanted
@@ -73,7 +68,7 @@ async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
     let mut closing = Vec::new();
     for (id, recipe) in current.iter().filter(|(_, r)| !kept(r)) {
         tracing::info!(worker = %recipe.name, id, "reload: stopping");
-        if let Ok(Some(worker)) = daemon.request_stop(*id) {
+        if let Ok(Some(worker)) = daemon.registry.request_stop(*id) {
             worker.begin_close(recipe.close_grace);
             closing.push(worker);
         }
@@ -82,7 +77,7 @@ async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
         let _ = worker.wait().await;
     }
     for (id, _) in current.iter().filter(|(_, r)| !kept(r)) {
-        daemon.entries().remove(id);
+        daemon.registry.remove(*id);
     }
     for recipe in wanted {
         let present = current
@@ -100,60 +95,15 @@ async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
 /// Shared workers: a removed one closes; an added or changed one is started
 /// from its new recipe on the next attach that finds none running (a
 /// changed one keeps serving its clients until it exits).
-async fn reload_shared(daemon: &Arc<Daemon>, new: &Config) {
-    let mut shared = daemon.shared.lock().await;
-    let removed: Vec<String> = shared
-        .iter()
-        .filter(|(name, s)| s.from_config && !new.shared.iter().any(|n| &n.name == *name))
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in removed {
-        if let Some(SharedWorker {
-            current: Some(id), ..
-        }) = shared.remove(&name)
-        {
-            tracing::info!(worker = %name, id, "reload: closing shared worker");
-            if let Ok(Some(worker)) = daemon.request_stop(id) {
-                worker.begin_close(daemon.grace(id));
-            }
-        }
-    }
-    for config in &new.shared {
-        let recipe = Recipe::from_config(config);
-        match shared.get_mut(&config.name) {
-            Some(entry) if entry.from_config => {
-                // A changed one is replaced: the running run closes (its
-                // clients see their ports close), the next attach starts
-                // the new recipe.
-                if !entry.recipe.same_as(&recipe) {
-                    if let Some(id) = entry.current.take() {
-                        tracing::info!(worker = %config.name, id, "reload: replacing shared worker");
-                        if let Ok(Some(worker)) = daemon.request_stop(id) {
-                            worker.begin_close(entry.recipe.close_grace);
-                        }
-                    }
-                }
-                entry.recipe = recipe;
-            }
-            Some(_) => {
-                tracing::warn!(worker = %config.name, "reload: [[shared]] {:?} is taken by spawn --shared; left as it is", config.name)
-            }
-            None => {
-                let entry = SharedWorker {
-                    recipe,
-                    gate: Arc::default(),
-                    current: None,
-                    from_config: true,
-                };
-                shared.insert(config.name.clone(), entry);
-            }
-        }
+fn reload_shared(daemon: &Daemon, new: &Config) {
+    for (worker, grace) in daemon.registry.reload_shared(&new.shared) {
+        worker.begin_close(grace);
     }
 }
 
 /// Pools: removed ones close, added ones open, changed ones roll.
 async fn reload_pools(daemon: &Arc<Daemon>, new: &Config) {
-    let running = pools::configs(daemon);
+    let running = daemon.registry.pool_configs();
     for name in running.keys() {
         if !new.pools.iter().any(|p| &p.name == name) {
             tracing::info!(pool = %name, "reload: closing pool");

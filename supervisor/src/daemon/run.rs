@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
-use super::registry::{lock, Daemon};
+use super::context::Daemon;
 use super::serve::{refuse_busy, serve_client, MAX_CLIENTS};
 use super::{boot, reload, shutdown};
 use crate::config::Config;
@@ -83,7 +83,7 @@ pub async fn run(
     let daemon = boot::boot(config, activated_sockets).await?;
     tracing::info!("arbord listening on {}", socket_path.display());
     notify("READY=1");
-    notify(&daemon.status_line());
+    notify(&daemon.registry.status_line());
     serve(&daemon, &listener, config_path, &mut signals).await;
     shutdown::shutdown(&daemon, &mut signals).await;
     if let Some(path) = owned_path {
@@ -128,7 +128,7 @@ async fn serve(
             signal = signals.recv() => match signal {
                 Some(DaemonSignal::Shutdown) | None => return,
                 Some(DaemonSignal::Reload) => {
-                    if lock(&daemon.reload_gate).begin() {
+                    if daemon.registry.begin_reload() {
                         notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::systemd::monotonic_usec()));
                         // In its own task: closing workers takes their grace,
                         // and the accept loop, signals and watchdog go on.

@@ -15,9 +15,9 @@ use arbor_protocol::{Frame, Limits};
 use tokio::net::UnixStream;
 use tokio::sync::broadcast;
 
+use super::context::Daemon;
 use super::control::{dispatch, Reply, StreamForm};
 use super::error::ControlError;
-use super::registry::Daemon;
 
 /// Control connections served at once; one more is told arbord is busy.
 pub(super) const MAX_CLIENTS: usize = 4096;

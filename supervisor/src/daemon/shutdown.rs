@@ -2,16 +2,13 @@
 //! (Close, then SIGTERM, then SIGKILL after `[daemon] shutdown_grace`), and
 //! awaited; a second shutdown signal meanwhile terminates them all.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::pools;
-use super::registry::Daemon;
+use super::context::Daemon;
 use super::run::DaemonSignal;
 use crate::systemd::notify;
-use crate::Worker;
 
 /// Stops every worker and returns once they are all gone.
 pub(super) async fn shutdown(
@@ -19,13 +16,7 @@ pub(super) async fn shutdown(
     signals: &mut mpsc::UnboundedReceiver<DaemonSignal>,
 ) {
     notify("STOPPING=1");
-    daemon.stopping.store(true, Ordering::SeqCst);
-    pools::stop_all(daemon);
-    let handles: Vec<Arc<Worker>> = daemon
-        .entries()
-        .values()
-        .filter_map(|e| e.worker.clone())
-        .collect();
+    let handles = daemon.registry.begin_shutdown();
     tracing::info!("shutting down {} workers", handles.len());
     // Every close starts at once (each worker's driver escalates on its
     // own clock), then the exits are awaited.
@@ -44,7 +35,7 @@ pub(super) async fn shutdown(
             _ = &mut all_closed => return,
             signal = signals.recv() => if let Some(DaemonSignal::Shutdown) = signal {
                 tracing::warn!("second shutdown signal: terminating every worker");
-                for worker in daemon.entries().values().filter_map(|e| e.worker.clone()) {
+                for worker in daemon.registry.live_handles() {
                     worker.begin_terminate();
                 }
             },

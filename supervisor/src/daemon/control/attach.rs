@@ -4,14 +4,13 @@
 //! one end of a new port (a Port frame, queued until it is Ready, its
 //! `onconnect`), and the client the other.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Reply;
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
 use crate::daemon::monitor::start;
-use crate::daemon::registry::Daemon;
 use crate::Worker;
 
 pub(super) async fn attach(daemon: &Arc<Daemon>, name: &str, origin: &str) -> Reply {
@@ -30,21 +29,13 @@ async fn connect(
     name: &str,
     origin: &str,
 ) -> Result<(u64, arbor_protocol::MessagePort), ControlError> {
-    if daemon.stopping.load(Ordering::SeqCst) {
+    if daemon.registry.is_stopping() {
         return Err(ControlError::ShuttingDown);
     }
-    let unknown = || ControlError::NoSuchShared(name.into());
-    let gate = {
-        let shared = daemon.shared.lock().await;
-        Arc::clone(&shared.get(name).ok_or_else(unknown)?.gate)
-    };
-    // One start per name at a time; other names and the map are not held.
+    // One start per name at a time; other names are not held.
+    let gate = daemon.registry.shared_gate(name)?;
     let starting = gate.lock().await;
-    let (recipe, current) = {
-        let shared = daemon.shared.lock().await;
-        let entry = shared.get(name).ok_or_else(unknown)?;
-        (entry.recipe.clone(), entry.current)
-    };
+    let (recipe, current) = daemon.registry.shared_run(name)?;
     let running = match current {
         Some(id) => live_handle(daemon, id).await?.map(|worker| (id, worker)),
         None => None,
@@ -59,10 +50,8 @@ async fn connect(
                         name: name.into(),
                         source,
                     })?;
-            if let Some(entry) = daemon.shared.lock().await.get_mut(name) {
-                entry.current = Some(id);
-            }
-            (id, daemon.running(id)?)
+            daemon.registry.set_shared_run(name, id);
+            (id, daemon.registry.running(id)?)
         }
     };
     drop(starting);
@@ -71,7 +60,7 @@ async fn connect(
             name: name.into(),
             source,
         })?;
-    let port = daemon.next_port.fetch_add(1, Ordering::Relaxed);
+    let port = daemon.registry.next_port();
     worker
         .connect_port(port, origin, theirs)
         .await
@@ -88,25 +77,27 @@ async fn connect(
 /// (its exit seen, its restart not yet started) is waited for, up to 30 s,
 /// so a shared worker is never started twice.
 async fn live_handle(daemon: &Daemon, id: u64) -> Result<Option<Arc<Worker>>, ControlError> {
+    let Some(mut seen) = daemon.registry.watch(id) else {
+        return Ok(None);
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let changed = daemon.state_changed.notified();
-        {
-            let entries = daemon.entries();
-            let Some(entry) = entries.get(&id) else {
-                return Ok(None);
-            };
-            if entry.stop_requested || entry.state.is_final() {
-                return Ok(None);
-            }
-            // A handle whose exit is in but not yet seen by its monitor is
-            // between runs too.
-            if let Some(worker) = entry.worker.as_ref().filter(|w| w.try_exit().is_none()) {
-                return Ok(Some(Arc::clone(worker)));
+        let now = *seen.borrow_and_update();
+        if now.stop_requested || now.state.is_final() {
+            return Ok(None);
+        }
+        // A handle whose exit is in but not yet seen by its monitor is
+        // between runs too.
+        if let Ok(worker) = daemon.registry.running(id) {
+            if worker.try_exit().is_none() {
+                return Ok(Some(worker));
             }
         }
-        tokio::time::timeout_at(deadline, changed)
-            .await
-            .map_err(|_| ControlError::BetweenRestarts(id))?;
+        match tokio::time::timeout_at(deadline, seen.changed()).await {
+            Ok(Ok(())) => {}
+            // Forgotten by the registry: gone for good.
+            Ok(Err(_)) => return Ok(None),
+            Err(_) => return Err(ControlError::BetweenRestarts(id)),
+        }
     }
 }

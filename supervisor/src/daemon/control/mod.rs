@@ -20,8 +20,8 @@ use std::sync::Arc;
 use arbor_protocol::control::{ControlRequest, ControlResponse, Event};
 use tokio::sync::broadcast;
 
+use super::context::Daemon;
 use super::error::ControlError;
-use super::registry::Daemon;
 
 /// How a request is answered.
 #[derive(Debug)]

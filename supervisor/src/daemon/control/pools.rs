@@ -2,14 +2,13 @@
 //! `reload`. Scale and reload take the reconfiguration lock for reading: a
 //! SIGHUP reload never runs over them.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arbor_protocol::control::ControlResponse;
 
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
 use crate::daemon::pools;
-use crate::daemon::registry::Daemon;
 
 pub(super) async fn pools(daemon: &Arc<Daemon>) -> Result<ControlResponse, ControlError> {
     // /proc reads block: off the runtime's threads.
@@ -25,7 +24,7 @@ pub(super) async fn scale(
     pool: &str,
     replicas: u32,
 ) -> Result<ControlResponse, ControlError> {
-    if daemon.stopping.load(Ordering::SeqCst) {
+    if daemon.registry.is_stopping() {
         return Err(ControlError::ShuttingDown);
     }
     let _beside_other_pool_operations = daemon.reconfig.read().await;
@@ -38,13 +37,13 @@ pub(super) async fn reload(
     daemon: &Arc<Daemon>,
     pool: Option<String>,
 ) -> Result<ControlResponse, ControlError> {
-    if daemon.stopping.load(Ordering::SeqCst) {
+    if daemon.registry.is_stopping() {
         return Err(ControlError::ShuttingDown);
     }
     let _beside_other_pool_operations = daemon.reconfig.read().await;
     let names = match pool {
         Some(name) => vec![name],
-        None => pools::names(daemon),
+        None => daemon.registry.pool_names(),
     };
     let mut done = Vec::new();
     for name in names {

@@ -4,8 +4,8 @@ use std::os::fd::OwnedFd;
 
 use arbor_protocol::control::ControlResponse;
 
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
-use crate::daemon::registry::Daemon;
 
 pub(super) async fn post(
     daemon: &Daemon,
@@ -13,6 +13,6 @@ pub(super) async fn post(
     data: Vec<u8>,
     fds: Vec<OwnedFd>,
 ) -> Result<ControlResponse, ControlError> {
-    daemon.running(id)?.post_message(data, fds).await?;
+    daemon.registry.running(id)?.post_message(data, fds).await?;
     Ok(ControlResponse::Ok)
 }

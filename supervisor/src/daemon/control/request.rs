@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use arbor_protocol::control::ControlResponse;
 
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
-use crate::daemon::registry::Daemon;
 
 pub(super) async fn request(
     daemon: &Daemon,
@@ -14,7 +14,7 @@ pub(super) async fn request(
     data: Vec<u8>,
     timeout_ms: u64,
 ) -> Result<ControlResponse, ControlError> {
-    let worker = daemon.running(id)?;
+    let worker = daemon.registry.running(id)?;
     let reply = worker
         .request(data, Duration::from_millis(timeout_ms))
         .await?;

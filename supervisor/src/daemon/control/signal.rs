@@ -2,8 +2,8 @@
 
 use arbor_protocol::control::ControlResponse;
 
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
-use crate::daemon::registry::Daemon;
 use crate::Signal;
 
 pub(super) async fn signal(
@@ -11,7 +11,7 @@ pub(super) async fn signal(
     id: u64,
     signal: &str,
 ) -> Result<ControlResponse, ControlError> {
-    let worker = daemon.running(id)?;
+    let worker = daemon.registry.running(id)?;
     let signal =
         Signal::from_name(signal).ok_or_else(|| ControlError::UnknownSignal(signal.into()))?;
     worker.signal(signal).await?;

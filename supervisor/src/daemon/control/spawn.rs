@@ -1,21 +1,20 @@
 //! `spawn`: a managed worker from a client's spec, or a shared worker
 //! (`--shared`) that later attaches connect to.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arbor_protocol::control::{ControlResponse, SpawnRequest};
 
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
 use crate::daemon::monitor::start;
 use crate::daemon::recipe::Recipe;
-use crate::daemon::registry::{Daemon, SharedWorker};
 
 pub(super) async fn spawn(
     daemon: &Arc<Daemon>,
     spawn: SpawnRequest,
 ) -> Result<ControlResponse, ControlError> {
-    if daemon.stopping.load(Ordering::SeqCst) {
+    if daemon.registry.is_stopping() {
         return Err(ControlError::ShuttingDown);
     }
     let shared = spawn.shared;
@@ -29,19 +28,18 @@ pub(super) async fn spawn(
 }
 
 /// Starts a shared worker under its name, which must be free.
+/// An attach meanwhile waits for this first run.
 async fn spawn_shared(daemon: &Arc<Daemon>, recipe: Recipe) -> Result<u64, ControlError> {
     let name = recipe.name.clone();
-    let mut shared = daemon.shared.lock().await;
-    if shared.contains_key(&name) {
-        return Err(ControlError::SharedExists(name));
+    let _starting = daemon.registry.reserve_shared(recipe.clone())?;
+    match start(daemon, recipe, false).await {
+        Ok(id) => {
+            daemon.registry.set_shared_run(&name, id);
+            Ok(id)
+        }
+        Err(e) => {
+            daemon.registry.unreserve_shared(&name);
+            Err(e.into())
+        }
     }
-    let id = start(daemon, recipe.clone(), false).await?;
-    let entry = SharedWorker {
-        recipe,
-        gate: Arc::default(),
-        current: Some(id),
-        from_config: false,
-    };
-    shared.insert(name, entry);
-    Ok(id)
 }

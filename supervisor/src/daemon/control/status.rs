@@ -2,14 +2,14 @@
 
 use arbor_protocol::control::ControlResponse;
 
-use crate::daemon::registry::Daemon;
+use crate::daemon::context::Daemon;
 
 pub(super) fn status(daemon: &Daemon) -> ControlResponse {
-    let entries = daemon.entries();
+    let (known, running) = daemon.registry.counts();
     ControlResponse::Status {
         pid: std::process::id(),
         uptime_secs: daemon.started.elapsed().as_secs(),
-        workers: entries.len() as u32,
-        running: entries.values().filter(|e| e.worker.is_some()).count() as u32,
+        workers: known as u32,
+        running: running as u32,
     }
 }

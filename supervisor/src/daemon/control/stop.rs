@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use arbor_protocol::control::{ControlResponse, Exit};
 
+use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
 use crate::daemon::monitor::exit_of;
-use crate::daemon::registry::Daemon;
 
 /// Closes worker `id` with `grace_ms`, or its recipe's grace.
 pub(super) async fn close(
@@ -35,7 +35,7 @@ async fn stop(
     id: u64,
     close: Option<Option<Duration>>,
 ) -> Result<ControlResponse, ControlError> {
-    let Some(worker) = daemon.request_stop(id)? else {
+    let Some(worker) = daemon.registry.request_stop(id)? else {
         // Between runs: it just stays stopped, with no process to end.
         return Ok(ControlResponse::Ended(Exit {
             code: None,
@@ -46,7 +46,7 @@ async fn stop(
     let record = match close {
         Some(grace) => {
             worker
-                .close(grace.unwrap_or_else(|| daemon.grace(id)))
+                .close(grace.unwrap_or_else(|| daemon.registry.grace(id)))
                 .await?
         }
         None => worker.terminate().await?,

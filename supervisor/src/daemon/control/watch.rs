@@ -4,12 +4,12 @@
 use arbor_protocol::control::ControlResponse;
 
 use super::{Reply, StreamForm};
-use crate::daemon::registry::Daemon;
+use crate::daemon::context::Daemon;
 
 pub(super) fn watch(daemon: &Daemon, id: Option<u64>, form: StreamForm) -> Reply {
     Reply::Stream {
         first: ControlResponse::Ok,
-        events: daemon.events.subscribe(),
+        events: daemon.registry.subscribe(),
         worker: id,
         form,
     }

@@ -12,21 +12,20 @@ mod runtime;
 mod scale;
 mod socket;
 
-use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbor_protocol::control::{PoolInfo, ReplicaInfo, WorkerState};
+use arbor_protocol::control::{PoolInfo, WorkerState};
 
 pub(super) use self::rolling::{reconfigure, rolling_reload};
 pub(super) use self::runtime::PoolRuntime;
 pub(super) use self::scale::scale;
 use self::scale::scale_to;
 use self::socket::PoolSocket;
+use super::context::Daemon;
 use super::error::ControlError;
 use super::recipe::Recipe;
-use super::registry::Daemon;
 use crate::config::WorkerConfig;
 
 /// A pool's readiness limit when its recipe has none.
@@ -35,14 +34,14 @@ const DEFAULT_READY: Duration = Duration::from_secs(30);
 /// A pool in the registry.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    config: WorkerConfig,
-    runtime: Arc<PoolRuntime>,
-    recipe: Recipe,
-    wanted: u32,
+    pub(in crate::daemon) config: WorkerConfig,
+    pub(in crate::daemon) runtime: Arc<PoolRuntime>,
+    pub(in crate::daemon) recipe: Recipe,
+    pub(in crate::daemon) wanted: u32,
     /// Its replicas' worker ids, oldest first.
-    replicas: Vec<u64>,
+    pub(in crate::daemon) replicas: Vec<u64>,
     /// Held by scale and reload: one operation at a time per pool.
-    turn: Arc<tokio::sync::Mutex<()>>,
+    pub(in crate::daemon) turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Opens pool `config`'s sockets (taking those systemd passed by name from
@@ -71,7 +70,7 @@ pub(crate) async fn open(
     let runtime = Arc::new(PoolRuntime { sockets });
     let recipe = Recipe::for_pool(config, &runtime);
     let turn = Arc::new(tokio::sync::Mutex::new(()));
-    daemon.pools().insert(
+    daemon.registry.insert_pool(
         config.name.clone(),
         Pool {
             config: config.clone(),
@@ -89,127 +88,60 @@ pub(crate) async fn open(
 /// Closes every replica of pool `name` and forgets the pool (SIGHUP with
 /// the pool gone from the configuration).
 pub(crate) async fn remove(daemon: &Arc<Daemon>, name: &str) {
-    let Ok(turn) = pool_turn(daemon, name) else {
+    let Ok(turn) = daemon.registry.pool_turn(name) else {
         return;
     };
     let _turn = turn.lock().await;
-    let Some(pool) = daemon.pools().remove(name) else {
+    let Some(pool) = daemon.registry.remove_pool(name) else {
         return;
     };
     pool.runtime.stop();
     stop_replicas(daemon, &pool.replicas, pool.recipe.close_grace).await;
 }
 
-/// Every pool, as `arborctl ps` shows them. The registry is read under
-/// its locks; /proc (connection counts) is read after they are released.
+/// Every pool, as `arborctl ps` shows them: the registry is read under its
+/// lock, /proc (connection counts) after it is released.
 pub(crate) fn infos(daemon: &Daemon) -> Vec<PoolInfo> {
-    let mut infos = Vec::new();
-    let mut addrs = Vec::new();
-    {
-        let pools = daemon.pools();
-        let entries = daemon.entries();
-        for (name, pool) in pools.iter() {
-            addrs.push(pool.runtime.ports());
-            infos.push(PoolInfo {
-                name: name.clone(),
-                replicas_wanted: pool.wanted,
-                sockets: pool.runtime.sockets.iter().map(PoolSocket::info).collect(),
-                replicas: pool
-                    .replicas
-                    .iter()
-                    .filter_map(|id| entries.get(id).map(|e| (id, e)))
-                    .map(|(id, entry)| ReplicaInfo {
-                        id: *id,
-                        pid: entry.pid,
-                        state: entry.state.name().to_string(),
-                        connections: 0,
-                    })
-                    .collect(),
-            });
-        }
-    }
-    for (info, addrs) in infos.iter_mut().zip(&addrs) {
-        let pids: Vec<u32> = info.replicas.iter().map(|r| r.pid).collect();
-        let counts = crate::procfs::established(&pids, addrs);
-        for (replica, count) in info.replicas.iter_mut().zip(counts) {
-            replica.connections = count;
-        }
-    }
-    infos
-}
-
-/// Stops accepting on every pool (shutdown begins).
-pub(crate) fn stop_all(daemon: &Daemon) {
-    for pool in daemon.pools().values() {
-        pool.runtime.stop();
-    }
-}
-
-/// Names of every pool.
-pub(crate) fn names(daemon: &Daemon) -> Vec<String> {
-    daemon.pools().keys().cloned().collect()
-}
-
-/// The configuration of every pool.
-pub(crate) fn configs(daemon: &Daemon) -> BTreeMap<String, WorkerConfig> {
     daemon
-        .pools()
-        .iter()
-        .map(|(name, pool)| (name.clone(), pool.config.clone()))
-        .collect()
-}
-
-fn pool_turn(daemon: &Daemon, name: &str) -> Result<Arc<tokio::sync::Mutex<()>>, ControlError> {
-    daemon
-        .pools()
-        .get(name)
-        .map(|pool| Arc::clone(&pool.turn))
-        .ok_or_else(|| ControlError::NoSuchPool(name.into()))
-}
-
-/// The pool's replicas that are not stopped or failed for good, oldest first.
-fn live_replicas(daemon: &Daemon, pool: &Pool) -> Vec<u64> {
-    let entries = daemon.entries();
-    pool.replicas
-        .iter()
-        .copied()
-        .filter(|id| {
-            entries
-                .get(id)
-                .is_some_and(|e| !e.stop_requested && !e.state.is_final())
+        .registry
+        .pool_infos()
+        .into_iter()
+        .map(|(mut info, addrs)| {
+            let pids: Vec<u32> = info.replicas.iter().map(|r| r.pid).collect();
+            let counts = crate::procfs::established(&pids, &addrs);
+            for (replica, count) in info.replicas.iter_mut().zip(counts) {
+                replica.connections = count;
+            }
+            info
         })
         .collect()
 }
 
 /// Waits until worker `id` is Ready; an error when it exits first or
-/// `timeout` passes (then it is terminated).
-async fn wait_ready(daemon: &Arc<Daemon>, id: u64, timeout: Duration) -> Result<(), ControlError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let changed = daemon.state_changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        match daemon.entries().get(&id).map(|e| e.state) {
-            Some(WorkerState::Running) => return Ok(()),
-            Some(WorkerState::Starting) => {}
-            Some(state) => return Err(ControlError::ReplicaNotReady { id, state }),
-            None => return Err(ControlError::ReplicaGone(id)),
-        }
-        tokio::select! {
-            _ = &mut changed => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(ControlError::ReplicaTimeout { id, limit: timeout });
-            }
-        }
+/// `timeout` passes.
+async fn wait_ready(daemon: &Daemon, id: u64, timeout: Duration) -> Result<(), ControlError> {
+    let Some(mut seen) = daemon.registry.watch(id) else {
+        return Err(ControlError::ReplicaGone(id));
+    };
+    let started =
+        tokio::time::timeout(timeout, seen.wait_for(|s| s.state != WorkerState::Starting)).await;
+    match started {
+        Err(_) => Err(ControlError::ReplicaTimeout { id, limit: timeout }),
+        Ok(Err(_)) => Err(ControlError::ReplicaGone(id)),
+        Ok(Ok(seen)) if seen.state == WorkerState::Running => Ok(()),
+        Ok(Ok(seen)) => Err(ControlError::ReplicaNotReady {
+            id,
+            state: seen.state,
+        }),
     }
 }
 
 /// Closes replicas for good (out of dispatch first), concurrently, each
 /// with `grace`, and waits for their exits.
-async fn stop_replicas(daemon: &Arc<Daemon>, ids: &[u64], grace: Duration) {
+async fn stop_replicas(daemon: &Daemon, ids: &[u64], grace: Duration) {
     let mut closing = Vec::new();
     for id in ids {
-        if let Ok(Some(worker)) = daemon.request_stop(*id) {
+        if let Ok(Some(worker)) = daemon.registry.request_stop(*id) {
             tracing::info!(id, "closing replica");
             worker.begin_close(grace);
             closing.push(worker);

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use super::scale::scale_to;
-use super::{live_replicas, pool_turn, stop_replicas, wait_ready, DEFAULT_READY};
+use super::{stop_replicas, wait_ready, DEFAULT_READY};
 use crate::config::WorkerConfig;
+use crate::daemon::context::Daemon;
 use crate::daemon::error::{ControlError, PoolProgress};
 use crate::daemon::monitor::start;
 use crate::daemon::recipe::Recipe;
-use crate::daemon::registry::Daemon;
+use crate::daemon::registry::Plan;
 
 /// `arborctl reload [POOL]`: a rolling replacement of every replica,
 /// `surge` at a time, each new one Ready before an old one is closed.
@@ -27,20 +28,9 @@ async fn rolling_replace(
     name: &str,
     new: Option<(Recipe, WorkerConfig)>,
 ) -> Result<String, ControlError> {
-    let turn = pool_turn(daemon, name)?;
+    let turn = daemon.registry.pool_turn(name)?;
     let _turn = turn.lock().await;
-    let (recipe, old, surge) = {
-        let mut pools = daemon.pools();
-        let pool = pools
-            .get_mut(name)
-            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
-        pool.replicas = live_replicas(daemon, pool);
-        let (recipe, config) = match &new {
-            Some((recipe, config)) => (recipe.clone(), config),
-            None => (pool.recipe.clone(), &pool.config),
-        };
-        (recipe, pool.replicas.clone(), config.surge_count() as usize)
-    };
+    let Plan { recipe, old, surge } = daemon.registry.plan_replacement(name, new.as_ref())?;
     let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
     let mut replaced = 0;
     for step in old.chunks(surge) {
@@ -56,9 +46,7 @@ async fn rolling_replace(
                         of: old.len(),
                     },
                 })?;
-            if let Some(pool) = daemon.pools().get_mut(name) {
-                pool.replicas.push(id);
-            }
+            daemon.registry.add_replica(name, id);
             fresh.push(id);
         }
         for id in &fresh {
@@ -67,9 +55,7 @@ async fn rolling_replace(
                 // come up stays too (the pool is over its count until the
                 // next scale or reload).
                 stop_replicas(daemon, &[*id], recipe.close_grace).await;
-                if let Some(pool) = daemon.pools().get_mut(name) {
-                    pool.replicas.retain(|r| r != id);
-                }
+                daemon.registry.drop_replicas(name, &[*id]);
                 return Err(ControlError::Pool {
                     pool: name.into(),
                     source: Box::new(e),
@@ -81,16 +67,11 @@ async fn rolling_replace(
             }
         }
         stop_replicas(daemon, step, recipe.close_grace).await;
-        if let Some(pool) = daemon.pools().get_mut(name) {
-            pool.replicas.retain(|id| !step.contains(id));
-        }
+        daemon.registry.drop_replicas(name, step);
         replaced += step.len();
     }
     if let Some((recipe, config)) = new {
-        if let Some(pool) = daemon.pools().get_mut(name) {
-            pool.recipe = recipe;
-            pool.config = config;
-        }
+        daemon.registry.commit_pool(name, recipe, config);
     }
     Ok(format!("pool {name}: {replaced} replicas replaced"))
 }
@@ -102,22 +83,7 @@ pub(crate) async fn reconfigure(
     daemon: &Arc<Daemon>,
     config: &WorkerConfig,
 ) -> Result<(), ControlError> {
-    let new = {
-        let pools = daemon.pools();
-        let pool = pools
-            .get(&config.name)
-            .ok_or_else(|| ControlError::NoSuchPool(config.name.clone()))?;
-        if pool.config.socket != config.socket {
-            tracing::warn!(pool = %config.name, "socket changes take effect at the next start");
-        }
-        let recipe = Recipe::for_pool(config, &pool.runtime);
-        let config = WorkerConfig {
-            socket: pool.config.socket.clone(),
-            ..config.clone()
-        };
-        let changed = !recipe.same_as(&pool.recipe) || pool.config.surge != config.surge;
-        changed.then_some((recipe, config))
-    };
+    let new = daemon.registry.pool_change(config)?;
     if let Some(new) = new {
         rolling_replace(daemon, &config.name, Some(new)).await?;
     }

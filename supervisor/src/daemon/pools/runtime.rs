@@ -10,7 +10,7 @@ use crate::listen::ListenAddr;
 use crate::Worker;
 
 /// What every replica of a pool shares; each replica's recipe holds it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct PoolRuntime {
     pub(super) sockets: Vec<PoolSocket>,
 }
@@ -74,7 +74,13 @@ impl PoolRuntime {
         }
     }
 
-    pub(super) fn ports(&self) -> Vec<ListenAddr> {
+    /// Its sockets as `ps` shows them.
+    pub(in crate::daemon) fn socket_infos(&self) -> Vec<arbor_protocol::control::PoolSocketInfo> {
+        self.sockets.iter().map(PoolSocket::info).collect()
+    }
+
+    /// The addresses its sockets listen on.
+    pub(in crate::daemon) fn ports(&self) -> Vec<ListenAddr> {
         self.sockets.iter().map(|s| s.addr.clone()).collect()
     }
 }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{live_replicas, pool_turn, stop_replicas, wait_ready, DEFAULT_READY};
+use super::{stop_replicas, wait_ready, DEFAULT_READY};
+use crate::daemon::context::Daemon;
 use crate::daemon::error::{ControlError, PoolProgress};
 use crate::daemon::monitor::start;
-use crate::daemon::registry::Daemon;
 
 /// `arborctl scale POOL N`.
 pub(crate) async fn scale(
@@ -25,19 +25,9 @@ pub(super) async fn scale_to(
     wanted: u32,
     wait: bool,
 ) -> Result<String, ControlError> {
-    let turn = pool_turn(daemon, name)?;
+    let turn = daemon.registry.pool_turn(name)?;
     let _turn = turn.lock().await;
-    let (recipe, live) = {
-        let mut pools = daemon.pools();
-        let pool = pools
-            .get_mut(name)
-            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
-        pool.wanted = wanted;
-        // Replicas gone for good (failed, or stopped by an operator) are
-        // forgotten here; the count is made up with new ones.
-        pool.replicas = live_replicas(daemon, pool);
-        (pool.recipe.clone(), pool.replicas.clone())
-    };
+    let (recipe, live) = daemon.registry.want_replicas(name, wanted)?;
     let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
     let have = live.len() as u32;
     if wanted > have {
@@ -50,9 +40,7 @@ pub(super) async fn scale_to(
                     source: Box::new(e.into()),
                     done: PoolProgress::Nothing,
                 })?;
-            if let Some(pool) = daemon.pools().get_mut(name) {
-                pool.replicas.push(id);
-            }
+            daemon.registry.add_replica(name, id);
             started.push(id);
         }
         if wait {
@@ -65,9 +53,7 @@ pub(super) async fn scale_to(
         // The newest go first: the oldest have proven themselves.
         let going: Vec<u64> = live[wanted as usize..].to_vec();
         stop_replicas(daemon, &going, recipe.close_grace).await;
-        if let Some(pool) = daemon.pools().get_mut(name) {
-            pool.replicas.retain(|id| !going.contains(id));
-        }
+        daemon.registry.drop_replicas(name, &going);
         Ok(format!("pool {name}: {have} → {wanted} replicas"))
     }
 }
