@@ -116,7 +116,7 @@ impl Spawner {
                     if let Err(Ok(orphan)) = reply.send(fork_child(prepared)) {
                         // The caller stopped waiting (its spawn was cancelled):
                         // nobody will supervise this child, so it must not live.
-                        sys::kill_and_reap(orphan.pid);
+                        crate::reap::kill_and_reap(orphan.pid);
                     }
                 }
             })?;
@@ -190,7 +190,7 @@ struct KillUnlessStarted(Option<libc::pid_t>);
 impl Drop for KillUnlessStarted {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            sys::kill_and_reap(pid);
+            crate::reap::kill_and_reap(pid);
         }
     }
 }

@@ -287,7 +287,7 @@ impl Supervisor {
         {
             Ok(channel) => channel,
             Err(source) => {
-                crate::sys::kill_and_reap(started.pid);
+                crate::reap::kill_and_reap(started.pid);
                 return Err(spawn_error(source));
             }
         };
@@ -304,7 +304,7 @@ impl Supervisor {
         if self.tree.insert(node).is_err() {
             // The asking worker exited or began closing while this one
             // started: it must not outlive its parent.
-            crate::sys::kill_and_reap(started.pid);
+            crate::reap::kill_and_reap(started.pid);
             return Err(Error::ParentGone { name });
         }
         if let (Some(sub), Some(ours)) = (&sub, handed) {

@@ -237,7 +237,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
     let pidfd = match sys::async_pidfd(launch.pidfd) {
         Ok(pidfd) => pidfd,
         Err(source) => {
-            sys::kill_and_reap(launch.pid);
+            crate::reap::kill_and_reap(launch.pid);
             return Err(Error::Spawn {
                 name: launch.name.clone(),
                 source,
@@ -253,7 +253,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 Ok(pipe) => pipe,
                 Err(source) => {
-                    sys::kill_and_reap(launch.pid);
+                    crate::reap::kill_and_reap(launch.pid);
                     return Err(Error::Spawn {
                         name: launch.name.clone(),
                         source,
