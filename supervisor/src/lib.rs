@@ -37,6 +37,7 @@ pub mod error;
 mod escalation;
 pub mod exit;
 mod handoff;
+mod link;
 pub mod listen;
 mod outbox;
 pub mod procfs;

@@ -20,8 +20,8 @@ use arbor_protocol::nonblocking::AsyncSender;
 use arbor_protocol::{Connection, Frame, PortOpen, Request};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
+use crate::link::{TreeFrame, TreeLink};
 use crate::spec::WhenFull;
-use crate::tree::{TreeFrame, TreeLink};
 
 /// What a posted item becomes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,9 +28,10 @@ use tokio::sync::{mpsc, watch};
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
 use crate::exit::ExitRecord;
+use crate::link::TreeLink;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
-use crate::tree::{NewNode, Tree, TreeLimits, TreeLink};
+use crate::tree::{NewNode, Tree, TreeLimits};
 use crate::worker::{launch, Launch, Worker};
 
 /// The fd number of the first socket handed to a worker: systemd's

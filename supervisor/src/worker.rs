@@ -39,12 +39,12 @@ use tokio::time::{sleep_until, Instant};
 use crate::error::{Error, Result};
 use crate::escalation::{self, Delivery, Effect, Escalation, Input, MAX_GRACE};
 use crate::exit::ExitRecord;
+use crate::link::{Control, TreeFrame, TreeLink};
 use crate::outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
 use crate::spec::{WhenFull, WorkerSpec};
 use crate::supervisor::{SpawnFor, Supervisor};
 use crate::sys;
-use crate::tree::{TreeFrame, TreeLink};
 
 /// Which output stream a captured line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,14 +140,6 @@ impl WorkerEvent {
             _ => None,
         }
     }
-}
-
-/// What a worker's driver is asked to do.
-#[derive(Debug)]
-pub(crate) enum Control {
-    Close(Duration),
-    Terminate,
-    Signal(Signal, oneshot::Sender<std::io::Result<()>>),
 }
 
 /// A worker's events, taken out of its handle with [`Worker::take_events`].
