@@ -7,10 +7,11 @@
 //! not the process. A fork from a tokio worker or blocking-pool thread (the
 //! pool retires idle threads after seconds) would later kill healthy
 //! workers. So every fork happens on one thread, `arbor-spawner`, that lives
-//! exactly as long as the [`crate::Supervisor`] and every [`crate::Worker`]
-//! it made: when the last of them is dropped the thread exits and the kernel
-//! kills the workers, which is the "workers die with their supervisor"
-//! guarantee (and when the whole process dies, the same happens).
+//! exactly as long as the [`crate::Supervisor`] and the tasks of every
+//! worker it runs (each running worker's spawn requests are served by a
+//! task that holds a clone): when the last of them is gone the thread exits
+//! and the kernel kills what is left, which is the "workers die with their
+//! supervisor" guarantee (and when the whole process dies, the same happens).
 //!
 //! # Why our own fork rather than `std::process::Command`
 //!

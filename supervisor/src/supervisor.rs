@@ -17,12 +17,12 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::AsyncChannel;
 use arbor_protocol::spec::{SpecParts, SPAWN_VARIABLES};
-use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnResult};
+use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnRefusal, SpawnResult};
 use tokio::sync::{mpsc, watch};
 
 use crate::cgroup::Cgroups;
@@ -32,7 +32,7 @@ use crate::link::TreeLink;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
 use crate::tree::{NewNode, Tree, TreeLimits};
-use crate::worker::{launch, Launch, Worker};
+use crate::worker::{launch, Launch, SpawnRequest, Worker};
 
 /// The fd number of the first socket handed to a worker: systemd's
 /// `SD_LISTEN_FDS_START`.
@@ -61,18 +61,18 @@ pub struct Supervisor {
 }
 
 /// Where a sub-worker's SpawnResult goes: the asking worker's tree link.
-pub(crate) struct SpawnFor {
-    pub(crate) parent: u64,
-    pub(crate) request: u64,
-    pub(crate) frames: Arc<TreeLink>,
+struct SpawnFor {
+    parent: u64,
+    request: u64,
+    frames: Arc<TreeLink>,
     /// The parent's stdout and stderr: what `Output::Inherit` means for a
     /// sub-worker (the parent's own streams are not the supervisor's).
-    pub(crate) outputs: [Output; 2],
+    outputs: [Output; 2],
     /// The parent's cgroup directory, which the sub-worker's nests in.
-    pub(crate) cgroup: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
     /// Set once SpawnResult went out: a later failure is then reported as
     /// the sub-worker's exit, not as a second answer.
-    pub(crate) answered: Arc<std::sync::atomic::AtomicBool>,
+    answered: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -127,11 +127,7 @@ impl Supervisor {
     /// worker's driver runs, so its ChildExit can only come after), and a
     /// second socketpair, its tree link, stays with us for its own Spawn
     /// frames.
-    pub(crate) async fn spawn_node(
-        &self,
-        spec: WorkerSpec,
-        sub: Option<SpawnFor>,
-    ) -> Result<Worker> {
+    async fn spawn_node(&self, spec: WorkerSpec, sub: Option<SpawnFor>) -> Result<Worker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut spec = spec.into_parts();
         if let Some(sub) = &sub {
@@ -293,6 +289,7 @@ impl Supervisor {
             }
         };
         let (control, control_rx) = mpsc::unbounded_channel();
+        let (spawns, spawn_requests) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = watch::channel(None);
         let (frames, frames_rx) = TreeLink::new();
         let node = NewNode {
@@ -346,9 +343,13 @@ impl Supervisor {
             control: (control, control_rx),
             exit: (exit_tx, exit_rx),
             tree_frames: (frames, frames_rx),
-            supervisor: self.clone(),
+            tree: Arc::clone(&self.tree),
+            spawns,
         });
-        if launched.is_err() {
+        if launched.is_ok() {
+            // Its Spawn frames come up from its driver until the driver ends.
+            self.serve_spawns(spawn_requests);
+        } else {
             // Killed before its driver ran: its node goes, and a parent
             // that got its SpawnResult gets its ChildExit too.
             let lost = ExitRecord::from_reaped(
@@ -361,8 +362,74 @@ impl Supervisor {
         launched
     }
 
-    pub(crate) fn tree(&self) -> &Arc<Tree> {
-        &self.tree
+    /// Serves one worker's spawn requests (its Spawn frames, sent up by its
+    /// driver) in a task, until its driver ends; each in a task of its own,
+    /// so that one slow start holds up no other.
+    fn serve_spawns(&self, mut requests: mpsc::UnboundedReceiver<SpawnRequest>) {
+        // A plain fn, so the task is not spawned inside `spawn_node`'s body:
+        // the task awaits `spawn_node` (through `spawn_sub`), and proving
+        // that future Send while checking `spawn_node` itself is a cycle
+        // the compiler refuses.
+        let supervisor = self.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                tokio::spawn(supervisor.clone().spawn_sub(request));
+            }
+        });
+    }
+
+    /// Starts the sub-worker a worker asked for and answers it: the handle
+    /// goes into the asking worker's events (SpawnResult went out at the
+    /// start), a failure goes back as a refusal. Gives back the place in the
+    /// tree the driver took for it.
+    async fn spawn_sub(self, request: SpawnRequest) {
+        let SpawnRequest {
+            spec,
+            parent,
+            request,
+            frames,
+            outputs,
+            cgroup,
+            handles,
+        } = request;
+        let answered = Arc::new(AtomicBool::new(false));
+        let sub = SpawnFor {
+            parent,
+            request,
+            frames: Arc::clone(&frames),
+            outputs,
+            cgroup,
+            answered: Arc::clone(&answered),
+        };
+        let started = self.spawn_node(spec, Some(sub)).await;
+        self.tree.release(parent);
+        match started {
+            Ok(worker) => {
+                let _ = handles.send(worker);
+            }
+            // Started, then lost: its ChildExit is on its way.
+            Err(_) if answered.load(Ordering::SeqCst) => {}
+            Err(error) => {
+                let result = SpawnResult {
+                    id: request,
+                    outcome: SpawnOutcome::Refused(refusal(error)),
+                };
+                frames.send(Frame::SpawnResult(result), Vec::new());
+            }
+        }
+    }
+}
+
+/// How a sub-worker's failed start is told to the worker that asked for it.
+fn refusal(error: Error) -> SpawnRefusal {
+    match error {
+        Error::ParentGone { .. } => SpawnRefusal::Closing,
+        Error::Nul { .. } | Error::ProgramNotFound { .. } => SpawnRefusal::BadSpec {
+            reason: error.to_string(),
+        },
+        error => SpawnRefusal::Failed {
+            reason: error.to_string(),
+        },
     }
 }
 

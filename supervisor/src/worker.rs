@@ -24,6 +24,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,9 +43,9 @@ use crate::exit::ExitRecord;
 use crate::link::{Control, TreeFrame, TreeLink};
 use crate::outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
-use crate::spec::{WhenFull, WorkerSpec};
-use crate::supervisor::{SpawnFor, Supervisor};
+use crate::spec::{Output, WhenFull, WorkerSpec};
 use crate::sys;
+use crate::tree::Tree;
 
 /// Which output stream a captured line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +175,7 @@ pub struct Worker {
     when_full: WhenFull,
     queue_limit: usize,
     limits: arbor_protocol::Limits,
-    supervisor: Supervisor,
+    tree: Arc<Tree>,
 }
 
 /// What [`launch`] needs from the spawn.
@@ -209,7 +210,34 @@ pub(crate) struct Launch {
         watch::Receiver<Option<ExitRecord>>,
     ),
     pub(crate) tree_frames: (Arc<TreeLink>, mpsc::UnboundedReceiver<TreeFrame>),
-    pub(crate) supervisor: Supervisor,
+    pub(crate) tree: Arc<Tree>,
+    /// Where the worker's Spawn frames go, as requests to the supervisor.
+    pub(crate) spawns: mpsc::UnboundedSender<SpawnRequest>,
+}
+
+/// A sub-worker a worker asked for with a Spawn frame, on its way up to the
+/// supervisor, which forks it and answers the worker: SpawnResult on its
+/// tree link and the handle in its events, or a refusal. Its place in the
+/// tree is already taken ([`Tree::reserve`]); the supervisor gives it back
+/// ([`Tree::release`]) once the spawn is done.
+#[derive(Debug)]
+pub(crate) struct SpawnRequest {
+    /// What to start.
+    pub(crate) spec: WorkerSpec,
+    /// The asking worker.
+    pub(crate) parent: u64,
+    /// The Spawn frame's id, which its SpawnResult carries.
+    pub(crate) request: u64,
+    /// The asking worker's tree link, where the answer goes.
+    pub(crate) frames: Arc<TreeLink>,
+    /// The asking worker's stdout and stderr: what `Output::Inherit` means
+    /// for a sub-worker.
+    pub(crate) outputs: [Output; 2],
+    /// The asking worker's cgroup directory, which the sub-worker's nests in.
+    pub(crate) cgroup: Option<PathBuf>,
+    /// Where the started sub-worker's handle goes (into the asking worker's
+    /// events).
+    pub(crate) handles: mpsc::UnboundedSender<Worker>,
 }
 
 /// Starts the tasks of a freshly spawned worker and returns its handle.
@@ -293,7 +321,8 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             subs: subs_tx,
             outputs: launch.outputs,
             cgroup: launch.cgroup,
-            supervisor: launch.supervisor.clone(),
+            tree: Arc::clone(&launch.tree),
+            spawns: launch.spawns,
         },
     };
     tokio::spawn(driver.run());
@@ -310,7 +339,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         when_full: launch.when_full,
         queue_limit: launch.queue_limit,
         limits: launch.limits,
-        supervisor: launch.supervisor,
+        tree: launch.tree,
     })
 }
 
@@ -465,7 +494,7 @@ impl Worker {
     pub fn begin_close(&self, grace: Duration) {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(Arc::clone(self.supervisor.tree()).close(self.id, grace));
+                runtime.spawn(Arc::clone(&self.tree).close(self.id, grace));
             }
             Err(_) => {
                 let _ = self.control.send(Control::Close(grace));
@@ -476,7 +505,7 @@ impl Worker {
     /// Starts a terminate (as [`Worker::terminate`]) without waiting for the exit.
     pub fn begin_terminate(&self) {
         // The tree reaches this worker too (and, once it exited, no one).
-        self.supervisor.tree().terminate(self.id);
+        self.tree.terminate(self.id);
     }
 
     /// The next event; `None` after [`WorkerEvent::Exit`] has been returned
@@ -498,16 +527,14 @@ impl Worker {
     ///
     /// Its sub-workers are closed first, leaves first, each the same way.
     pub async fn close(&self, grace: Duration) -> Result<ExitRecord> {
-        Arc::clone(self.supervisor.tree())
-            .close(self.id, grace)
-            .await;
+        Arc::clone(&self.tree).close(self.id, grace).await;
         self.wait().await
     }
 
     /// Kills the worker, its process group and its sub-workers' subtree at
     /// once (SIGKILL). Returns the exit.
     pub async fn terminate(&self) -> Result<ExitRecord> {
-        self.supervisor.tree().terminate(self.id);
+        self.tree.terminate(self.id);
         self.wait().await
     }
 
@@ -585,10 +612,12 @@ struct DriverState {
     /// Where a finished spawn hands its sub-worker's handle.
     subs: mpsc::UnboundedSender<Worker>,
     /// The worker's stdout and stderr, inherited by its sub-workers.
-    outputs: [crate::spec::Output; 2],
+    outputs: [Output; 2],
     /// The worker's cgroup: killed with the worker, removed after it.
     cgroup: Option<crate::cgroup::WorkerCgroup>,
-    supervisor: Supervisor,
+    tree: Arc<Tree>,
+    /// Where Spawn frames go up to the supervisor.
+    spawns: mpsc::UnboundedSender<SpawnRequest>,
 }
 
 /// Requests in flight to one worker, by id.
@@ -704,7 +733,7 @@ impl Driver {
         drop(state.cgroup.take());
         let _ = exit.send(Some(record));
         // What is left of its subtree goes with it; its parent hears of it.
-        state.supervisor.tree().exited(state.id, &record);
+        state.tree.exited(state.id, &record);
         // Deliver every message the worker sent before it died, then its
         // output, then the exit. Whatever the worker wrote is already in the
         // socket; the deadline only guards against a stray process that
@@ -807,7 +836,7 @@ impl DriverState {
                 return;
             }
             Ok((Frame::ChildControl(control), _)) => {
-                let tree = self.supervisor.tree();
+                let tree = &self.tree;
                 if !tree.is_child(self.id, control.worker_id) {
                     // Not (or no longer) its sub-worker: its exit, if it was
                     // one, is already reported.
@@ -851,7 +880,8 @@ impl DriverState {
     }
 
     /// A Spawn frame: a place in the tree is taken at once (or the refusal
-    /// sent), the fork happens in a task of its own.
+    /// sent), then the request goes up to the supervisor, which forks the
+    /// sub-worker in a task of its own and answers.
     fn on_spawn(&mut self, spawn: arbor_protocol::Spawn, fds: Vec<OwnedFd>) {
         let refuse = |frames: &TreeLink, refusal| {
             let result = SpawnResult {
@@ -860,15 +890,14 @@ impl DriverState {
             };
             frames.send(Frame::SpawnResult(result), Vec::new());
         };
-        let tree = Arc::clone(self.supervisor.tree());
-        if let Err(refusal) = tree.reserve(self.id) {
+        if let Err(refusal) = self.tree.reserve(self.id) {
             refuse(&self.frames, refusal);
             return;
         }
         let spec = match WorkerSpec::from_wire(spawn.spec, fds) {
             Ok(spec) => spec,
             Err(reason) => {
-                tree.release(self.id);
+                self.tree.release(self.id);
                 refuse(
                     &self.frames,
                     arbor_protocol::SpawnRefusal::BadSpec { reason },
@@ -876,57 +905,31 @@ impl DriverState {
                 return;
             }
         };
-        let supervisor = self.supervisor.clone();
-        let frames = self.frames.clone();
-        let subs = self.subs.clone();
-        let parent = self.id;
-        let request = spawn.id;
-        let outputs = self.outputs;
-        let cgroup = self.cgroup.as_ref().map(|c| c.dir().to_path_buf());
-        tokio::spawn(async move {
-            let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let sub = SpawnFor {
-                parent,
-                request,
-                frames: frames.clone(),
-                outputs,
-                cgroup,
-                answered: Arc::clone(&answered),
-            };
-            let started = supervisor.spawn_node(spec, Some(sub)).await;
-            tree.release(parent);
-            match started {
-                Ok(worker) => {
-                    let _ = subs.send(worker);
-                }
-                // Started, then lost: its ChildExit is on its way.
-                Err(_) if answered.load(std::sync::atomic::Ordering::SeqCst) => {}
-                Err(error) => {
-                    let refusal = match error {
-                        Error::ParentGone { .. } => arbor_protocol::SpawnRefusal::Closing,
-                        Error::Nul { .. } | Error::ProgramNotFound { .. } => {
-                            arbor_protocol::SpawnRefusal::BadSpec {
-                                reason: error.to_string(),
-                            }
-                        }
-                        error => arbor_protocol::SpawnRefusal::Failed {
-                            reason: error.to_string(),
-                        },
-                    };
-                    let result = SpawnResult {
-                        id: request,
-                        outcome: SpawnOutcome::Refused(refusal),
-                    };
-                    frames.send(Frame::SpawnResult(result), Vec::new());
-                }
-            }
-        });
+        let request = SpawnRequest {
+            spec,
+            parent: self.id,
+            request: spawn.id,
+            frames: Arc::clone(&self.frames),
+            outputs: self.outputs,
+            cgroup: self.cgroup.as_ref().map(|c| c.dir().to_path_buf()),
+            handles: self.subs.clone(),
+        };
+        if self.spawns.send(request).is_err() {
+            // Only when the supervisor's side went with its runtime.
+            self.tree.release(self.id);
+            refuse(
+                &self.frames,
+                arbor_protocol::SpawnRefusal::Failed {
+                    reason: "the supervisor takes no more spawns".into(),
+                },
+            );
+        }
     }
 
     fn on_control(&mut self, command: Option<Control>, pidfd: std::os::fd::BorrowedFd<'_>) {
         match command {
             Some(Control::Close(grace)) => {
-                let parent_link = self.supervisor.tree().parent_frames(self.id);
+                let parent_link = self.tree.parent_frames(self.id);
                 let delivery = if !self.speaks_protocol {
                     Delivery::Nobody
                 } else if parent_link.is_some() {
