@@ -22,6 +22,9 @@
 //! started it, so its handle here can close, terminate and signal it, and
 //! sees its Ready, output and exit, but cannot post to it.
 
+mod escalation;
+mod outbox;
+
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -38,14 +41,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::error::{Error, Result};
-use crate::escalation::{self, Delivery, Effect, Escalation, Input, MAX_GRACE};
 use crate::exit::ExitRecord;
 use crate::link::{Control, TreeFrame, TreeLink};
-use crate::outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 use crate::signal::Signal;
 use crate::spec::{Output, WhenFull, WorkerSpec};
 use crate::sys;
 use crate::tree::Tree;
+use escalation::{Delivery, Effect, Escalation, Input, MAX_GRACE};
+use outbox::{write_loop, OutKind, Outbound, Outbox, PostError, WriterCommand};
 
 /// Which output stream a captured line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
