@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arbor_protocol::nonblocking::AsyncChannel;
 use arbor_protocol::spec::{SpecParts, SPAWN_VARIABLES};
 use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnRefusal, SpawnResult};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
@@ -31,8 +31,8 @@ use crate::exit::ExitRecord;
 use crate::link::TreeLink;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
-use crate::tree::{NewNode, Tree, TreeLimits};
-use crate::worker::{launch, Launch, SpawnRequest, Worker};
+use crate::tree::{Tree, TreeLimits};
+use crate::worker::{launch, Launch, SpawnRequest, Wiring, Worker};
 
 /// The fd number of the first socket handed to a worker: systemd's
 /// `SD_LISTEN_FDS_START`.
@@ -288,17 +288,8 @@ impl Supervisor {
                 return Err(spawn_error(source));
             }
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (spawns, spawn_requests) = mpsc::unbounded_channel();
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let (frames, frames_rx) = TreeLink::new();
-        let node = NewNode {
-            id,
-            parent: sub.as_ref().map(|s| s.parent),
-            control: control.clone(),
-            frames: channel.is_some().then(|| frames.clone()),
-            exit: exit_rx.clone(),
-        };
+        let wiring = Wiring::new();
+        let node = wiring.node(id, sub.as_ref().map(|s| s.parent), channel.is_some());
         if self.tree.insert(node).is_err() {
             // The asking worker exited or began closing while this one
             // started: it must not outlive its parent.
@@ -316,33 +307,22 @@ impl Supervisor {
             sub.frames.send(result, vec![OwnedFd::from(ours)]);
             sub.answered.store(true, Ordering::SeqCst);
         }
-        let (sender, receiver) = match channel {
-            Some(channel) => {
-                let (sender, receiver) = channel.into_split();
-                (Some(sender), Some(receiver))
-            }
-            None => (None, None),
-        };
-        let [stdout, stderr] = captured;
+        let (spawns, spawn_requests) = mpsc::unbounded_channel();
         let launched = launch(Launch {
             id,
             pid: started.pid,
             name,
             pidfd: started.pidfd,
-            sender,
-            receiver,
-            stdout,
-            stderr,
+            parent: sub.map(|s| s.parent),
+            socket: channel,
+            captured,
+            outputs,
             speaks_protocol,
             queue_limit,
             when_full,
             limits: self.limits,
-            parent: sub.map(|s| s.parent),
-            outputs,
             cgroup,
-            control: (control, control_rx),
-            exit: (exit_tx, exit_rx),
-            tree_frames: (frames, frames_rx),
+            wiring,
             tree: Arc::clone(&self.tree),
             spawns,
         });
