@@ -305,10 +305,10 @@ impl Supervisor {
     /// driver) in a task, until its driver ends; each in a task of its own,
     /// so that one slow start holds up no other.
     fn serve_spawns(&self, mut requests: mpsc::UnboundedReceiver<SpawnRequest>) {
-        // A plain fn, so the task is not spawned inside `spawn_node`'s body:
-        // the task awaits `spawn_node` (through `spawn_sub`), and proving
-        // that future Send while checking `spawn_node` itself is a cycle
-        // the compiler refuses.
+        // Spawned from plain fns (`register`), never inside `spawn_node`'s
+        // body: the task awaits `spawn_node` (through `spawn_sub`), and
+        // proving that future Send while checking `spawn_node` itself is a
+        // cycle the compiler refuses.
         let supervisor = self.clone();
         tokio::spawn(async move {
             while let Some(request) = requests.recv().await {

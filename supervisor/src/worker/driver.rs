@@ -1,12 +1,12 @@
-//! A worker's driver, and how a worker's tasks are started ([`launch`]).
+//! A worker's driver: the task that serves it from its start to its exit.
 //!
 //! The driver owns the receive half of the worker's socket, its pidfd and
 //! its close escalation. It turns what the worker sends into events
-//! ([`super::frames`]), sends its Spawn frames up to the supervisor as
-//! [`SpawnRequest`]s, acts on [`Control`] (close, terminate, signal) as the
-//! pure escalation step says ([`super::escalation`]), and when the pidfd
-//! says the process exited, reaps it, records the exit, delivers whatever
-//! the worker sent before it died, then the exit.
+//! ([`super::frames`]), sends its Spawn frames up to the supervisor
+//! ([`super::subworkers`]), acts on [`Control`] (close, terminate, signal)
+//! as the pure escalation step says ([`super::escalation`]), and when the
+//! pidfd says the process exited, reaps it, records the exit, delivers
+//! whatever the worker sent before it died, then the exit.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -1,5 +1,5 @@
 //! A running worker: the [`Worker`] handle, its [`WorkerEvent`]s, and the
-//! tasks behind it, which [`launch`] (`launch.rs`) starts once the process
+//! tasks behind it, which `launch` (`launch.rs`) starts once the process
 //! is forked.
 //!
 //! Each worker has three kinds of tokio task:
