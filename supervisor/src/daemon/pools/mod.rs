@@ -28,9 +28,6 @@ use super::error::ControlError;
 use super::recipe::Recipe;
 use crate::config::WorkerConfig;
 
-/// A pool's readiness limit when its recipe has none.
-const DEFAULT_READY: Duration = Duration::from_secs(30);
-
 /// A pool in the registry.
 #[derive(Debug)]
 pub(crate) struct Pool {

@@ -40,8 +40,6 @@ const LOG_LINES: usize = 1000;
 /// Events buffered for watchers; one that falls further behind is told how
 /// many it missed, and never slows a worker or another client.
 const WATCH_BUFFER: usize = 1024;
-/// The close grace of a worker the registry no longer knows.
-pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// What a waiter can wait for on one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,7 +315,7 @@ impl Registry {
         self.lock()
             .workers
             .get(&id)
-            .map_or(DEFAULT_GRACE, |e| e.recipe.close_grace)
+            .map_or(crate::spec::DEFAULT_CLOSE_GRACE, |e| e.recipe.close_grace)
     }
 
     /// What waiters of worker `id` see; `None` when it is not known.

@@ -142,7 +142,7 @@ impl Registry {
             let recipe = Recipe::from_config(config);
             match state.shared.get_mut(&config.name) {
                 Some(shared) if shared.from_config => {
-                    if !shared.recipe.same_as(&recipe) {
+                    if shared.recipe != recipe {
                         if let Some(id) = shared.current.take() {
                             tracing::info!(worker = %config.name, id, "reload: replacing shared worker");
                             ending.push((id, shared.recipe.close_grace));
