@@ -11,6 +11,8 @@
 //! run), sent whenever one of them changes, and dropped with the entry.
 //! Shutdown has a `watch` of its own.
 
+mod listing;
+mod logs;
 mod pools;
 mod shared;
 #[cfg(test)]
@@ -20,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arbor_protocol::control::{Event, WorkerInfo, WorkerState};
+use arbor_protocol::control::{Event, WorkerState};
 use tokio::sync::{broadcast, watch};
 
 use super::error::ControlError;
@@ -241,44 +243,6 @@ impl Registry {
         }
     }
 
-    /// A line worker `id` printed: into its ring and out to followers
-    /// under one lock, so that a `logs -f` (which takes its snapshot and
-    /// subscribes under the same lock) sees each line exactly once.
-    pub(super) fn output(&self, id: u64, line: String, event: impl FnOnce(String) -> Event) {
-        let mut state = self.lock();
-        if let Some(entry) = state.workers.get_mut(&id) {
-            if entry.logs.len() == LOG_LINES {
-                entry.logs.pop_front();
-            }
-            entry.logs.push_back(line.clone());
-        }
-        self.emit(event(line));
-    }
-
-    /// The last `lines` lines of worker `id`.
-    pub(super) fn tail(&self, id: u64, lines: u32) -> Result<Vec<String>, ControlError> {
-        let state = self.lock();
-        let entry = state
-            .workers
-            .get(&id)
-            .ok_or(ControlError::NoSuchWorker(id))?;
-        Ok(last_lines(&entry.logs, lines))
-    }
-
-    /// The last `lines` lines of worker `id`, and every event after them.
-    pub(super) fn follow(
-        &self,
-        id: u64,
-        lines: u32,
-    ) -> Result<(Vec<String>, broadcast::Receiver<Event>), ControlError> {
-        let state = self.lock();
-        let entry = state
-            .workers
-            .get(&id)
-            .ok_or(ControlError::NoSuchWorker(id))?;
-        Ok((last_lines(&entry.logs, lines), self.subscribe()))
-    }
-
     /// A run of worker `id` ended, as `description` says.
     pub(super) fn run_ended(&self, id: u64, description: String) {
         if let Some(entry) = self.lock().workers.get_mut(&id) {
@@ -360,57 +324,6 @@ impl Registry {
         self.lock().live_handles()
     }
 
-    /// Every worker as `ps` lists it, with no memory figure (read from
-    /// /proc by the caller, outside the lock).
-    pub(super) fn list(&self) -> Vec<WorkerInfo> {
-        self.lock()
-            .workers
-            .iter()
-            .map(|(id, e)| WorkerInfo {
-                id: *id,
-                name: e.recipe.name.clone(),
-                pid: e.pid,
-                state: e.state.name().to_string(),
-                uptime_secs: if e.worker.is_some() {
-                    e.started.elapsed().as_secs()
-                } else {
-                    0
-                },
-                restarts: e.restarts,
-                rss_kib: 0,
-                last_exit: e.last_exit.clone(),
-                parent: e.parent,
-            })
-            .collect()
-    }
-
-    /// (known, running) workers.
-    pub(super) fn counts(&self) -> (usize, usize) {
-        let state = self.lock();
-        let running = state
-            .workers
-            .values()
-            .filter(|e| e.worker.is_some())
-            .count();
-        (state.workers.len(), running)
-    }
-
-    pub(super) fn status_line(&self) -> String {
-        let (known, running) = self.counts();
-        format!("STATUS={running} workers running, {known} known")
-    }
-
-    /// The workers the configuration file declared (not pool replicas),
-    /// whatever their state, with their recipes.
-    pub(super) fn config_workers(&self) -> Vec<(u64, Recipe)> {
-        self.lock()
-            .workers
-            .iter()
-            .filter(|(_, e)| e.from_config && e.recipe.pool.is_none())
-            .map(|(id, e)| (*id, e.recipe.clone()))
-            .collect()
-    }
-
     /// A fresh port id for a shared worker's `onconnect`.
     pub(super) fn next_port(&self) -> u64 {
         let mut state = self.lock();
@@ -476,9 +389,4 @@ impl State {
             .get(&id)
             .is_some_and(|e| !e.stop_requested && !e.state.is_final())
     }
-}
-
-fn last_lines(logs: &VecDeque<String>, lines: u32) -> Vec<String> {
-    let skip = logs.len().saturating_sub(lines as usize);
-    logs.iter().skip(skip).cloned().collect()
 }
