@@ -57,9 +57,13 @@ pub fn take_listen_fds() -> Vec<ListenFd> {
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     let mut names = names.split(':');
     let mut taken = Vec::new();
+    // Never the channel, whatever a mismatched supervisor said.
+    let channel: Option<RawFd> = std::env::var("ARBOR_CHANNEL_FD")
+        .ok()
+        .and_then(|fd| fd.parse().ok());
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count) {
         let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
-        if !is_socket(fd) {
+        if !is_socket(fd) || Some(fd) == channel {
             continue;
         }
         // SAFETY: the supervisor (or systemd) passed this fd to this process

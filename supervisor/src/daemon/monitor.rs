@@ -202,7 +202,10 @@ async fn apply(daemon: &Daemon, me: &Managed, run: &mut Run, effect: Effect) -> 
             }
         }
         Effect::InstallSpawned => {
-            let Some(events) = run.spawned.take().and_then(|w| restarted(daemon, me, w)) else {
+            let Some(worker) = run.spawned.take() else {
+                return Applied::Done;
+            };
+            let Some(events) = restarted(daemon, me, worker).await else {
                 return Applied::Done;
             };
             run.events = events;
@@ -306,10 +309,17 @@ async fn backoff(daemon: &Daemon, id: u64, at: Instant) -> bool {
 }
 
 /// Puts a restarted run in place of the last one; its events.
-fn restarted(daemon: &Daemon, me: &Managed, mut worker: Worker) -> Option<crate::Events> {
+/// `None` when the worker is done instead: it was stopped (or arbord began
+/// stopping) while the run started, and the run is ended at once.
+async fn restarted(daemon: &Daemon, me: &Managed, mut worker: Worker) -> Option<crate::Events> {
     let events = worker.take_events()?;
+    let worker = Arc::new(worker);
     // An attach waiting for this run can take it now.
-    daemon.registry.restarted(me.id, Arc::new(worker));
+    if !daemon.registry.restarted(me.id, Arc::clone(&worker)) {
+        let _ = worker.terminate().await;
+        daemon.registry.set_state(me.id, WorkerState::Exited);
+        return None;
+    }
     tracing::info!(worker = %me.recipe.name, id = me.id, "restarted");
     daemon.registry.emit(me.event(EventKind::Spawned));
     notify(&daemon.registry.status_line());

@@ -252,15 +252,23 @@ impl Registry {
         }
     }
 
-    /// A new run of worker `id` started.
-    pub(super) fn restarted(&self, id: u64, worker: Arc<Worker>) {
-        if let Some(entry) = self.lock().workers.get_mut(&id) {
-            entry.pid = worker.pid();
-            entry.worker = Some(worker);
-            entry.state = WorkerState::Starting;
-            entry.started = Instant::now();
-            entry.restarts += 1;
-            entry.changed();
+    /// A new run of worker `id` started: it takes the last one's place,
+    /// unless the worker was stopped or forgotten, or arbord began stopping,
+    /// since the run was asked for (then `false`: the caller ends it).
+    pub(super) fn restarted(&self, id: u64, worker: Arc<Worker>) -> bool {
+        let mut state = self.lock();
+        let stopping = state.stopping;
+        match state.workers.get_mut(&id) {
+            Some(entry) if !entry.stop_requested && !stopping => {
+                entry.pid = worker.pid();
+                entry.worker = Some(worker);
+                entry.state = WorkerState::Starting;
+                entry.started = Instant::now();
+                entry.restarts += 1;
+                entry.changed();
+                true
+            }
+            _ => false,
         }
     }
 
