@@ -45,6 +45,19 @@ pub(crate) fn forget(pid: libc::pid_t) {
     managed().remove(&pid);
 }
 
+/// Kills `pid`'s process group and reaps `pid`, for a child that was
+/// started but cannot be supervised. The reap runs on its own thread; a
+/// killed child is reaped within milliseconds.
+pub(crate) fn kill_and_reap(pid: libc::pid_t) {
+    let _ = sys::killpg(pid, libc::SIGKILL);
+    std::thread::spawn(move || {
+        while let Ok(None) = sys::try_reap(pid) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        forget(pid);
+    });
+}
+
 /// Makes this process the reaper of its orphaned descendants
 /// (`PR_SET_CHILD_SUBREAPER`).
 pub fn become_subreaper() -> std::io::Result<()> {

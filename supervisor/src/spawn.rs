@@ -7,10 +7,11 @@
 //! not the process. A fork from a tokio worker or blocking-pool thread (the
 //! pool retires idle threads after seconds) would later kill healthy
 //! workers. So every fork happens on one thread, `arbor-spawner`, that lives
-//! exactly as long as the [`crate::Supervisor`] and every [`crate::Worker`]
-//! it made: when the last of them is dropped the thread exits and the kernel
-//! kills the workers, which is the "workers die with their supervisor"
-//! guarantee (and when the whole process dies, the same happens).
+//! exactly as long as the [`crate::Supervisor`] and the tasks of every
+//! worker it runs (each running worker's spawn requests are served by a
+//! task that holds a clone): when the last of them is gone the thread exits
+//! and the kernel kills what is left, which is the "workers die with their
+//! supervisor" guarantee (and when the whole process dies, the same happens).
 //!
 //! # Why our own fork rather than `std::process::Command`
 //!
@@ -116,7 +117,7 @@ impl Spawner {
                     if let Err(Ok(orphan)) = reply.send(fork_child(prepared)) {
                         // The caller stopped waiting (its spawn was cancelled):
                         // nobody will supervise this child, so it must not live.
-                        sys::kill_and_reap(orphan.pid);
+                        crate::reap::kill_and_reap(orphan.pid);
                     }
                 }
             })?;
@@ -190,7 +191,7 @@ struct KillUnlessStarted(Option<libc::pid_t>);
 impl Drop for KillUnlessStarted {
     fn drop(&mut self) {
         if let Some(pid) = self.0 {
-            sys::kill_and_reap(pid);
+            crate::reap::kill_and_reap(pid);
         }
     }
 }

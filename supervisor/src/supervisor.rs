@@ -17,21 +17,22 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::AsyncChannel;
 use arbor_protocol::spec::{SpecParts, SPAWN_VARIABLES};
-use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnResult};
-use tokio::sync::{mpsc, watch};
+use arbor_protocol::{Frame, Limits, SpawnOutcome, SpawnRefusal, SpawnResult};
+use tokio::sync::mpsc;
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
 use crate::exit::ExitRecord;
+use crate::link::TreeLink;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, Program, WorkerSpec};
-use crate::tree::{NewNode, Tree, TreeLimits, TreeLink};
-use crate::worker::{launch, Launch, Worker};
+use crate::tree::{Tree, TreeLimits};
+use crate::worker::{launch, Launch, SpawnRequest, Wiring, Worker};
 
 /// The fd number of the first socket handed to a worker: systemd's
 /// `SD_LISTEN_FDS_START`.
@@ -60,18 +61,18 @@ pub struct Supervisor {
 }
 
 /// Where a sub-worker's SpawnResult goes: the asking worker's tree link.
-pub(crate) struct SpawnFor {
-    pub(crate) parent: u64,
-    pub(crate) request: u64,
-    pub(crate) frames: Arc<TreeLink>,
+struct SpawnFor {
+    parent: u64,
+    request: u64,
+    frames: Arc<TreeLink>,
     /// The parent's stdout and stderr: what `Output::Inherit` means for a
     /// sub-worker (the parent's own streams are not the supervisor's).
-    pub(crate) outputs: [Output; 2],
+    outputs: [Output; 2],
     /// The parent's cgroup directory, which the sub-worker's nests in.
-    pub(crate) cgroup: Option<PathBuf>,
+    cgroup: Option<PathBuf>,
     /// Set once SpawnResult went out: a later failure is then reported as
     /// the sub-worker's exit, not as a second answer.
-    pub(crate) answered: Arc<std::sync::atomic::AtomicBool>,
+    answered: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -126,11 +127,7 @@ impl Supervisor {
     /// worker's driver runs, so its ChildExit can only come after), and a
     /// second socketpair, its tree link, stays with us for its own Spawn
     /// frames.
-    pub(crate) async fn spawn_node(
-        &self,
-        spec: WorkerSpec,
-        sub: Option<SpawnFor>,
-    ) -> Result<Worker> {
+    async fn spawn_node(&self, spec: WorkerSpec, sub: Option<SpawnFor>) -> Result<Worker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut spec = spec.into_parts();
         if let Some(sub) = &sub {
@@ -287,24 +284,16 @@ impl Supervisor {
         {
             Ok(channel) => channel,
             Err(source) => {
-                crate::sys::kill_and_reap(started.pid);
+                crate::reap::kill_and_reap(started.pid);
                 return Err(spawn_error(source));
             }
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let (frames, frames_rx) = TreeLink::new();
-        let node = NewNode {
-            id,
-            parent: sub.as_ref().map(|s| s.parent),
-            control: control.clone(),
-            frames: channel.is_some().then(|| frames.clone()),
-            exit: exit_rx.clone(),
-        };
+        let wiring = Wiring::new();
+        let node = wiring.node(id, sub.as_ref().map(|s| s.parent), channel.is_some());
         if self.tree.insert(node).is_err() {
             // The asking worker exited or began closing while this one
             // started: it must not outlive its parent.
-            crate::sys::kill_and_reap(started.pid);
+            crate::reap::kill_and_reap(started.pid);
             return Err(Error::ParentGone { name });
         }
         if let (Some(sub), Some(ours)) = (&sub, handed) {
@@ -318,36 +307,29 @@ impl Supervisor {
             sub.frames.send(result, vec![OwnedFd::from(ours)]);
             sub.answered.store(true, Ordering::SeqCst);
         }
-        let (sender, receiver) = match channel {
-            Some(channel) => {
-                let (sender, receiver) = channel.into_split();
-                (Some(sender), Some(receiver))
-            }
-            None => (None, None),
-        };
-        let [stdout, stderr] = captured;
+        let (spawns, spawn_requests) = mpsc::unbounded_channel();
         let launched = launch(Launch {
             id,
             pid: started.pid,
             name,
             pidfd: started.pidfd,
-            sender,
-            receiver,
-            stdout,
-            stderr,
+            parent: sub.map(|s| s.parent),
+            socket: channel,
+            captured,
+            outputs,
             speaks_protocol,
             queue_limit,
             when_full,
             limits: self.limits,
-            parent: sub.map(|s| s.parent),
-            outputs,
             cgroup,
-            control: (control, control_rx),
-            exit: (exit_tx, exit_rx),
-            tree_frames: (frames, frames_rx),
-            supervisor: self.clone(),
+            wiring,
+            tree: Arc::clone(&self.tree),
+            spawns,
         });
-        if launched.is_err() {
+        if launched.is_ok() {
+            // Its Spawn frames come up from its driver until the driver ends.
+            self.serve_spawns(spawn_requests);
+        } else {
             // Killed before its driver ran: its node goes, and a parent
             // that got its SpawnResult gets its ChildExit too.
             let lost = ExitRecord::from_reaped(
@@ -360,8 +342,74 @@ impl Supervisor {
         launched
     }
 
-    pub(crate) fn tree(&self) -> &Arc<Tree> {
-        &self.tree
+    /// Serves one worker's spawn requests (its Spawn frames, sent up by its
+    /// driver) in a task, until its driver ends; each in a task of its own,
+    /// so that one slow start holds up no other.
+    fn serve_spawns(&self, mut requests: mpsc::UnboundedReceiver<SpawnRequest>) {
+        // A plain fn, so the task is not spawned inside `spawn_node`'s body:
+        // the task awaits `spawn_node` (through `spawn_sub`), and proving
+        // that future Send while checking `spawn_node` itself is a cycle
+        // the compiler refuses.
+        let supervisor = self.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                tokio::spawn(supervisor.clone().spawn_sub(request));
+            }
+        });
+    }
+
+    /// Starts the sub-worker a worker asked for and answers it: the handle
+    /// goes into the asking worker's events (SpawnResult went out at the
+    /// start), a failure goes back as a refusal. Gives back the place in the
+    /// tree the driver took for it.
+    async fn spawn_sub(self, request: SpawnRequest) {
+        let SpawnRequest {
+            spec,
+            parent,
+            request,
+            frames,
+            outputs,
+            cgroup,
+            handles,
+        } = request;
+        let answered = Arc::new(AtomicBool::new(false));
+        let sub = SpawnFor {
+            parent,
+            request,
+            frames: Arc::clone(&frames),
+            outputs,
+            cgroup,
+            answered: Arc::clone(&answered),
+        };
+        let started = self.spawn_node(spec, Some(sub)).await;
+        self.tree.release(parent);
+        match started {
+            Ok(worker) => {
+                let _ = handles.send(worker);
+            }
+            // Started, then lost: its ChildExit is on its way.
+            Err(_) if answered.load(Ordering::SeqCst) => {}
+            Err(error) => {
+                let result = SpawnResult {
+                    id: request,
+                    outcome: SpawnOutcome::Refused(refusal(error)),
+                };
+                frames.send(Frame::SpawnResult(result), Vec::new());
+            }
+        }
+    }
+}
+
+/// How a sub-worker's failed start is told to the worker that asked for it.
+fn refusal(error: Error) -> SpawnRefusal {
+    match error {
+        Error::ParentGone { .. } => SpawnRefusal::Closing,
+        Error::Nul { .. } | Error::ProgramNotFound { .. } => SpawnRefusal::BadSpec {
+            reason: error.to_string(),
+        },
+        error => SpawnRefusal::Failed {
+            reason: error.to_string(),
+        },
     }
 }
 

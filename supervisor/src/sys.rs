@@ -99,19 +99,6 @@ fn timeval(tv: libc::timeval) -> Duration {
     Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
 }
 
-/// Kills `pid`'s process group and reaps `pid`, for a child that was
-/// started but cannot be supervised. The reap runs on its own thread; a
-/// killed child is reaped within milliseconds.
-pub(crate) fn kill_and_reap(pid: libc::pid_t) {
-    let _ = killpg(pid, libc::SIGKILL);
-    std::thread::spawn(move || {
-        while let Ok(None) = try_reap(pid) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        crate::reap::forget(pid);
-    });
-}
-
 /// Sends `signal` to process `pid`.
 pub(crate) fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers.

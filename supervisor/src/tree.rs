@@ -27,17 +27,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arbor_protocol::{ChildExit, Frame, SpawnRefusal};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::exit::ExitRecord;
-use crate::worker::Control;
+use crate::link::{Control, TreeLink};
 
 /// Bounds on what workers may start (the top-level workers a program
 /// spawns itself are counted, never refused).
@@ -60,64 +58,6 @@ impl Default for TreeLimits {
             max_children: 64,
             max_workers: 1024,
         }
-    }
-}
-
-/// A frame for a worker's tree link (SpawnResult, ChildExit, CloseChild),
-/// with its fds.
-pub(crate) type TreeFrame = (Frame, Vec<OwnedFd>);
-
-/// Tree frames waiting for one worker's writer beyond which its next Spawn
-/// waits (and the worker is not read meanwhile). A worker that reads its
-/// answers never gets near it: it has at most `max_children` spawns and
-/// sub-workers, each good for a SpawnResult and a ChildExit.
-const LINK_FULL: usize = 1024;
-
-/// A worker's tree link, as its writer task drains it: frames go out in the
-/// order they were sent (a sub-worker's ChildExit after its SpawnResult),
-/// and sending never waits, so no driver or lock holder blocks on a worker
-/// that does not read.
-#[derive(Debug)]
-pub(crate) struct TreeLink {
-    frames: mpsc::UnboundedSender<TreeFrame>,
-    queued: AtomicUsize,
-    drained: Notify,
-}
-
-impl TreeLink {
-    pub(crate) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<TreeFrame>) {
-        let (frames, receiver) = mpsc::unbounded_channel();
-        let link = Self {
-            frames,
-            queued: AtomicUsize::new(0),
-            drained: Notify::new(),
-        };
-        (Arc::new(link), receiver)
-    }
-
-    /// Queues a frame; its fds close with it if the worker is gone.
-    pub(crate) fn send(&self, frame: Frame, fds: Vec<OwnedFd>) {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        if self.frames.send((frame, fds)).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// The writer wrote one.
-    pub(crate) fn written(&self) {
-        if self.queued.fetch_sub(1, Ordering::SeqCst) <= LINK_FULL {
-            self.drained.notify_one();
-        }
-    }
-
-    /// Whether the next Spawn should wait for the worker to read.
-    pub(crate) fn is_full(&self) -> bool {
-        self.queued.load(Ordering::SeqCst) >= LINK_FULL
-    }
-
-    /// Completes once the writer has made room (after [`TreeLink::is_full`]).
-    pub(crate) async fn drained(&self) {
-        self.drained.notified().await
     }
 }
 

@@ -21,6 +21,7 @@ mod env;
 pub mod error;
 pub mod nonblocking;
 mod panic;
+mod poster;
 pub mod tree;
 
 pub use arbor_protocol::{ChildExit, Message, Output, WorkerSpec};

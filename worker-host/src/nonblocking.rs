@@ -26,18 +26,18 @@
 //! ```
 
 use std::future::Future;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
-use arbor_protocol::{ConnectionAck, Frame, Limits, Message, Ready, Request};
-use serde::Serialize;
+use arbor_protocol::{ConnectionAck, Frame, Limits, Message, Ready};
 use tokio::sync::{mpsc, Mutex, Notify};
 
 use crate::env::{take_channel, take_tree_link, Identity};
 use crate::error::{Error, Result};
+pub use crate::poster::Poster;
 use crate::tree::{Spawner, TreeState};
 
 /// The worker's side of its channel, for tokio programs.
@@ -118,14 +118,6 @@ impl Drop for OpenGuard {
     }
 }
 
-/// Posts messages on one channel (to the parent, or from
-/// [`SubWorker::poster`](crate::SubWorker::poster) to a sub-worker); cheap to
-/// clone into tasks.
-#[derive(Debug, Clone)]
-pub struct Poster {
-    sender: Arc<Mutex<AsyncSender>>,
-}
-
 /// A message from the parent, as `run`'s handler gets it.
 #[derive(Debug)]
 pub struct Incoming {
@@ -147,46 +139,6 @@ impl Closer {
     /// Asks [`AsyncWorker::run`] to run onclose, flush and return.
     pub fn close(&self) {
         self.notify.notify_one();
-    }
-}
-
-impl Poster {
-    pub(crate) fn new(sender: Arc<Mutex<AsyncSender>>) -> Self {
-        Self { sender }
-    }
-
-    /// Posts a message with fds to the parent.
-    pub async fn post_message(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        Ok(self.sender.lock().await.send_bytes(data, fds).await?)
-    }
-
-    /// Posts a message with a sealed [`Transfer`](arbor_protocol::Transfer),
-    /// which moves (it is consumed) instead of being copied.
-    pub async fn post_transfer(
-        &self,
-        data: &[u8],
-        transfer: arbor_protocol::Transfer,
-    ) -> Result<()> {
-        let fd = transfer.into_fd();
-        self.post_message(data, &[fd.as_fd()]).await
-    }
-
-    /// Posts `value` encoded with the wire codec.
-    pub async fn post_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        Ok(self.sender.lock().await.send_value(value, &[]).await?)
-    }
-
-    /// Answers the parent's request `id` (see [`Incoming::request_id`]).
-    pub async fn reply(&self, id: u64, data: &[u8]) -> Result<()> {
-        self.send(&Frame::Reply(Request {
-            id,
-            data: data.to_vec(),
-        }))
-        .await
-    }
-
-    pub(crate) async fn send(&self, frame: &Frame) -> Result<()> {
-        Ok(self.sender.lock().await.send(frame, &[]).await?)
     }
 }
 
@@ -214,7 +166,7 @@ impl AsyncWorker {
             None => (TreeState::new(Arc::clone(&sender)), None),
         };
         Ok(Self {
-            poster: Poster { sender },
+            poster: Poster::new(sender),
             receiver,
             identity,
             closer: Closer::default(),
@@ -414,7 +366,7 @@ impl AsyncWorker {
                 }
             }
         }
-        poster.sender.lock().await.flush().await?;
+        poster.flush().await?;
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch, Mutex};
 
 use crate::error::{Error, Result};
-use crate::nonblocking::Poster;
+use crate::poster::Poster;
 
 type Shared = Arc<Mutex<AsyncSender>>;
 
