@@ -10,10 +10,10 @@ use arbor_protocol::control::WorkerState;
 use arbor_protocol::Limits;
 
 use super::context::Daemon;
+use super::error::DaemonError;
 use super::monitor::start;
 use super::pools;
 use super::recipe::Recipe;
-use super::run::DaemonError;
 use crate::config::Config;
 use crate::Supervisor;
 

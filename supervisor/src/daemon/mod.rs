@@ -29,5 +29,8 @@ mod reload_gate;
 mod run;
 mod serve;
 mod shutdown;
+mod signals;
 
-pub use run::{run, DaemonError, DaemonSignal};
+pub use error::DaemonError;
+pub use run::run;
+pub use signals::DaemonSignal;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use super::replicas::{stop_replicas, wait_ready};
 use super::scale::scale_to;
-use super::{stop_replicas, wait_ready};
 use crate::config::WorkerConfig;
 use crate::config::DEFAULT_READY_TIMEOUT;
 use crate::daemon::context::Daemon;

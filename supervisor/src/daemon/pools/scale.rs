@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{stop_replicas, wait_ready};
+use super::replicas::{stop_replicas, wait_ready};
 use crate::config::{DEFAULT_READY_TIMEOUT, MAX_REPLICAS};
 use crate::daemon::context::Daemon;
 use crate::daemon::error::{ControlError, PoolProgress};
