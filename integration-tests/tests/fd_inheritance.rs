@@ -172,6 +172,30 @@ async fn a_sub_worker_gets_its_sockets_from_fd_3_then_its_channel_then_its_tree_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_worker_started_from_an_entry_point_runs_that_entry() {
+    let supervisor = Supervisor::new().unwrap();
+    let mut parent = supervisor
+        .spawn(WorkerSpec::program(binary("test-tree")).arg("entry-sub"))
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    let answer = within(LIMIT, "the entry point's answer", async {
+        loop {
+            match parent.next_event().await.expect("the parent's events") {
+                WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
+                WorkerEvent::SubWorker(sub) => subs.push(sub),
+                WorkerEvent::Ready => {}
+                other => panic!("expected the answer, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    let leaf = subs.first().expect("the sub-worker's handle");
+    assert_eq!(answer, format!("leaf {}", leaf.pid()));
+    parent.close(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fds_received_during_spawns_do_not_leak_into_new_workers() {
     let supervisor = Supervisor::new().unwrap();
     let mut echo = supervisor

@@ -52,14 +52,16 @@ pub enum ControlRequest {
         /// How long to wait, in milliseconds.
         timeout_ms: u64,
     },
-    /// Close a worker gracefully; answered with [`ControlResponse::Exited`].
+    /// Close a worker gracefully; answered with [`ControlResponse::Ended`]
+    /// (older daemons: [`ControlResponse::Exited`]).
     Close {
         /// Worker id.
         id: u64,
         /// Grace in milliseconds; the worker's own when absent.
         grace_ms: Option<u64>,
     },
-    /// Kill a worker at once; answered with [`ControlResponse::Exited`].
+    /// Kill a worker at once; answered with [`ControlResponse::Ended`]
+    /// (older daemons: [`ControlResponse::Exited`]).
     Terminate {
         /// Worker id.
         id: u64,

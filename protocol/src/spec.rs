@@ -25,6 +25,10 @@ pub const SPAWN_VARIABLES: [&str; 8] = [
     "LISTEN_PID",
 ];
 
+/// A worker's close grace when its spec names none: after a Close frame,
+/// this long until SIGTERM, and as long again until SIGKILL.
+pub const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Most listen fds a Spawn frame may hand a sub-worker: a worker asking for
 /// many sub-workers at once must not make its supervisor hold thousands of
 /// fds for it.
@@ -94,7 +98,7 @@ impl WorkerSpec {
             name: None,
             stdout: Output::Inherit,
             stderr: Output::Inherit,
-            close_grace: Duration::from_secs(5),
+            close_grace: DEFAULT_CLOSE_GRACE,
             queue_limit: 1024,
             when_full: WhenFull::Wait,
             speaks_protocol: true,

@@ -1,20 +1,37 @@
 //! The raw syscalls of a channel: `sendmsg` and `recvmsg` with `SCM_RIGHTS`.
 //!
-//! One of the two modules of arbor-protocol with `unsafe` (the other is
-//! [`crate::transfer`]: memfd, seals, mmap). It calls libc
-//! directly rather than through a wrapper because both calls are on the hot
-//! path and their edge cases matter: sends pass `MSG_NOSIGNAL` (a peer that
-//! went away is an `EPIPE` error, not a `SIGPIPE` that kills the supervisor);
-//! receives pass `MSG_CMSG_CLOEXEC`, so a received fd is close-on-exec from
-//! the instant it exists and cannot leak into a child forked meanwhile; and on
-//! `MSG_CTRUNC` the fds that did arrive are closed before the error is
-//! returned (wrappers that refuse to parse a truncated control buffer leak
-//! them).
+//! One of the two modules of arbor-protocol that make syscalls (the other
+//! is [`crate::transfer`]: memfd, seals, mmap), and one of the two with
+//! `unsafe`. Their edge cases matter: sends pass `MSG_NOSIGNAL` (a peer that
+//! went away is an `EPIPE` error, not a `SIGPIPE` that kills the
+//! supervisor); receives pass `MSG_CMSG_CLOEXEC`, so a received fd is
+//! close-on-exec from the instant it exists and cannot leak into a child
+//! forked meanwhile; and on `MSG_CTRUNC` the fds that did arrive are closed
+//! before the error is returned.
+//!
+//! Sends, shutdown and the fd checks go through nix. A send without fds
+//! allocates nothing (nix sizes its control buffer from the control
+//! messages, and there are none); a send with fds costs one small
+//! allocation for that buffer.
+//!
+//! The receive stays hand-written on libc: nix's `RecvMsg::cmsgs()` refuses
+//! to walk a control buffer the kernel marked `MSG_CTRUNC` (it returns
+//! `ENOBUFS`), and its `msghdr` is private, so through nix the fds that did
+//! arrive with a truncated message could not be found to be closed: they
+//! would leak. nix would also allocate a `Vec` per `SCM_RIGHTS` message on
+//! every receive that carries fds.
 
 use std::io::{self, IoSlice};
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{
+    getsockname, getsockopt, sendmsg, sockopt, AddressFamily, ControlMessage, MsgFlags, Shutdown,
+    SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+};
 
 use crate::error::Error;
 use crate::frame::SCM_MAX_FD;
@@ -59,41 +76,34 @@ pub(crate) fn send(
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
     assert!(fds.len() <= SCM_MAX_FD, "callers check the fd limit");
-    let mut control = CmsgBuffer::new();
-    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty value.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec; // IoSlice is ABI-compatible with iovec.
-    msg.msg_iovlen = iov.len();
-    if !fds.is_empty() {
-        let space = cmsg_space(fds.len());
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: msg_control points at `space` bytes of aligned, zeroed
-        // storage, so the first header exists and is writable.
-        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        // SAFETY: `cmsg` is non-null and aligned: `space` leaves room for
-        // one header inside `control`, which nothing else references now.
-        let header = unsafe { &mut *cmsg };
-        header.cmsg_level = libc::SOL_SOCKET;
-        header.cmsg_type = libc::SCM_RIGHTS;
-        header.cmsg_len = cmsg_len(fds.len());
-        // SAFETY: CMSG_DATA of a valid header is its data area.
-        let data = unsafe { libc::CMSG_DATA(cmsg) }.cast::<RawFd>();
-        for (i, fd) in fds.iter().enumerate() {
-            // SAFETY: the data area holds `fds.len()` RawFds (`space` was
-            // sized for them); unaligned writes need no alignment.
-            unsafe { ptr::write_unaligned(data.wrapping_add(i), fd.as_raw_fd()) };
-        }
+    if fds.is_empty() {
+        // No control message: nix's control buffer is empty, nothing is allocated.
+        return send_with(socket, iov, &[]);
     }
+    let mut raw = [0 as RawFd; SCM_MAX_FD];
+    for (slot, fd) in raw.iter_mut().zip(fds) {
+        *slot = fd.as_raw_fd();
+    }
+    send_with(socket, iov, &[ControlMessage::ScmRights(&raw[..fds.len()])])
+}
+
+/// One `sendmsg` with `MSG_NOSIGNAL`, retried on `EINTR`.
+fn send_with(
+    socket: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    control: &[ControlMessage<'_>],
+) -> io::Result<usize> {
     loop {
-        // SAFETY: `msg` points at live iovecs and control data for the whole call.
-        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match sendmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            iov,
+            control,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
@@ -192,41 +202,21 @@ fn take_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
 /// Shuts down both directions of `socket`, so the peer sees end of stream
 /// even while other handles to the socket stay open.
 pub(crate) fn shutdown(socket: BorrowedFd<'_>) {
-    // SAFETY: shutdown takes any fd; the worst case is an error we ignore
-    // (the socket may already be shut down or the peer gone).
-    let _ = unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
+    // The error is ignored: the socket may already be shut down or the peer gone.
+    let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), Shutdown::Both);
 }
 
 /// Whether `fd` has close-on-exec set.
 pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: F_GETFD on a borrowed, open fd reads its flags.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(flags & libc::FD_CLOEXEC != 0)
+    let flags = fcntl(fd, FcntlArg::F_GETFD)?;
+    Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))
 }
 
-// std documents IoSlice as ABI-compatible with iovec on Unix; `send` relies on it.
-const _: () = assert!(mem::size_of::<IoSlice<'static>>() == mem::size_of::<libc::iovec>());
-
-/// Whether `fd` is a Unix stream socket (what a port must be).
+/// Whether `fd` is a Unix stream socket (what a port must be). The domain
+/// comes from the socket's own address (nix has no `SO_DOMAIN` option);
+/// on a non-socket both calls fail with `ENOTSOCK`.
 pub(crate) fn is_unix_stream(fd: BorrowedFd<'_>) -> bool {
-    let get = |option| {
-        let mut value: libc::c_int = 0;
-        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `value`; on a
-        // non-socket it fails with ENOTSOCK.
-        let ret = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (ret == 0).then_some(value)
-    };
-    get(libc::SO_DOMAIN) == Some(libc::AF_UNIX) && get(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+    let unix = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .is_ok_and(|addr| addr.family() == Some(AddressFamily::Unix));
+    unix && getsockopt(&fd, sockopt::SockType) == Ok(SockType::Stream)
 }

@@ -22,13 +22,22 @@
 //! two), and [`TransferBuffer`] maps a fresh memfd to produce the bytes in
 //! place (no buffer of one's own, but the kernel zeroes each page first).
 //!
-//! This module is one of arbor-protocol's two with `unsafe` (memfd, seals,
-//! mmap); [`crate::sys`] is the other.
+//! This module is one of arbor-protocol's two with `unsafe`; [`crate::sys`]
+//! is the other. memfd_create, ftruncate and the seals go through nix's safe
+//! wrappers; what stays `unsafe` is the mapping itself: `mmap` and `munmap`
+//! (unsafe in nix too, since the memory they hand out or take back is
+//! beyond the borrow checker) and the slices made over that memory.
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::unistd::ftruncate;
 
 /// The size from which a transfer beats sending the bytes through the
 /// socket: measured between 1 MiB (the copy is 2x faster) and 4 MiB (the
@@ -36,7 +45,9 @@ use std::ptr::NonNull;
 pub const TRANSFER_THRESHOLD: usize = 2 << 20;
 
 /// The seals a transfer must carry for a reader to trust it.
-const REQUIRED_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
+    .union(SealFlag::F_SEAL_GROW)
+    .union(SealFlag::F_SEAL_WRITE);
 
 /// Why a received fd is not a usable transfer.
 #[derive(Debug, thiserror::Error)]
@@ -92,52 +103,40 @@ unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned, unmapped only here.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // SAFETY: ptr/len are exactly what mmap returned, unmapped only here;
+        // the slices handed out borrow the Mapping, so none outlives it.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
 }
 
 fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<Option<Mapping>> {
-    if len == 0 {
+    let Some(length) = NonZeroUsize::new(len) else {
         return Ok(None);
-    }
+    };
     // Populated up front: the pages are allocated (writer) or looked up
     // (reader) in one call instead of one page fault per 4 KiB.
-    let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+    let flags = MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE;
     let prot = if writable {
-        libc::PROT_READ | libc::PROT_WRITE
+        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE
     } else {
-        libc::PROT_READ
+        ProtFlags::PROT_READ
     };
     // SAFETY: a fresh mapping of `len` bytes of an fd we hold, at an address
-    // the kernel chooses; the result is checked before use.
-    let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(NonNull::new(ptr.cast()).map(|ptr| Mapping { ptr, len }))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    // the kernel chooses, so it aliases no Rust memory; the Mapping owns it.
+    let ptr = unsafe { mmap(None, length, prot, flags, fd, 0) }?;
+    Ok(Some(Mapping {
+        ptr: ptr.cast(),
+        len,
+    }))
 }
 
 impl TransferBuffer {
     /// An empty memfd, not mapped.
     fn unmapped() -> io::Result<Self> {
         const NAME: &CStr = c"arbor-transfer";
-        // SAFETY: memfd_create with a NUL-terminated name and flags; the
-        // result is checked, and owned from here on.
-        let raw = check(unsafe {
-            libc::memfd_create(NAME.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        })?;
+        let fd = memfd_create(NAME, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         Ok(Self {
-            // SAFETY: raw is a new fd that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+            fd,
             map: None,
             len: 0,
         })
@@ -148,8 +147,7 @@ impl TransferBuffer {
         let fd = Self::unmapped()?.fd;
         let size = libc::off_t::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "transfer too large"))?;
-        // SAFETY: ftruncate on an fd we own.
-        check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        ftruncate(&fd, size)?;
         let map = map(&fd, len, true)?;
         Ok(Self { fd, map, len })
     }
@@ -169,9 +167,10 @@ impl TransferBuffer {
     pub fn seal(mut self) -> io::Result<Transfer> {
         // F_SEAL_WRITE is refused while a writable shared mapping exists.
         self.map = None;
-        let seals = REQUIRED_SEALS | libc::F_SEAL_SEAL;
-        // SAFETY: fcntl(F_ADD_SEALS) with an int argument on an fd we own.
-        check(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+        fcntl(
+            &self.fd,
+            FcntlArg::F_ADD_SEALS(REQUIRED_SEALS | SealFlag::F_SEAL_SEAL),
+        )?;
         Ok(Transfer {
             fd: self.fd,
             len: self.len,
@@ -200,13 +199,10 @@ impl Transfer {
     /// Checks a received fd: it must be a memfd sealed against writing,
     /// growing and shrinking. Anything else is refused (and closed).
     pub fn from_fd(fd: OwnedFd) -> Result<Self, TransferError> {
-        // SAFETY: fcntl(F_GET_SEALS) on an fd we own; fails (EINVAL) on
-        // files that cannot carry seals.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals < 0 {
-            return Err(TransferError::NotSealable(io::Error::last_os_error()));
-        }
-        if seals & REQUIRED_SEALS != REQUIRED_SEALS {
+        // Fails (EINVAL) on files that cannot carry seals.
+        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS)
+            .map_err(|errno| TransferError::NotSealable(errno.into()))?;
+        if !SealFlag::from_bits_retain(seals).contains(REQUIRED_SEALS) {
             return Err(TransferError::NotSealed { seals });
         }
         let len = std::fs::File::from(fd.try_clone()?).metadata()?.len();

@@ -41,6 +41,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use nix::errno::Errno;
+
 /// Where the workers' cgroups live.
 #[derive(Debug)]
 pub struct Cgroups {
@@ -132,14 +134,14 @@ impl Cgroups {
     pub(crate) fn refused(&self, errno: i32) {
         let error = io::Error::from_raw_os_error(errno);
         let for_good = matches!(
-            errno,
-            libc::EACCES
-                | libc::EPERM
-                | libc::EOPNOTSUPP
-                | libc::EROFS
-                | libc::ENOSYS
-                | libc::E2BIG
-                | libc::EINVAL
+            Errno::from_raw(errno),
+            Errno::EACCES
+                | Errno::EPERM
+                | Errno::EOPNOTSUPP
+                | Errno::EROFS
+                | Errno::ENOSYS
+                | Errno::E2BIG
+                | Errno::EINVAL
         );
         if for_good && self.working.swap(false, Ordering::Relaxed) {
             tracing::warn!(

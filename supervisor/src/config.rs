@@ -239,6 +239,13 @@ impl Default for DaemonConfig {
     }
 }
 
+/// How long a pool replica may take to send Ready when its `[[pool]]`
+/// names no `ready_timeout`.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most replicas a pool may have (in the configuration and in a scale).
+pub const MAX_REPLICAS: u32 = 1000;
+
 /// `[[worker]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,7 +312,7 @@ impl WorkerConfig {
 
     /// A pool's readiness timeout.
     pub fn ready_limit(&self) -> Duration {
-        self.ready_timeout.unwrap_or(Duration::from_secs(30))
+        self.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT)
     }
 
     /// A pool's rolling-reload step.
@@ -336,7 +343,7 @@ fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)
 }
 fn default_close_grace() -> Duration {
-    Duration::from_secs(5)
+    crate::spec::DEFAULT_CLOSE_GRACE
 }
 fn yes() -> bool {
     true
@@ -470,10 +477,10 @@ impl Config {
                     at(),
                 ));
             }
-            if worker.replicas.is_some_and(|n| n > 1000) {
+            if worker.replicas.is_some_and(|n| n > MAX_REPLICAS) {
                 return Err(error(
                     format!("{table}[{i}].replicas"),
-                    "at most 1000 replicas".into(),
+                    format!("at most {MAX_REPLICAS} replicas"),
                     at(),
                 ));
             }

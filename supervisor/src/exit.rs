@@ -1,4 +1,10 @@
 //! How a worker ended: [`ExitRecord`].
+//!
+//! The raw wait status is decoded with libc's `W*` macros (pure arithmetic,
+//! no `unsafe`) rather than nix's `WaitStatus::from_raw`: nix turns the
+//! terminating signal into its `Signal` enum, which has no realtime
+//! signals and makes `from_raw` fail (`EINVAL`) on a status a realtime
+//! signal ended, whose signal arbor must still report.
 
 use std::fmt;
 use std::time::Duration;

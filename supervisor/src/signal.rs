@@ -1,58 +1,32 @@
 //! Signals by number and name, without exposing libc or nix in the API.
+//!
+//! The names are nix's: [`nix::sys::signal::Signal`] lists the standard
+//! signals of the platform (31 on Linux) with their names. A realtime
+//! signal (`SIGRTMIN..=SIGRTMAX`) is a valid [`Signal`] too, shown as
+//! `SIG<n>`; its upper bound comes from libc, since nix has no realtime
+//! signals.
 
 use std::fmt;
+
+use nix::sys::signal::Signal as Standard;
 
 /// A Unix signal, as in an exit record or a `signal` request.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Signal(i32);
 
-const NAMES: [(i32, &str); 31] = [
-    (libc::SIGHUP, "SIGHUP"),
-    (libc::SIGINT, "SIGINT"),
-    (libc::SIGQUIT, "SIGQUIT"),
-    (libc::SIGILL, "SIGILL"),
-    (libc::SIGTRAP, "SIGTRAP"),
-    (libc::SIGABRT, "SIGABRT"),
-    (libc::SIGBUS, "SIGBUS"),
-    (libc::SIGFPE, "SIGFPE"),
-    (libc::SIGKILL, "SIGKILL"),
-    (libc::SIGUSR1, "SIGUSR1"),
-    (libc::SIGSEGV, "SIGSEGV"),
-    (libc::SIGUSR2, "SIGUSR2"),
-    (libc::SIGPIPE, "SIGPIPE"),
-    (libc::SIGALRM, "SIGALRM"),
-    (libc::SIGTERM, "SIGTERM"),
-    (libc::SIGSTKFLT, "SIGSTKFLT"),
-    (libc::SIGCHLD, "SIGCHLD"),
-    (libc::SIGCONT, "SIGCONT"),
-    (libc::SIGSTOP, "SIGSTOP"),
-    (libc::SIGTSTP, "SIGTSTP"),
-    (libc::SIGTTIN, "SIGTTIN"),
-    (libc::SIGTTOU, "SIGTTOU"),
-    (libc::SIGURG, "SIGURG"),
-    (libc::SIGXCPU, "SIGXCPU"),
-    (libc::SIGXFSZ, "SIGXFSZ"),
-    (libc::SIGVTALRM, "SIGVTALRM"),
-    (libc::SIGPROF, "SIGPROF"),
-    (libc::SIGWINCH, "SIGWINCH"),
-    (libc::SIGIO, "SIGIO"),
-    (libc::SIGPWR, "SIGPWR"),
-    (libc::SIGSYS, "SIGSYS"),
-];
-
 impl Signal {
     /// SIGTERM, the polite request to stop.
-    pub const TERM: Signal = Signal(libc::SIGTERM);
+    pub const TERM: Signal = Signal(Standard::SIGTERM as i32);
     /// SIGKILL, which cannot be caught.
-    pub const KILL: Signal = Signal(libc::SIGKILL);
+    pub const KILL: Signal = Signal(Standard::SIGKILL as i32);
     /// SIGINT.
-    pub const INT: Signal = Signal(libc::SIGINT);
+    pub const INT: Signal = Signal(Standard::SIGINT as i32);
     /// SIGHUP.
-    pub const HUP: Signal = Signal(libc::SIGHUP);
+    pub const HUP: Signal = Signal(Standard::SIGHUP as i32);
     /// SIGSEGV.
-    pub const SEGV: Signal = Signal(libc::SIGSEGV);
+    pub const SEGV: Signal = Signal(Standard::SIGSEGV as i32);
     /// SIGUSR1.
-    pub const USR1: Signal = Signal(libc::SIGUSR1);
+    pub const USR1: Signal = Signal(Standard::SIGUSR1 as i32);
 
     /// The signal with this number, if it is a valid signal (1 to SIGRTMAX).
     pub fn from_number(number: i32) -> Option<Signal> {
@@ -69,10 +43,9 @@ impl Signal {
         } else {
             format!("SIG{upper}")
         };
-        NAMES
-            .iter()
-            .find(|(_, n)| *n == full)
-            .map(|(number, _)| Signal(*number))
+        Standard::iterator()
+            .find(|standard| standard.as_str() == full)
+            .map(|standard| Signal(standard as i32))
     }
 
     /// The signal's number.
@@ -82,11 +55,9 @@ impl Signal {
 
     /// The signal's name (`SIGKILL`), or `SIG<n>` for one without a name here.
     pub fn name(self) -> String {
-        NAMES
-            .iter()
-            .find(|(n, _)| *n == self.0)
-            .map(|(_, name)| (*name).to_string())
-            .unwrap_or_else(|| format!("SIG{}", self.0))
+        Standard::try_from(self.0)
+            .map(|standard| standard.as_str().to_string())
+            .unwrap_or_else(|_| format!("SIG{}", self.0))
     }
 }
 
@@ -113,7 +84,8 @@ mod tests {
         assert_eq!(Signal::KILL.name(), "SIGKILL");
         assert_eq!(Signal::from_number(0), None);
         assert_eq!(Signal::from_name("SIGNOPE"), None);
-        for (number, name) in NAMES {
+        for standard in Standard::iterator() {
+            let (number, name) = (standard as i32, standard.as_str());
             assert_eq!(Signal::from_name(name).unwrap().number(), number);
         }
     }

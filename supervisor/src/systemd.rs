@@ -5,9 +5,16 @@
 //! the same under systemd and outside it. `take_activated`
 //! takes the control and pool sockets from `LISTEN_FDS` when systemd passed them; call
 //! it first thing in `main`, before any thread exists.
+//!
+//! Setting close-on-exec on the passed fds stays a hand-written `fcntl`:
+//! it runs on fd numbers that may not be open (its failure is how a closed
+//! one is skipped), and nix's `fcntl` needs a `BorrowedFd`, which only an
+//! open fd may be. The clock is read through nix.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
+
+use nix::time::{clock_gettime, ClockId};
 
 /// Sends `state` (`READY=1`, `STATUS=...`, `STOPPING=1`, ...) to systemd.
 pub fn notify(state: &str) {
@@ -99,8 +106,11 @@ fn is_unix(fd: &OwnedFd) -> bool {
         .is_ok_and(|addr| addr.is_unix())
 }
 
+/// Hand-written on libc, not nix: `fd` is a number that may not be open
+/// (see the module docs).
 fn set_cloexec(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: F_SETFD with an int flag on an fd this process owns.
+    // SAFETY: F_SETFD with an int flag touches only the fd's flags; on a
+    // number that is not open it fails with EBADF, which the caller checks.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -109,11 +119,8 @@ fn set_cloexec(fd: RawFd) -> std::io::Result<()> {
 
 /// CLOCK_MONOTONIC in microseconds, as `RELOADING=1` wants it beside it.
 pub fn monotonic_usec() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `now`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000
+    // CLOCK_MONOTONIC cannot fail; 0 stands for the impossible error, as before.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        now.tv_sec() as u64 * 1_000_000 + now.tv_nsec() as u64 / 1000
+    })
 }

@@ -1,8 +1,17 @@
 //! What a worker learns from its environment, and the channel it inherits.
+//!
+//! The fds named by the environment are only numbers until they are
+//! checked: each is probed with `getsockopt` on the raw number before it is
+//! wrapped in an [`OwnedFd`]. That probe stays on libc: nix's calls take
+//! `AsFd`, and a `BorrowedFd` may only be made for an fd that is open, which
+//! is what the probe is there to find out. Once an fd is owned, nix sets its
+//! close-on-exec flag.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use crate::error::{Error, Result};
 
@@ -57,16 +66,20 @@ pub fn take_listen_fds() -> Vec<ListenFd> {
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     let mut names = names.split(':');
     let mut taken = Vec::new();
+    // Never the channel, whatever a mismatched supervisor said.
+    let channel: Option<RawFd> = std::env::var("ARBOR_CHANNEL_FD")
+        .ok()
+        .and_then(|fd| fd.parse().ok());
     for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count) {
         let name = names.next().filter(|n| !n.is_empty()).unwrap_or("unknown");
-        if !is_socket(fd) {
+        if !is_socket(fd) || Some(fd) == channel {
             continue;
         }
         // SAFETY: the supervisor (or systemd) passed this fd to this process
         // for LISTEN_PID = our pid, it is an open socket (just checked), and
         // TAKEN guarantees it is wrapped only once in this process.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        set_cloexec(owned.as_raw_fd());
+        set_cloexec(&owned);
         taken.push(ListenFd {
             name: name.to_string(),
             fd: owned,
@@ -107,7 +120,7 @@ pub(crate) fn take_channel() -> Result<(UnixStream, Identity)> {
     // SAFETY: the supervisor left this fd open for us, it is a socket (just
     // checked), and TAKEN guarantees it is wrapped only once in this process.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_cloexec(owned.as_raw_fd());
+    set_cloexec(&owned);
     let id = std::env::var("ARBOR_WORKER_ID")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -129,7 +142,7 @@ pub(crate) fn take_tree_link() -> Option<UnixStream> {
     // SAFETY: the supervisor left this fd open for us, it is a Unix stream
     // socket (just checked), and TAKEN guarantees it is wrapped only once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_cloexec(owned.as_raw_fd());
+    set_cloexec(&owned);
     Some(UnixStream::from(owned))
 }
 
@@ -139,6 +152,10 @@ fn is_unix_stream_socket(fd: RawFd) -> bool {
 }
 
 /// An int SOL_SOCKET option of `fd`; `None` for a closed fd or a non-socket.
+///
+/// Hand-written on libc, not nix: `fd` is a number that may not be open,
+/// and nix's `getsockopt` would need a `BorrowedFd`, which only an open fd
+/// may be.
 fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -157,7 +174,6 @@ fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
 }
 
 // The channel must not leak into programs this worker runs itself.
-fn set_cloexec(fd: RawFd) {
-    // SAFETY: F_SETFD with an int flag on an fd this process owns.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+fn set_cloexec(fd: &OwnedFd) {
+    let _ = fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
 }

@@ -15,12 +15,14 @@
 //! its channel, which the parent reports as a channel error.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
 use arbor_protocol::frame::Limits;
 use arbor_protocol::message::{encode_frame, Outgoing};
 use arbor_protocol::{ErrorReport, Frame, Location};
+use nix::poll::{poll, PollFd, PollFlags};
 
 static CHANNEL: OnceLock<UnixStream> = OnceLock::new();
 
@@ -68,13 +70,9 @@ fn write_all_waiting(channel: &UnixStream, mut bytes: &[u8]) {
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let mut pollfd = libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(channel),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: poll on one valid pollfd for at most a second.
-                if unsafe { libc::poll(&mut pollfd, 1, 1000) } <= 0 {
+                let mut pollfd = [PollFd::new(channel.as_fd(), PollFlags::POLLOUT)];
+                // A timeout (0) or an error (EINTR included) gives up, as before.
+                if !matches!(poll(&mut pollfd, 1000u16), Ok(n) if n > 0) {
                     return;
                 }
             }

@@ -26,6 +26,9 @@
 //!   counter. On a port, `inc` adds one and answers `count N`, `get`
 //!   answers `count N`, `clients` answers `clients N`. Each connect and
 //!   each closed port is printed ("port 3 closed, 2 clients left").
+//! - `entry-sub`: starts the sub-worker `leaf`, a named entry point of this
+//!   same binary (it answers every message with "leaf PID"), posts it "hi"
+//!   and posts its answer to its own parent.
 //! - `sub-fds WORKER`: starts `WORKER list-fds` (the test worker) as a
 //!   sub-worker handed one listening socket, asks it for its report of
 //!   what it inherited and posts that report to its own parent.
@@ -39,6 +42,13 @@ use arbor_worker::nonblocking::AsyncWorker;
 use arbor_worker::{SubWorker, SubWorkerEvent};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if arbor_worker::entry_point().as_deref() == Some("leaf") {
+        let mut worker = arbor_worker::blocking::Worker::connect()?;
+        worker.on_message(|ctx, _, _| {
+            ctx.post_message(format!("leaf {}", std::process::id()).as_bytes(), &[])
+        });
+        return Ok(worker.run()?);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
@@ -68,6 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             runtime.block_on(counter())?;
         }
+        "entry-sub" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(entry_sub())?;
+        }
         "sub-fds" => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -77,6 +93,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown mode {other:?}").into()),
     }
     Ok(())
+}
+
+async fn entry_sub() -> arbor_worker::Result<()> {
+    let worker = AsyncWorker::connect()?;
+    let (spawner, poster) = (worker.spawner(), worker.poster());
+    let test = async move {
+        let mut leaf = spawner
+            .spawn(WorkerSpec::entry("leaf").name("leaf"))
+            .await?;
+        leaf.post_message(b"hi", &[]).await?;
+        let answer = loop {
+            match leaf.next_event().await {
+                Some(SubWorkerEvent::Message { data, .. }) => break data,
+                Some(SubWorkerEvent::Exit(exit)) => break format!("exited {exit:?}").into_bytes(),
+                None => break b"no answer".to_vec(),
+                Some(_) => {}
+            }
+        };
+        poster.post_message(&answer, &[]).await?;
+        leaf.close(Duration::from_secs(5)).await.map(drop)
+    };
+    let testing = tokio::spawn(async move {
+        if let Err(e) = test.await {
+            eprintln!("entry-sub: {e}");
+        }
+    });
+    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    testing.abort();
+    result
 }
 
 async fn sub_fds(test_worker: String) -> arbor_worker::Result<()> {

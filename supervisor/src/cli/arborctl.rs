@@ -49,9 +49,9 @@ enum Command {
         /// never | on-failure | always.
         #[arg(long, default_value = "never")]
         restart: String,
-        /// Close grace, e.g. 5s or 250ms.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
-        close_grace: Duration,
+        /// Close grace, e.g. 5s or 250ms [default: 5s].
+        #[arg(long, value_parser = parse_duration)]
+        close_grace: Option<Duration>,
         /// The program does not speak arbor's protocol (running once started).
         #[arg(long)]
         plain: bool,
@@ -189,7 +189,9 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
                 .ok()
                 .map(|d| d.to_string_lossy().into_owned()),
             restart: restart.clone(),
-            close_grace_ms: close_grace.as_millis() as u64,
+            close_grace_ms: close_grace
+                .unwrap_or(crate::spec::DEFAULT_CLOSE_GRACE)
+                .as_millis() as u64,
             speaks_protocol: !plain,
             shared: shared.is_some(),
         }),

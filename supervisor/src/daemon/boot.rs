@@ -10,10 +10,10 @@ use arbor_protocol::control::WorkerState;
 use arbor_protocol::Limits;
 
 use super::context::Daemon;
+use super::error::DaemonError;
 use super::monitor::start;
 use super::pools;
 use super::recipe::Recipe;
-use super::run::DaemonError;
 use crate::config::Config;
 use crate::Supervisor;
 
@@ -71,14 +71,19 @@ fn supervisor(config: &Config) -> Result<Supervisor, crate::Error> {
     }
 }
 
-/// Waits until no boot worker is starting (each is Ready, or already gone),
-/// or a generous bound passed, so that one hung worker cannot stall the boot.
+/// Waits until no worker is starting (each is Ready, or already gone;
+/// sub-workers the boot workers start meanwhile included), or a generous
+/// bound passed, so that one hung worker cannot stall the boot.
 async fn wait_for_boot_workers(daemon: &Daemon) {
-    let starting = daemon.registry.starting();
-    let count = starting.len();
     let all_started = async {
-        for mut seen in starting {
-            let _ = seen.wait_for(|s| s.state != WorkerState::Starting).await;
+        loop {
+            let starting = daemon.registry.starting();
+            if starting.is_empty() {
+                return;
+            }
+            for mut seen in starting {
+                let _ = seen.wait_for(|s| s.state != WorkerState::Starting).await;
+            }
         }
     };
     if tokio::time::timeout(BOOT_READY_LIMIT, all_started)
@@ -86,8 +91,6 @@ async fn wait_for_boot_workers(daemon: &Daemon) {
         .is_err()
     {
         let left = daemon.registry.starting().len();
-        tracing::warn!(
-            "{left} of {count} boot workers not Ready after {BOOT_READY_LIMIT:?}; ready anyway"
-        );
+        tracing::warn!("{left} workers not Ready after {BOOT_READY_LIMIT:?}; ready anyway");
     }
 }

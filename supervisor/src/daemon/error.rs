@@ -1,10 +1,32 @@
-//! Why a control request failed: one enum, each variant with its context,
+//! Why arbord could not run ([`DaemonError`]), and why a control request
+//! failed: one enum, each variant with its context,
 //! and the [`ErrorKind`] a client can match on the wire
 //! ([`arbor_protocol::control::ControlResponse::Failed`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use arbor_protocol::control::{ControlResponse, ErrorKind, WorkerState};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another arbord answers on the socket path.
+    #[error("another arbord is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    /// The control socket could not be set up.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor could not start.
+    #[error(transparent)]
+    Supervisor(#[from] crate::Error),
+}
 
 /// A failed control request.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ mod boot;
 mod context;
 mod control;
 mod error;
+mod lifecycle;
 mod monitor;
 mod pools;
 mod recipe;
@@ -28,5 +29,8 @@ mod reload_gate;
 mod run;
 mod serve;
 mod shutdown;
+mod signals;
 
-pub use run::{run, DaemonError, DaemonSignal};
+pub use error::DaemonError;
+pub use run::run;
+pub use signals::DaemonSignal;

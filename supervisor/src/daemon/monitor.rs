@@ -12,10 +12,10 @@ use std::time::Instant;
 use arbor_protocol::control::{Event, EventKind, Exit, SignalInfo, WorkerState};
 
 use super::context::Daemon;
+use super::lifecycle::{Effect, Input, Lifecycle};
 use super::recipe::Recipe;
-use crate::restart::{self, Action, Ending, RestartState};
 use crate::systemd::notify;
-use crate::{ExitRecord, Initiator, Worker, WorkerEvent};
+use crate::{ExitRecord, Worker, WorkerEvent};
 
 /// The worker a monitor follows, across its runs.
 #[derive(Debug)]
@@ -87,61 +87,134 @@ async fn spawn(daemon: &Daemon, recipe: &Recipe) -> Result<Worker, crate::Error>
     daemon.supervisor.spawn(spec).await
 }
 
-/// Follows one managed worker through its runs: each run's events, then
-/// its exit and what the restart policy makes of it.
-async fn monitor(daemon: Arc<Daemon>, me: Managed, mut events: crate::Events) {
-    let mut state = RestartState::new(&me.recipe.restart, Instant::now());
+/// Follows one managed worker through its runs: [`Lifecycle`] decides,
+/// this carries its effects out and feeds it what happened.
+async fn monitor(daemon: Arc<Daemon>, me: Managed, events: crate::Events) {
+    let mut life = Lifecycle::new(me.recipe.restart, me.recipe.ready_timeout, Instant::now());
+    let mut run = Run {
+        events,
+        ready_by: None,
+        spawned: None,
+    };
+    let mut effects = life.step(Input::Started, Instant::now());
     loop {
-        let (record, missed_ready) = follow_run(&daemon, &me, &mut events).await;
-        let ending = record_exit(&daemon, &me, record, missed_ready);
-        match after_exit(&daemon, &me, &mut state, ending).await {
-            Some(next_run) => events = next_run,
-            None => return,
+        let mut next = None;
+        for effect in effects.drain(..) {
+            match apply(&daemon, &me, &mut run, effect).await {
+                Applied::Done => return,
+                Applied::Then(input) => next = Some(input),
+                Applied::Go => {}
+            }
         }
+        let input = match next {
+            Some(input) => input,
+            None => next_input(&daemon, &me, &mut run).await,
+        };
+        effects = life.step(input, Instant::now());
     }
 }
 
-/// One run's events up to its exit (`None` when the events ended without
-/// one), and whether it was killed for not being Ready in time.
-async fn follow_run(
-    daemon: &Arc<Daemon>,
-    me: &Managed,
-    events: &mut crate::Events,
-) -> (Option<ExitRecord>, bool) {
-    // A pool replica that is not Ready in time is killed (and restarted
-    // by its policy): it must not hold a place in the pool forever.
-    let ready_limit = me.recipe.ready_timeout;
-    let mut ready_by = ready_limit.map(|limit| tokio::time::Instant::now() + limit);
-    let mut missed_ready = false;
+/// The current run, as the monitor holds it.
+struct Run {
+    events: crate::Events,
+    /// When the run must have sent Ready.
+    ready_by: Option<tokio::time::Instant>,
+    /// A run just spawned, not yet in place.
+    spawned: Option<Worker>,
+}
+
+/// What carrying out an effect led to.
+enum Applied {
+    Go,
+    /// The effect's outcome, to feed back.
+    Then(Input),
+    Done,
+}
+
+/// The next thing that happened to the run that the lifecycle decides on;
+/// every other event is handled on the way.
+async fn next_input(daemon: &Arc<Daemon>, me: &Managed, run: &mut Run) -> Input {
     loop {
         let event = tokio::select! {
-            event = events.next() => event,
-            _ = sleep_until(ready_by) => {
-                tracing::warn!(worker = %me.recipe.name, id = me.id, "not Ready within {:?}: killed", ready_limit.unwrap_or_default());
-                if let Ok(worker) = daemon.registry.running(me.id) {
-                    worker.begin_terminate();
-                }
-                ready_by = None;
-                missed_ready = true;
+            event = run.events.next() => event,
+            _ = sleep_until(run.ready_by) => return Input::ReadyDeadline,
+        };
+        let record = match event {
+            Some(WorkerEvent::Ready) => return Input::Ready,
+            Some(WorkerEvent::Exit(record)) => Some(record),
+            None => None,
+            Some(event) => {
+                on_event(daemon, me, event);
                 continue;
             }
         };
-        match event {
-            Some(WorkerEvent::Exit(record)) => return (Some(record), missed_ready),
-            None => return (None, missed_ready),
-            Some(WorkerEvent::Ready) => {
-                ready_by = None;
-                on_ready(daemon, me);
-            }
-            Some(event) => on_event(daemon, me, event),
-        }
+        return Input::Exited {
+            record,
+            stop_requested: daemon.registry.stop_requested(me.id),
+        };
     }
 }
 
-/// The run is Ready: running, and a pool replica joins its pool.
-fn on_ready(daemon: &Daemon, me: &Managed) {
-    daemon.registry.mark_ready(me.id);
-    daemon.registry.emit(me.event(EventKind::Ready));
+/// Carries out one effect of the lifecycle.
+async fn apply(daemon: &Daemon, me: &Managed, run: &mut Run, effect: Effect) -> Applied {
+    let registry = &daemon.registry;
+    match effect {
+        Effect::ArmReady(at) => run.ready_by = Some(at.into()),
+        Effect::DisarmReady => run.ready_by = None,
+        Effect::Terminate => {
+            let limit = me.recipe.ready_timeout.unwrap_or_default();
+            tracing::warn!(worker = %me.recipe.name, id = me.id, "not Ready within {limit:?}: killed");
+            if let Ok(worker) = registry.running(me.id) {
+                worker.begin_terminate();
+            }
+        }
+        Effect::MarkReady => {
+            registry.mark_ready(me.id);
+            registry.emit(me.event(EventKind::Ready));
+        }
+        Effect::EndRun(record) => end_run(daemon, me, record),
+        Effect::State(state) => {
+            if state == WorkerState::Failed {
+                tracing::error!(worker = %me.recipe.name, id = me.id, "restarting too often: marked failed");
+            }
+            registry.set_state(me.id, state);
+        }
+        Effect::Emit(kind) => registry.emit(me.event(kind)),
+        Effect::Backoff(at) => {
+            let stop_requested = !backoff(daemon, me.id, at).await;
+            return Applied::Then(Input::BackoffOver { stop_requested });
+        }
+        Effect::Spawn => match spawn(daemon, &me.recipe).await {
+            Ok(worker) => {
+                run.spawned = Some(worker);
+                let stop_requested = registry.stop_requested(me.id);
+                return Applied::Then(Input::Spawned { stop_requested });
+            }
+            Err(e) => {
+                tracing::error!(worker = %me.recipe.name, id = me.id, "restart failed: {e}");
+                return Applied::Then(Input::SpawnFailed);
+            }
+        },
+        Effect::TerminateSpawned => {
+            // Stopped while this restart was starting.
+            if let Some(worker) = run.spawned.take() {
+                let _ = worker.terminate().await;
+            }
+        }
+        Effect::InstallSpawned => {
+            let Some(worker) = run.spawned.take() else {
+                return Applied::Done;
+            };
+            let Some(events) = restarted(daemon, me, worker).await else {
+                return Applied::Done;
+            };
+            run.events = events;
+        }
+        Effect::ForgetOldExits => registry.forget_old_exits(),
+        Effect::NotifyStatus => notify(&registry.status_line()),
+        Effect::Done => return Applied::Done,
+    }
+    Applied::Go
 }
 
 /// Every event of a run but Ready and the exit.
@@ -204,28 +277,12 @@ fn on_event(daemon: &Arc<Daemon>, me: &Managed, event: WorkerEvent) {
     }
 }
 
-/// Enters a run's exit in the registry and tells watchers; what kind of
-/// ending it was, for the restart policy.
-fn record_exit(
-    daemon: &Daemon,
-    me: &Managed,
-    record: Option<ExitRecord>,
-    missed_ready: bool,
-) -> Ending {
+/// A run is over: out of its pool, its exit told to watchers and entered
+/// in the registry.
+fn end_run(daemon: &Daemon, me: &Managed, record: Option<ExitRecord>) {
     if let Some(pool) = &me.recipe.pool {
         pool.replica_gone(me.id);
     }
-    let ending = match record {
-        _ if daemon.registry.stop_requested(me.id) => Ending::Stopped,
-        // Killed for not being Ready in time: a failure, restarted by policy.
-        _ if missed_ready => Ending::Failure,
-        Some(ExitRecord {
-            initiated_by: Initiator::Close | Initiator::Terminate,
-            ..
-        }) => Ending::Stopped,
-        Some(record) if record.success() => Ending::Clean,
-        _ => Ending::Failure,
-    };
     let description = record
         .map(|r| describe_exit(&r))
         .unwrap_or_else(|| "unknown".into());
@@ -234,83 +291,6 @@ fn record_exit(
         .registry
         .emit(me.event(EventKind::Exit(record.as_ref().map(exit_of))));
     daemon.registry.run_ended(me.id, description);
-    ending
-}
-
-/// What follows a run's exit by the restart policy: the next run's events,
-/// or `None` when the worker is done (exited, stopped or failed).
-async fn after_exit(
-    daemon: &Arc<Daemon>,
-    me: &Managed,
-    state: &mut RestartState,
-    ending: Ending,
-) -> Option<crate::Events> {
-    let mut actions = restart::step(
-        state,
-        &me.recipe.restart,
-        restart::Event::Exited(ending),
-        Instant::now(),
-    );
-    loop {
-        match actions.first().copied() {
-            Some(Action::RestartAt(at)) => {
-                daemon.registry.set_state(me.id, WorkerState::Restarting);
-                daemon.registry.emit(me.event(EventKind::Restarting));
-                if !backoff(daemon, me.id, at).await {
-                    daemon.registry.set_state(me.id, WorkerState::Exited);
-                    daemon.registry.emit(me.event(EventKind::Exit(None)));
-                    return None;
-                }
-                actions = restart::step(
-                    state,
-                    &me.recipe.restart,
-                    restart::Event::Due,
-                    Instant::now(),
-                );
-            }
-            Some(Action::Start) => match spawn(daemon, &me.recipe).await {
-                Ok(worker) if daemon.registry.stop_requested(me.id) => {
-                    // Stopped while this restart was starting.
-                    let _ = worker.terminate().await;
-                    daemon.registry.set_state(me.id, WorkerState::Exited);
-                    return None;
-                }
-                Ok(worker) => {
-                    restart::step(
-                        state,
-                        &me.recipe.restart,
-                        restart::Event::Started,
-                        Instant::now(),
-                    );
-                    return restarted(daemon, me, worker);
-                }
-                Err(e) => {
-                    tracing::error!(worker = %me.recipe.name, id = me.id, "restart failed: {e}");
-                    // A start that fails counts as a failed run: back off
-                    // and try again, within the intensity limit.
-                    actions = restart::step(
-                        state,
-                        &me.recipe.restart,
-                        restart::Event::Exited(Ending::Failure),
-                        Instant::now(),
-                    );
-                }
-            },
-            Some(Action::Failed { restarts }) => {
-                tracing::error!(worker = %me.recipe.name, id = me.id, restarts, "restarting too often: marked failed");
-                daemon.registry.set_state(me.id, WorkerState::Failed);
-                daemon.registry.emit(me.event(EventKind::Failed));
-                notify(&daemon.registry.status_line());
-                return None;
-            }
-            Some(Action::Finished) | None => {
-                daemon.registry.set_state(me.id, WorkerState::Exited);
-                daemon.registry.forget_old_exits();
-                notify(&daemon.registry.status_line());
-                return None;
-            }
-        }
-    }
 }
 
 /// Sleeps out a restart's backoff until `at`; `false` when a stop (of this
@@ -329,10 +309,17 @@ async fn backoff(daemon: &Daemon, id: u64, at: Instant) -> bool {
 }
 
 /// Puts a restarted run in place of the last one; its events.
-fn restarted(daemon: &Daemon, me: &Managed, mut worker: Worker) -> Option<crate::Events> {
+/// `None` when the worker is done instead: it was stopped (or arbord began
+/// stopping) while the run started, and the run is ended at once.
+async fn restarted(daemon: &Daemon, me: &Managed, mut worker: Worker) -> Option<crate::Events> {
     let events = worker.take_events()?;
+    let worker = Arc::new(worker);
     // An attach waiting for this run can take it now.
-    daemon.registry.restarted(me.id, Arc::new(worker));
+    if !daemon.registry.restarted(me.id, Arc::clone(&worker)) {
+        let _ = worker.terminate().await;
+        daemon.registry.set_state(me.id, WorkerState::Exited);
+        return None;
+    }
     tracing::info!(worker = %me.recipe.name, id = me.id, "restarted");
     daemon.registry.emit(me.event(EventKind::Spawned));
     notify(&daemon.registry.status_line());

@@ -47,7 +47,7 @@ impl Recipe {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
-            close_grace: Duration::from_secs(5),
+            close_grace: crate::spec::DEFAULT_CLOSE_GRACE,
             speaks_protocol: true,
             restart: RestartConfig::default(),
             pool: None,
@@ -102,18 +102,6 @@ impl Recipe {
         })
     }
 
-    /// Whether a reload can leave a worker started from `other` running.
-    pub(super) fn same_as(&self, other: &Recipe) -> bool {
-        self.program == other.program
-            && self.args == other.args
-            && self.env == other.env
-            && self.cwd == other.cwd
-            && self.close_grace == other.close_grace
-            && self.speaks_protocol == other.speaks_protocol
-            && self.restart == other.restart
-            && self.ready_timeout == other.ready_timeout
-    }
-
     /// The spec of a new run; a pool replica gets its sockets here (a
     /// `reuseport` socket is bound anew for each).
     pub(super) fn spec(&self) -> std::io::Result<WorkerSpec> {
@@ -140,5 +128,29 @@ impl Recipe {
             }
         }
         Ok(spec)
+    }
+}
+
+/// Two recipes are equal when a reload can leave a worker started from one
+/// running for the other: the same name, program, arguments, environment,
+/// directory, grace, protocol, restart settings and Ready limit, and the
+/// same pool (the very same sockets).
+impl PartialEq for Recipe {
+    fn eq(&self, other: &Self) -> bool {
+        let same_pool = match (&self.pool, &other.pool) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_pool
+            && self.name == other.name
+            && self.program == other.program
+            && self.args == other.args
+            && self.env == other.env
+            && self.cwd == other.cwd
+            && self.close_grace == other.close_grace
+            && self.speaks_protocol == other.speaks_protocol
+            && self.restart == other.restart
+            && self.ready_timeout == other.ready_timeout
     }
 }

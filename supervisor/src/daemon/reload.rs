@@ -60,11 +60,7 @@ async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
     // waiting for a restart, or stopped by an operator.
     let current = daemon.registry.config_workers();
     let wanted: Vec<Recipe> = new.workers.iter().map(Recipe::from_config).collect();
-    let kept = |recipe: &Recipe| {
-        wanted
-            .iter()
-            .any(|w| w.name == recipe.name && w.same_as(recipe))
-    };
+    let kept = |recipe: &Recipe| wanted.contains(recipe);
     let mut closing = Vec::new();
     for (id, recipe) in current.iter().filter(|(_, r)| !kept(r)) {
         tracing::info!(worker = %recipe.name, id, "reload: stopping");
@@ -80,9 +76,7 @@ async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
         daemon.registry.remove(*id);
     }
     for recipe in wanted {
-        let present = current
-            .iter()
-            .any(|(_, r)| r.name == recipe.name && r.same_as(&recipe));
+        let present = current.iter().any(|(_, r)| *r == recipe);
         if !present {
             tracing::info!(worker = %recipe.name, "reload: starting");
             if let Err(e) = start(daemon, recipe, true).await {

@@ -16,39 +16,12 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use super::context::Daemon;
+use super::error::DaemonError;
 use super::serve::{refuse_busy, serve_client, MAX_CLIENTS};
+use super::signals::DaemonSignal;
 use super::{boot, reload, shutdown};
 use crate::config::Config;
 use crate::systemd::{notify, Activated};
-
-/// Signals the binary forwards to [`run`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DaemonSignal {
-    /// SIGTERM or SIGINT: close every worker, then exit.
-    Shutdown,
-    /// SIGHUP: reload the configuration file.
-    Reload,
-}
-
-/// Why the daemon could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    /// Another arbord answers on the socket path.
-    #[error("another arbord is already running on {0}")]
-    AlreadyRunning(PathBuf),
-    /// The control socket could not be set up.
-    #[error("control socket {path}: {source}")]
-    Socket {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The supervisor could not start.
-    #[error(transparent)]
-    Supervisor(#[from] crate::Error),
-}
 
 /// Runs arbord until a shutdown request or signal; returns once every
 /// worker is gone and the socket is removed.

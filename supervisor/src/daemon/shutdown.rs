@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::context::Daemon;
-use super::run::DaemonSignal;
+use super::signals::DaemonSignal;
 use crate::systemd::notify;
 
 /// Stops every worker and returns once they are all gone.

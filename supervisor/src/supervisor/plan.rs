@@ -199,8 +199,10 @@ fn environment(spec: &SpecParts, id: u64) -> Result<Vec<CString>> {
             .collect()
     };
     // The spawn's own variables come from the spawn alone: a spec cannot
-    // move the channel or the listen fds by setting them.
-    for (key, value) in spec.env.iter().filter(|(k, _)| !spawn_variable(k)) {
+    // move the channel or the listen fds by setting them. ARBOR_ENTRY is
+    // the exception: an entry point sent in a Spawn frame travels as it.
+    let fd_variable = |k: &OsStr| k != "ARBOR_ENTRY" && spawn_variable(k);
+    for (key, value) in spec.env.iter().filter(|(k, _)| !fd_variable(k)) {
         vars.retain(|(k, _)| k != key);
         if let Some(value) = value {
             vars.push((key.clone(), value.clone()));

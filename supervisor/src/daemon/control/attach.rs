@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Reply;
+use super::reply::Reply;
 use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
 use crate::daemon::monitor::start;

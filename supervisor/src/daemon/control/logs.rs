@@ -3,7 +3,7 @@
 
 use arbor_protocol::control::ControlResponse;
 
-use super::{Reply, StreamForm};
+use super::reply::{Reply, StreamForm};
 use crate::daemon::context::Daemon;
 use crate::daemon::error::ControlError;
 

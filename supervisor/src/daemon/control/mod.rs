@@ -7,6 +7,7 @@ mod list;
 mod logs;
 mod pools;
 mod post;
+mod reply;
 mod request;
 mod signal;
 mod spawn;
@@ -17,47 +18,11 @@ mod watch;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use arbor_protocol::control::{ControlRequest, ControlResponse, Event};
-use tokio::sync::broadcast;
+use arbor_protocol::control::ControlRequest;
 
+pub(super) use self::reply::{Reply, StreamForm};
 use super::context::Daemon;
 use super::error::ControlError;
-
-/// How a request is answered.
-#[derive(Debug)]
-pub(super) enum Reply {
-    /// One answer; the client may send its next request.
-    One(ControlResponse),
-    /// One answer (an error where a stream or a port was asked for), then
-    /// the connection ends.
-    End(ControlResponse),
-    /// A first answer, then the events of `worker` (every worker's when
-    /// `None`) in `form` until the client hangs up: `watch`, `events`,
-    /// `logs -f`. Subscribed before the first answer is sent, so that no
-    /// event falls in between.
-    Stream {
-        first: ControlResponse,
-        events: broadcast::Receiver<Event>,
-        worker: Option<u64>,
-        form: StreamForm,
-    },
-    /// Attached to `worker`, with the client's end of a new port to it;
-    /// the client talks to the worker on the port from then on.
-    Port { worker: u64, port: OwnedFd },
-    /// Ok, then arbord shuts down.
-    Shutdown,
-}
-
-/// What a stream sends, and in which form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StreamForm {
-    /// Every event, flat ([`ControlResponse::Event`], for `Watch`).
-    Flat,
-    /// Every event, typed ([`ControlResponse::Notice`], for `Events`).
-    Typed,
-    /// Output lines only, flat (`Logs { follow: true }`).
-    Output,
-}
 
 /// Answers one request; `fds` came with it (only `post` passes them on),
 /// `origin` names the client (for a shared worker's `onconnect`).

@@ -3,7 +3,7 @@
 
 use arbor_protocol::control::ControlResponse;
 
-use super::{Reply, StreamForm};
+use super::reply::{Reply, StreamForm};
 use crate::daemon::context::Daemon;
 
 pub(super) fn watch(daemon: &Daemon, id: Option<u64>, form: StreamForm) -> Reply {

@@ -7,6 +7,8 @@
 //! [`Dispatcher`] (`handoff`), and the list of its replicas. Operations on
 //! one pool (scale, reload) take turns on the pool's lock.
 
+mod pool;
+mod replicas;
 mod rolling;
 mod runtime;
 mod scale;
@@ -14,10 +16,11 @@ mod socket;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arbor_protocol::control::{PoolInfo, WorkerState};
+use arbor_protocol::control::PoolInfo;
 
+pub(crate) use self::pool::Pool;
+use self::replicas::stop_replicas;
 pub(super) use self::rolling::{reconfigure, rolling_reload};
 pub(super) use self::runtime::PoolRuntime;
 pub(super) use self::scale::scale;
@@ -27,22 +30,6 @@ use super::context::Daemon;
 use super::error::ControlError;
 use super::recipe::Recipe;
 use crate::config::WorkerConfig;
-
-/// A pool's readiness limit when its recipe has none.
-const DEFAULT_READY: Duration = Duration::from_secs(30);
-
-/// A pool in the registry.
-#[derive(Debug)]
-pub(crate) struct Pool {
-    pub(in crate::daemon) config: WorkerConfig,
-    pub(in crate::daemon) runtime: Arc<PoolRuntime>,
-    pub(in crate::daemon) recipe: Recipe,
-    pub(in crate::daemon) wanted: u32,
-    /// Its replicas' worker ids, oldest first.
-    pub(in crate::daemon) replicas: Vec<u64>,
-    /// Held by scale and reload: one operation at a time per pool.
-    pub(in crate::daemon) turn: Arc<tokio::sync::Mutex<()>>,
-}
 
 /// Opens pool `config`'s sockets (taking those systemd passed by name from
 /// `activated`) and starts its replicas.
@@ -115,39 +102,4 @@ pub(crate) fn infos(daemon: &Daemon) -> Vec<PoolInfo> {
             info
         })
         .collect()
-}
-
-/// Waits until worker `id` is Ready; an error when it exits first or
-/// `timeout` passes.
-async fn wait_ready(daemon: &Daemon, id: u64, timeout: Duration) -> Result<(), ControlError> {
-    let Some(mut seen) = daemon.registry.watch(id) else {
-        return Err(ControlError::ReplicaGone(id));
-    };
-    let started =
-        tokio::time::timeout(timeout, seen.wait_for(|s| s.state != WorkerState::Starting)).await;
-    match started {
-        Err(_) => Err(ControlError::ReplicaTimeout { id, limit: timeout }),
-        Ok(Err(_)) => Err(ControlError::ReplicaGone(id)),
-        Ok(Ok(seen)) if seen.state == WorkerState::Running => Ok(()),
-        Ok(Ok(seen)) => Err(ControlError::ReplicaNotReady {
-            id,
-            state: seen.state,
-        }),
-    }
-}
-
-/// Closes replicas for good (out of dispatch first), concurrently, each
-/// with `grace`, and waits for their exits.
-async fn stop_replicas(daemon: &Daemon, ids: &[u64], grace: Duration) {
-    let mut closing = Vec::new();
-    for id in ids {
-        if let Ok(Some(worker)) = daemon.registry.request_stop(*id) {
-            tracing::info!(id, "closing replica");
-            worker.begin_close(grace);
-            closing.push(worker);
-        }
-    }
-    for worker in closing {
-        let _ = worker.wait().await;
-    }
 }

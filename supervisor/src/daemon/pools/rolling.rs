@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use super::replicas::{stop_replicas, wait_ready};
 use super::scale::scale_to;
-use super::{stop_replicas, wait_ready, DEFAULT_READY};
 use crate::config::WorkerConfig;
+use crate::config::DEFAULT_READY_TIMEOUT;
 use crate::daemon::context::Daemon;
 use crate::daemon::error::{ControlError, PoolProgress};
 use crate::daemon::monitor::start;
@@ -31,7 +32,7 @@ async fn rolling_replace(
     let turn = daemon.registry.pool_turn(name)?;
     let _turn = turn.lock().await;
     let Plan { recipe, old, surge } = daemon.registry.plan_replacement(name, new.as_ref())?;
-    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
+    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let mut replaced = 0;
     for step in old.chunks(surge) {
         let mut fresh = Vec::new();

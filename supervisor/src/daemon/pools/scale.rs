@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{stop_replicas, wait_ready, DEFAULT_READY};
+use super::replicas::{stop_replicas, wait_ready};
+use crate::config::{DEFAULT_READY_TIMEOUT, MAX_REPLICAS};
 use crate::daemon::context::Daemon;
 use crate::daemon::error::{ControlError, PoolProgress};
 use crate::daemon::monitor::start;
@@ -13,8 +14,8 @@ pub(crate) async fn scale(
     name: &str,
     wanted: u32,
 ) -> Result<String, ControlError> {
-    if wanted > 1000 {
-        return Err(ControlError::TooManyReplicas(1000));
+    if wanted > MAX_REPLICAS {
+        return Err(ControlError::TooManyReplicas(MAX_REPLICAS));
     }
     scale_to(daemon, name, wanted, true).await
 }
@@ -28,7 +29,7 @@ pub(super) async fn scale_to(
     let turn = daemon.registry.pool_turn(name)?;
     let _turn = turn.lock().await;
     let (recipe, live) = daemon.registry.want_replicas(name, wanted)?;
-    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY);
+    let timeout = recipe.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
     let have = live.len() as u32;
     if wanted > have {
         let mut started = Vec::new();

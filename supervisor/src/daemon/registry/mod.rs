@@ -11,6 +11,8 @@
 //! run), sent whenever one of them changes, and dropped with the entry.
 //! Shutdown has a `watch` of its own.
 
+mod listing;
+mod logs;
 mod pools;
 mod shared;
 #[cfg(test)]
@@ -20,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arbor_protocol::control::{Event, WorkerInfo, WorkerState};
+use arbor_protocol::control::{Event, WorkerState};
 use tokio::sync::{broadcast, watch};
 
 use super::error::ControlError;
@@ -40,8 +42,6 @@ const LOG_LINES: usize = 1000;
 /// Events buffered for watchers; one that falls further behind is told how
 /// many it missed, and never slows a worker or another client.
 const WATCH_BUFFER: usize = 1024;
-/// The close grace of a worker the registry no longer knows.
-pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// What a waiter can wait for on one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,44 +243,6 @@ impl Registry {
         }
     }
 
-    /// A line worker `id` printed: into its ring and out to followers
-    /// under one lock, so that a `logs -f` (which takes its snapshot and
-    /// subscribes under the same lock) sees each line exactly once.
-    pub(super) fn output(&self, id: u64, line: String, event: impl FnOnce(String) -> Event) {
-        let mut state = self.lock();
-        if let Some(entry) = state.workers.get_mut(&id) {
-            if entry.logs.len() == LOG_LINES {
-                entry.logs.pop_front();
-            }
-            entry.logs.push_back(line.clone());
-        }
-        self.emit(event(line));
-    }
-
-    /// The last `lines` lines of worker `id`.
-    pub(super) fn tail(&self, id: u64, lines: u32) -> Result<Vec<String>, ControlError> {
-        let state = self.lock();
-        let entry = state
-            .workers
-            .get(&id)
-            .ok_or(ControlError::NoSuchWorker(id))?;
-        Ok(last_lines(&entry.logs, lines))
-    }
-
-    /// The last `lines` lines of worker `id`, and every event after them.
-    pub(super) fn follow(
-        &self,
-        id: u64,
-        lines: u32,
-    ) -> Result<(Vec<String>, broadcast::Receiver<Event>), ControlError> {
-        let state = self.lock();
-        let entry = state
-            .workers
-            .get(&id)
-            .ok_or(ControlError::NoSuchWorker(id))?;
-        Ok((last_lines(&entry.logs, lines), self.subscribe()))
-    }
-
     /// A run of worker `id` ended, as `description` says.
     pub(super) fn run_ended(&self, id: u64, description: String) {
         if let Some(entry) = self.lock().workers.get_mut(&id) {
@@ -290,15 +252,23 @@ impl Registry {
         }
     }
 
-    /// A new run of worker `id` started.
-    pub(super) fn restarted(&self, id: u64, worker: Arc<Worker>) {
-        if let Some(entry) = self.lock().workers.get_mut(&id) {
-            entry.pid = worker.pid();
-            entry.worker = Some(worker);
-            entry.state = WorkerState::Starting;
-            entry.started = Instant::now();
-            entry.restarts += 1;
-            entry.changed();
+    /// A new run of worker `id` started: it takes the last one's place,
+    /// unless the worker was stopped or forgotten, or arbord began stopping,
+    /// since the run was asked for (then `false`: the caller ends it).
+    pub(super) fn restarted(&self, id: u64, worker: Arc<Worker>) -> bool {
+        let mut state = self.lock();
+        let stopping = state.stopping;
+        match state.workers.get_mut(&id) {
+            Some(entry) if !entry.stop_requested && !stopping => {
+                entry.pid = worker.pid();
+                entry.worker = Some(worker);
+                entry.state = WorkerState::Starting;
+                entry.started = Instant::now();
+                entry.restarts += 1;
+                entry.changed();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -317,7 +287,7 @@ impl Registry {
         self.lock()
             .workers
             .get(&id)
-            .map_or(DEFAULT_GRACE, |e| e.recipe.close_grace)
+            .map_or(crate::spec::DEFAULT_CLOSE_GRACE, |e| e.recipe.close_grace)
     }
 
     /// What waiters of worker `id` see; `None` when it is not known.
@@ -360,57 +330,6 @@ impl Registry {
     /// The handles of every running worker.
     pub(super) fn live_handles(&self) -> Vec<Arc<Worker>> {
         self.lock().live_handles()
-    }
-
-    /// Every worker as `ps` lists it, with no memory figure (read from
-    /// /proc by the caller, outside the lock).
-    pub(super) fn list(&self) -> Vec<WorkerInfo> {
-        self.lock()
-            .workers
-            .iter()
-            .map(|(id, e)| WorkerInfo {
-                id: *id,
-                name: e.recipe.name.clone(),
-                pid: e.pid,
-                state: e.state.name().to_string(),
-                uptime_secs: if e.worker.is_some() {
-                    e.started.elapsed().as_secs()
-                } else {
-                    0
-                },
-                restarts: e.restarts,
-                rss_kib: 0,
-                last_exit: e.last_exit.clone(),
-                parent: e.parent,
-            })
-            .collect()
-    }
-
-    /// (known, running) workers.
-    pub(super) fn counts(&self) -> (usize, usize) {
-        let state = self.lock();
-        let running = state
-            .workers
-            .values()
-            .filter(|e| e.worker.is_some())
-            .count();
-        (state.workers.len(), running)
-    }
-
-    pub(super) fn status_line(&self) -> String {
-        let (known, running) = self.counts();
-        format!("STATUS={running} workers running, {known} known")
-    }
-
-    /// The workers the configuration file declared (not pool replicas),
-    /// whatever their state, with their recipes.
-    pub(super) fn config_workers(&self) -> Vec<(u64, Recipe)> {
-        self.lock()
-            .workers
-            .iter()
-            .filter(|(_, e)| e.from_config && e.recipe.pool.is_none())
-            .map(|(id, e)| (*id, e.recipe.clone()))
-            .collect()
     }
 
     /// A fresh port id for a shared worker's `onconnect`.
@@ -478,9 +397,4 @@ impl State {
             .get(&id)
             .is_some_and(|e| !e.stop_requested && !e.state.is_final())
     }
-}
-
-fn last_lines(logs: &VecDeque<String>, lines: u32) -> Vec<String> {
-    let skip = logs.len().saturating_sub(lines as usize);
-    logs.iter().skip(skip).cloned().collect()
 }

@@ -132,7 +132,7 @@ impl Registry {
             socket: pool.config.socket.clone(),
             ..config.clone()
         };
-        let changed = !recipe.same_as(&pool.recipe) || pool.config.surge != config.surge;
+        let changed = recipe != pool.recipe || pool.config.surge != config.surge;
         Ok(changed.then_some((recipe, config)))
     }
 

@@ -23,6 +23,9 @@ pub(in crate::daemon) struct SharedWorker {
     /// Declared by `[[shared]]` (a reload may change or remove it), not by
     /// `spawn --shared`.
     from_config: bool,
+    /// A `[[shared]]` of the same name that a reload found while this one's
+    /// `spawn --shared` was starting: declared if that start fails.
+    declared_meanwhile: Option<Recipe>,
 }
 
 impl SharedWorker {
@@ -33,6 +36,7 @@ impl SharedWorker {
             gate: Arc::default(),
             current: None,
             from_config: true,
+            declared_meanwhile: None,
         }
     }
 }
@@ -91,20 +95,27 @@ impl Registry {
             gate,
             current: None,
             from_config: false,
+            declared_meanwhile: None,
         };
         state.shared.insert(name, shared);
         Ok(held)
     }
 
-    /// A reserved shared worker did not start: its name is free again.
+    /// A reserved shared worker did not start: its name is free again, or
+    /// the `[[shared]]` a reload declared meanwhile takes it.
     pub(in crate::daemon) fn unreserve_shared(&self, name: &str) {
         let mut state = self.lock();
-        if state
-            .shared
-            .get(name)
-            .is_some_and(|s| !s.from_config && s.current.is_none())
-        {
-            state.shared.remove(name);
+        let Some(shared) = state.shared.get_mut(name) else {
+            return;
+        };
+        if shared.from_config || shared.current.is_some() {
+            return;
+        }
+        match shared.declared_meanwhile.take() {
+            Some(recipe) => *shared = SharedWorker::declared(recipe),
+            None => {
+                state.shared.remove(name);
+            }
         }
     }
 
@@ -142,7 +153,7 @@ impl Registry {
             let recipe = Recipe::from_config(config);
             match state.shared.get_mut(&config.name) {
                 Some(shared) if shared.from_config => {
-                    if !shared.recipe.same_as(&recipe) {
+                    if shared.recipe != recipe {
                         if let Some(id) = shared.current.take() {
                             tracing::info!(worker = %config.name, id, "reload: replacing shared worker");
                             ending.push((id, shared.recipe.close_grace));
@@ -150,8 +161,11 @@ impl Registry {
                     }
                     shared.recipe = recipe;
                 }
-                Some(_) => {
-                    tracing::warn!(worker = %config.name, "reload: [[shared]] {:?} is taken by spawn --shared; left as it is", config.name)
+                Some(shared) => {
+                    tracing::warn!(worker = %config.name, "reload: [[shared]] {:?} is taken by spawn --shared; left as it is", config.name);
+                    if shared.current.is_none() {
+                        shared.declared_meanwhile = Some(recipe);
+                    }
                 }
                 None => {
                     state

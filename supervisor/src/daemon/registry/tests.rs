@@ -145,6 +145,20 @@ fn a_shared_name_is_taken_once_and_freed_when_its_start_fails() {
 }
 
 #[test]
+fn a_shared_worker_declared_while_a_spawn_of_its_name_starts_survives_that_starts_failure() {
+    let registry = registry();
+    let held = registry.reserve_shared(recipe("counter")).unwrap();
+    let declared: WorkerConfig =
+        toml::from_str("name = \"counter\"\nprogram = \"/bin/true\"").unwrap();
+    assert!(registry.reload_shared(&[declared]).is_empty());
+    drop(held);
+    registry.unreserve_shared("counter");
+    let (recipe, current) = registry.shared_run("counter").unwrap();
+    assert_eq!(recipe.name, "counter");
+    assert_eq!(current, None);
+}
+
+#[test]
 fn a_scale_forgets_replicas_that_are_gone_or_stopped() {
     let registry = registry();
     let config: WorkerConfig = toml::from_str("name = \"web\"\nprogram = \"/bin/true\"").unwrap();
