@@ -21,12 +21,16 @@ const INSTALL_LIMIT: Duration = Duration::from_secs(300);
 /// The virtual environment: `target/python`.
 pub fn environment() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/python
-    let target = exe
+    // target/<profile>/deps/<test> (or target/<profile>/<bin>) → target/python
+    let profile = exe
         .ancestors()
-        .find(|dir| dir.join("CACHEDIR.TAG").exists())
-        .expect("cargo's target directory above the test binary");
-    target.join("python")
+        .skip(1)
+        .find(|dir| !dir.ends_with("deps"))
+        .expect("the test binary's profile directory");
+    profile
+        .parent()
+        .expect("cargo's target directory")
+        .join("python")
 }
 
 /// The `gunicorn` executable, installed into [`environment`] if missing.
