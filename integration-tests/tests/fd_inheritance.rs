@@ -140,6 +140,25 @@ async fn given_sockets_follow_the_socket_activation_convention() {
     worker.close(Duration::from_secs(5)).await.unwrap();
 }
 
+/// The first message a `test-tree` relay posts (its sub-worker's answer),
+/// and the handles of the sub-workers it started, which come first (kept,
+/// and read, until the end).
+async fn relayed(parent: &mut Worker) -> (String, Vec<Worker>) {
+    let mut subs = Vec::new();
+    let answer = within(LIMIT, "the sub-worker's answer, relayed", async {
+        loop {
+            match parent.next_event().await.expect("the parent's events") {
+                WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
+                WorkerEvent::SubWorker(sub) => subs.push(sub),
+                WorkerEvent::Ready => {}
+                other => panic!("expected the relayed answer, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    (answer, subs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sub_worker_gets_its_sockets_from_fd_3_then_its_channel_then_its_tree_link() {
     let supervisor = Supervisor::new().unwrap();
@@ -150,19 +169,7 @@ async fn a_sub_worker_gets_its_sockets_from_fd_3_then_its_channel_then_its_tree_
         )
         .await
         .unwrap();
-    // The sub-worker's handle comes first (kept, and read, until the end).
-    let mut subs = Vec::new();
-    let report = within(LIMIT, "the sub-worker's report", async {
-        loop {
-            match parent.next_event().await.expect("the parent's events") {
-                WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
-                WorkerEvent::SubWorker(sub) => subs.push(sub),
-                WorkerEvent::Ready => {}
-                other => panic!("expected the report, got {other:?}"),
-            }
-        }
-    })
-    .await;
+    let (report, _subs) = relayed(&mut parent).await;
     let pid = report.rsplit("pid=").next().unwrap();
     assert_eq!(
         report,
@@ -178,18 +185,7 @@ async fn a_sub_worker_started_from_an_entry_point_runs_that_entry() {
         .spawn(WorkerSpec::program(binary("test-tree")).arg("entry-sub"))
         .await
         .unwrap();
-    let mut subs = Vec::new();
-    let answer = within(LIMIT, "the entry point's answer", async {
-        loop {
-            match parent.next_event().await.expect("the parent's events") {
-                WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
-                WorkerEvent::SubWorker(sub) => subs.push(sub),
-                WorkerEvent::Ready => {}
-                other => panic!("expected the answer, got {other:?}"),
-            }
-        }
-    })
-    .await;
+    let (answer, subs) = relayed(&mut parent).await;
     let leaf = subs.first().expect("the sub-worker's handle");
     assert_eq!(answer, format!("leaf {}", leaf.pid()));
     parent.close(Duration::from_secs(5)).await.unwrap();

@@ -96,15 +96,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn entry_sub() -> arbor_worker::Result<()> {
+    relay(WorkerSpec::entry("leaf").name("leaf"), b"hi").await
+}
+
+async fn sub_fds(test_worker: String) -> arbor_worker::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(arbor_worker::Error::Spec)?;
+    let spec = WorkerSpec::program(&test_worker)
+        .arg("list-fds")
+        .name("sub-fds")
+        .listen_fd("web", listener.into());
+    relay(spec, b"report").await
+}
+
+/// Starts `spec` as a sub-worker, posts it `ask`, posts its first answer
+/// (or what became of it) to this worker's own parent, closes it, and
+/// serves until closed.
+async fn relay(spec: WorkerSpec, ask: &'static [u8]) -> arbor_worker::Result<()> {
     let worker = AsyncWorker::connect()?;
     let (spawner, poster) = (worker.spawner(), worker.poster());
     let test = async move {
-        let mut leaf = spawner
-            .spawn(WorkerSpec::entry("leaf").name("leaf"))
-            .await?;
-        leaf.post_message(b"hi", &[]).await?;
+        let mut sub = spawner.spawn(spec).await?;
+        sub.post_message(ask, &[]).await?;
         let answer = loop {
-            match leaf.next_event().await {
+            match sub.next_event().await {
                 Some(SubWorkerEvent::Message { data, .. }) => break data,
                 Some(SubWorkerEvent::Exit(exit)) => break format!("exited {exit:?}").into_bytes(),
                 None => break b"no answer".to_vec(),
@@ -112,44 +126,11 @@ async fn entry_sub() -> arbor_worker::Result<()> {
             }
         };
         poster.post_message(&answer, &[]).await?;
-        leaf.close(Duration::from_secs(5)).await.map(drop)
-    };
-    let testing = tokio::spawn(async move {
-        if let Err(e) = test.await {
-            eprintln!("entry-sub: {e}");
-        }
-    });
-    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
-    testing.abort();
-    result
-}
-
-async fn sub_fds(test_worker: String) -> arbor_worker::Result<()> {
-    let worker = AsyncWorker::connect()?;
-    let (spawner, poster) = (worker.spawner(), worker.poster());
-    let test = async move {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(arbor_worker::Error::Spec)?;
-        let spec = WorkerSpec::program(&test_worker)
-            .arg("list-fds")
-            .name("sub-fds")
-            .listen_fd("web", listener.into());
-        let mut sub = spawner.spawn(spec).await?;
-        sub.post_message(b"report", &[]).await?;
-        let report = loop {
-            match sub.next_event().await {
-                Some(SubWorkerEvent::Message { data, .. }) => break data,
-                Some(SubWorkerEvent::Exit(exit)) => break format!("exited {exit:?}").into_bytes(),
-                None => break b"no report".to_vec(),
-                Some(_) => {}
-            }
-        };
-        poster.post_message(&report, &[]).await?;
         sub.close(Duration::from_secs(5)).await.map(drop)
     };
     let testing = tokio::spawn(async move {
         if let Err(e) = test.await {
-            eprintln!("sub-fds: {e}");
+            eprintln!("relay: {e}");
         }
     });
     let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
