@@ -54,14 +54,9 @@ impl Registry {
         wanted: u32,
     ) -> Result<(Recipe, Vec<u64>), ControlError> {
         let mut state = self.lock();
-        let live = state.live_replicas(name)?;
-        let pool = state
-            .pools
-            .get_mut(name)
-            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
+        let pool = state.prune_replicas(name)?;
         pool.wanted = wanted;
-        pool.replicas = live.clone();
-        Ok((pool.recipe.clone(), live))
+        Ok((pool.recipe.clone(), pool.replicas.clone()))
     }
 
     /// The replacement of pool `name`'s live replicas by `new` (recipe and
@@ -72,12 +67,8 @@ impl Registry {
         new: Option<&(Recipe, WorkerConfig)>,
     ) -> Result<Plan, ControlError> {
         let mut state = self.lock();
-        let live = state.live_replicas(name)?;
-        let pool = state
-            .pools
-            .get_mut(name)
-            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
-        pool.replicas = live.clone();
+        let pool = state.prune_replicas(name)?;
+        let live = pool.replicas.clone();
         let (recipe, config) = match new {
             Some((recipe, config)) => (recipe.clone(), config),
             None => (pool.recipe.clone(), &pool.config),
@@ -182,18 +173,24 @@ impl Registry {
 }
 
 impl super::State {
-    /// Pool `name`'s replicas that are not stopped or gone for good, oldest
-    /// first.
-    fn live_replicas(&self, name: &str) -> Result<Vec<u64>, ControlError> {
+    /// Pool `name`, with its replicas that were stopped or are gone for good
+    /// forgotten (the rest stay oldest first).
+    fn prune_replicas(&mut self, name: &str) -> Result<&mut Pool, ControlError> {
         let pool = self
             .pools
             .get(name)
             .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
-        Ok(pool
+        let live: Vec<u64> = pool
             .replicas
             .iter()
             .copied()
             .filter(|id| self.is_live(*id))
-            .collect())
+            .collect();
+        let pool = self
+            .pools
+            .get_mut(name)
+            .ok_or_else(|| ControlError::NoSuchPool(name.into()))?;
+        pool.replicas = live;
+        Ok(pool)
     }
 }
