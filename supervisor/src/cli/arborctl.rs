@@ -464,7 +464,6 @@ fn tree_order(workers: &[WorkerInfo]) -> Vec<(usize, &WorkerInfo)> {
 /// A typed event (`watch`): as the flat form prints, plus a sub-worker's
 /// parent and an exit's signal number and core dump.
 fn print_event(json: bool, event: Event) {
-    let flat = DaemonEvent::from(&event);
     let exit = match &event.kind {
         EventKind::Exit(exit) => Some(exit.clone().unwrap_or(Exit {
             code: None,
@@ -473,16 +472,25 @@ fn print_event(json: bool, event: Event) {
         })),
         _ => None,
     };
+    print_flat(json, DaemonEvent::from(&event), event.parent, exit.as_ref());
+}
+
+/// An event in the flat form (`logs -f`, and `watch` of an older arbord),
+/// with what the typed form adds when there is one: the parent, and the
+/// exit's signal number and core dump. An output line prints as itself.
+fn print_flat(json: bool, flat: DaemonEvent, parent: Option<u64>, exit: Option<&Exit>) {
     if json {
         let mut object = serde_json::json!({
             "event": flat.event, "worker": flat.worker, "name": flat.name,
         });
-        if let Some(parent) = event.parent {
+        if let Some(parent) = parent {
             object["parent"] = serde_json::json!(parent);
         }
-        if let Some(exit) = &exit {
-            object["code"] = serde_json::json!(exit.code);
-            object["signal"] = serde_json::json!(exit.signal.as_ref().map(|s| &s.name));
+        if flat.event == "exit" {
+            object["code"] = serde_json::json!(flat.code);
+            object["signal"] = serde_json::json!(flat.signal);
+        }
+        if let Some(exit) = exit {
             object["signal_number"] = serde_json::json!(exit.signal.as_ref().map(|s| s.number));
             object["core_dumped"] = serde_json::json!(exit.core_dumped);
         }
@@ -495,12 +503,12 @@ fn print_event(json: bool, event: Event) {
         say!("{object}");
         return;
     }
-    if let EventKind::Output(line) = &event.kind {
-        say!("{line}");
+    if flat.event == "output" {
+        say!("{}", flat.text.unwrap_or_default());
         return;
     }
     let mut line = format!("{} {} {}", flat.worker, flat.name, flat.event);
-    if let Some(parent) = event.parent {
+    if let Some(parent) = parent {
         line += &format!(" parent={parent}");
     }
     if let Some(code) = flat.code {
@@ -574,41 +582,7 @@ fn print(json: bool, response: ControlResponse) -> Result<(), String> {
             (None, Some(signal)) => say!("killed by {signal}"),
             _ => say!("exited"),
         },
-        ControlResponse::Event(event) if json => {
-            let mut object = serde_json::json!({
-                "event": event.event, "worker": event.worker, "name": event.name,
-            });
-            if event.event == "exit" {
-                object["code"] = serde_json::json!(event.code);
-                object["signal"] = serde_json::json!(event.signal);
-            }
-            if let Some(text) = event.text {
-                object["text"] = serde_json::json!(text);
-            }
-            if let Some(missed) = event.missed {
-                object["missed"] = serde_json::json!(missed);
-            }
-            to_json(object)
-        }
-        ControlResponse::Event(event) if event.event == "output" => {
-            say!("{}", event.text.unwrap_or_default())
-        }
-        ControlResponse::Event(event) => {
-            let mut line = format!("{} {} {}", event.worker, event.name, event.event);
-            if let Some(code) = event.code {
-                line += &format!(" code={code}");
-            }
-            if let Some(signal) = event.signal {
-                line += &format!(" signal={signal}");
-            }
-            if let Some(missed) = event.missed {
-                line += &format!(" missed={missed}");
-            }
-            if let Some(text) = event.text {
-                line += &format!(" {text:?}");
-            }
-            say!("{line}");
-        }
+        ControlResponse::Event(event) => print_flat(json, event, None, None),
         ControlResponse::Logs(lines) if json => to_json(serde_json::json!(lines)),
         ControlResponse::Logs(lines) => lines.iter().for_each(|l| say!("{l}")),
         ControlResponse::Status {
