@@ -31,15 +31,17 @@ pub(super) async fn refuse_busy(stream: UnixStream) {
 
 /// Serves one control client until it disconnects or misbehaves.
 pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
-    let uid = match stream.peer_cred() {
-        Ok(cred) => cred.uid(),
+    // One SO_PEERCRED read: the uid to check, the pid to name the client by.
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
         Err(e) => {
             tracing::warn!("control client without credentials: {e}");
             return;
         }
     };
-    let origin = match peer_of(&stream) {
-        Some((pid, uid)) => format!("control client pid {pid} uid {uid}"),
+    let uid = cred.uid();
+    let origin = match cred.pid() {
+        Some(pid) => format!("control client pid {pid} uid {uid}"),
         None => "control client".into(),
     };
     // Fds may come with `post` (arborctl send --fd); they are handed on or closed.
@@ -116,12 +118,6 @@ async fn next_request(
         let _ = channel.send_value(&refusal.response(), &[]).await;
         return None;
     }
-}
-
-/// The pid and uid of a control client (SO_PEERCRED).
-fn peer_of(socket: &UnixStream) -> Option<(i32, u32)> {
-    let cred = socket.peer_cred().ok()?;
-    Some((cred.pid()?, cred.uid()))
 }
 
 /// Streams events to a watcher until it hangs up. A watcher that falls
