@@ -29,6 +29,20 @@ pub const SPAWN_VARIABLES: [&str; 8] = [
 /// this long until SIGTERM, and as long again until SIGKILL.
 pub const DEFAULT_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The [`SPAWN_VARIABLES`] that say where the worker's fds are and who it
+/// is: only the supervisor sets them, whatever a spec's environment says
+/// (`ARBOR_ENTRY` is not among them: an entry point sent in a Spawn frame
+/// travels as it).
+pub const CONTRACT_VARIABLES: [&str; 7] = [
+    "ARBOR_CHANNEL_FD",
+    "ARBOR_TREE_FD",
+    "ARBOR_WORKER_ID",
+    "ARBOR_WORKER_NAME",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "LISTEN_PID",
+];
+
 /// Most listen fds a Spawn frame may hand a sub-worker: a worker asking for
 /// many sub-workers at once must not make its supervisor hold thousands of
 /// fds for it.

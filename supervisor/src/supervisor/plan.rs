@@ -20,7 +20,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use arbor_protocol::spec::{SpecParts, SPAWN_VARIABLES};
+use arbor_protocol::spec::{SpecParts, CONTRACT_VARIABLES, SPAWN_VARIABLES};
 
 use crate::error::{Error, Result};
 use crate::spec::{Output, Program, WhenFull};
@@ -198,11 +198,9 @@ fn environment(spec: &SpecParts, id: u64) -> Result<Vec<CString>> {
             .filter(|(k, _)| !spawn_variable(k))
             .collect()
     };
-    // The spawn's own variables come from the spawn alone: a spec cannot
-    // move the channel or the listen fds by setting them. ARBOR_ENTRY is
-    // the exception: an entry point sent in a Spawn frame travels as it.
-    let fd_variable = |k: &OsStr| k != "ARBOR_ENTRY" && spawn_variable(k);
-    for (key, value) in spec.env.iter().filter(|(k, _)| !fd_variable(k)) {
+    // A spec cannot move the channel or the listen fds by setting them.
+    let contract = |k: &OsStr| CONTRACT_VARIABLES.iter().any(|n| OsStr::new(n) == k);
+    for (key, value) in spec.env.iter().filter(|(k, _)| !contract(k)) {
         vars.retain(|(k, _)| k != key);
         if let Some(value) = value {
             vars.push((key.clone(), value.clone()));
