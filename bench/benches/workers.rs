@@ -19,6 +19,7 @@ use arbor_supervisor::{Supervisor, Worker, WorkerEvent, WorkerSpec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const PEER: &str = env!("CARGO_BIN_EXE_bench-peer");
+const ARBORD: &str = env!("CARGO_BIN_EXE_bench-arbord");
 
 fn group_name(name: &str) -> String {
     match std::env::var("ARBOR_BENCH_LABEL") {
@@ -211,26 +212,26 @@ fn worker_round_trip(c: &mut Criterion) {
 fn daemon_request(c: &mut Criterion) {
     use arbor_protocol::blocking::Channel;
     use arbor_protocol::control::{ControlRequest, ControlResponse};
-    use arbor_supervisor::config::Config;
 
     let rt = runtime();
     let dir = std::env::temp_dir().join(format!("arbor-bench-daemon-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let socket = dir.join("arbord.sock");
-    let config = Config::parse(
-        &format!("[[worker]]\nname = \"echo\"\nprogram = {PEER:?}\nargs = [\"worker-echo\"]\n"),
-        std::path::Path::new("bench.toml"),
+    let config = dir.join("arbord.toml");
+    std::fs::write(
+        &config,
+        format!("[[worker]]\nname = \"echo\"\nprogram = {PEER:?}\nargs = [\"worker-echo\"]\n"),
     )
     .expect("config");
-    let (signals, signal_rx) = tokio::sync::mpsc::unbounded_channel();
-    // arbord in-process: daemon::run is what the binary's main calls.
-    let daemon = rt.spawn(arbor_supervisor::daemon::run(
-        config,
-        None,
-        socket.clone(),
-        arbor_supervisor::systemd::Activated::default(),
-        signal_rx,
-    ));
+    // arbord as operators run it: its own process (the same code as the
+    // arbord binary), told to stop with SIGTERM at the end.
+    let mut daemon = std::process::Command::new(ARBORD)
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&socket)
+        .spawn()
+        .expect("start bench-arbord");
     let ask = |channel: &mut Channel, request: &ControlRequest| -> ControlResponse {
         channel.send_value(request, &[]).expect("send");
         match channel.recv().expect("recv") {
@@ -248,7 +249,11 @@ fn daemon_request(c: &mut Criterion) {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "arbord's worker did not start");
+        if Instant::now() >= deadline {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!("arbord's worker did not start within 30 s");
+        }
         std::thread::sleep(Duration::from_millis(10));
     };
     let supervisor = rt
@@ -287,9 +292,25 @@ fn daemon_request(c: &mut Criterion) {
         })
     });
     group.finish();
-    let _ = signals.send(arbor_supervisor::daemon::DaemonSignal::Shutdown);
-    let _ = rt.block_on(daemon);
+    stop_daemon(&mut daemon);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM, then up to 10 s for arbord to close its workers and exit, then
+/// SIGKILL.
+fn stop_daemon(daemon: &mut std::process::Child) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let _ = kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = daemon.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
 
 fn config() -> Criterion {

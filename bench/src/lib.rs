@@ -179,3 +179,18 @@ pub fn byte_sum(bytes: &[u8]) -> u64 {
     }
     sum
 }
+
+/// Resident memory of process `pid` (`"self"` for this one) in KiB, from
+/// `/proc/PID/statm`; 0 when it cannot be read. The benchmarks read it
+/// themselves rather than through the code they measure.
+pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
+    let resident_pages: u64 = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let page_kib = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4, |bytes| bytes as u64 / 1024);
+    resident_pages * page_kib
+}

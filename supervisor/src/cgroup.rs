@@ -2,7 +2,7 @@
 //!
 //! A process group does not hold a worker's descendants: one that calls
 //! `setsid` or double-forks leaves it, and only the subreaper
-//! ([`crate::reap`]) still sees it, without knowing whose it was. A cgroup
+//! (the reaper) still sees it, without knowing whose it was. A cgroup
 //! does: every process a worker forks stays in the worker's cgroup unless
 //! someone with write access to the hierarchy moves it. So when the
 //! supervisor may create cgroups below its own (under systemd:

@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! let port = arbor_supervisor::client::connect(
-//!     &arbor_supervisor::config::default_socket_path(),
+//!     &arbor_supervisor::client::default_socket_path(),
 //!     "counter",
 //! )?;
 //! let mut channel = port.into_channel()?;
@@ -20,7 +20,7 @@
 //! ```
 
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse};
@@ -62,5 +62,22 @@ pub fn connect(socket: &Path, name: &str) -> Result<MessagePort> {
             fds.len()
         ))),
         Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+/// The control socket path when none is configured: `$ARBOR_SOCKET`, else
+/// `/run/arbor/arbord.sock` for root, else `$XDG_RUNTIME_DIR/arbor/arbord.sock`
+/// (or `/tmp/arbor-<uid>/arbord.sock` without a runtime directory).
+pub fn default_socket_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("ARBOR_SOCKET") {
+        return PathBuf::from(path);
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from("/run/arbor/arbord.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("arbor/arbord.sock"),
+        None => PathBuf::from(format!("/tmp/arbor-{uid}/arbord.sock")),
     }
 }

@@ -166,7 +166,7 @@ impl HandoffPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// Control socket path; see [`default_socket_path`].
+    /// Control socket path; see [`crate::client::default_socket_path`].
     pub socket: Option<PathBuf>,
     /// Permission bits of the control socket, as an octal string.
     #[serde(default = "default_mode", deserialize_with = "octal")]
@@ -560,32 +560,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     (line, column)
-}
-
-/// The control socket path when none is configured: `$ARBOR_SOCKET`, else
-/// `/run/arbor/arbord.sock` for root, else `$XDG_RUNTIME_DIR/arbor/arbord.sock`
-/// (or `/tmp/arbor-<uid>/arbord.sock` without a runtime directory).
-pub fn default_socket_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("ARBOR_SOCKET") {
-        return PathBuf::from(path);
-    }
-    let uid = current_uid();
-    if uid == 0 {
-        return PathBuf::from("/run/arbor/arbord.sock");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("arbor/arbord.sock"),
-        None => PathBuf::from(format!("/tmp/arbor-{uid}/arbord.sock")),
-    }
-}
-
-/// This process's uid.
-pub fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self is owned by the process's effective uid.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -28,27 +28,51 @@
 
 #![deny(missing_docs)]
 
+// The embeddable library.
 pub mod cgroup;
-pub mod cli;
 pub mod client;
-pub mod config;
-pub mod daemon;
 pub mod error;
 pub mod exit;
-mod handoff;
-mod link;
-pub mod listen;
-pub mod procfs;
-pub mod reap;
-pub mod restart;
 pub mod signal;
-mod spawn;
 pub use arbor_protocol::spec;
-mod supervisor;
-mod sys;
-pub mod systemd;
 pub mod tree;
 pub mod worker;
+
+mod handoff;
+mod link;
+mod procfs;
+mod reap;
+mod spawn;
+mod supervisor;
+mod sys;
+
+// arbord and arborctl. Their modules are private to this crate: an embedder
+// sees the library above, and the binaries reach these through `programs`.
+mod cli;
+mod config;
+mod daemon;
+mod listen;
+mod restart;
+mod systemd;
+
+#[doc(hidden)]
+pub mod programs {
+    //! The `main` of each binary, here so that this crate's binaries and the
+    //! repository's test and benchmark binaries run exactly the same code.
+    //! Not part of the library's API.
+
+    use std::process::ExitCode;
+
+    /// `arbord`'s main.
+    pub fn arbord() -> ExitCode {
+        crate::cli::arbord::main()
+    }
+
+    /// `arborctl`'s main.
+    pub fn arborctl() -> ExitCode {
+        crate::cli::arborctl::main()
+    }
+}
 
 pub use arbor_protocol::spec::{Output, Program, WhenFull, WorkerSpec};
 pub use error::{Error, Result};

@@ -142,11 +142,13 @@ impl RestartState {
     }
 
     /// Where the worker stands.
+    #[cfg(test)]
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
     /// Restarts counted in the current window.
+    #[cfg(test)]
     pub fn recent_restarts(&self) -> usize {
         self.restarts.len()
     }

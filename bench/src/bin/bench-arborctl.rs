@@ -1,5 +1,5 @@
 //! arborctl for the benchmarks, next to bench-peer.
 
 fn main() -> std::process::ExitCode {
-    arbor_supervisor::cli::arborctl::main()
+    arbor_supervisor::programs::arborctl()
 }

@@ -1,5 +1,5 @@
 //! arbord for the benchmarks, next to bench-peer.
 
 fn main() -> std::process::ExitCode {
-    arbor_supervisor::cli::arbord::main()
+    arbor_supervisor::programs::arbord()
 }

@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     times.sort();
-    let rss = arbor_supervisor::procfs::rss_kib(arbord.id());
+    let rss = arbor_bench::rss_kib(arbord.id());
     println!(
         "{{\"arborctl_ps_100_workers_ms\": {:.2}, \"arbord_rss_100_idle_workers_kib\": {rss}}}",
         times[times.len() / 2].as_secs_f64() * 1000.0

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn(WorkerSpec::program(&peer).arg("worker-echo"))
         .await?;
     assert!(matches!(warm.next_event().await, Some(WorkerEvent::Ready)));
-    let before = arbor_supervisor::procfs::rss_kib("self");
+    let before = arbor_bench::rss_kib("self");
     let mut workers = Vec::new();
     for _ in 0..100 {
         let mut worker = supervisor
@@ -28,8 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
         workers.push(worker);
     }
-    let after = arbor_supervisor::procfs::rss_kib("self");
-    let worker_rss = arbor_supervisor::procfs::rss_kib(workers[0].pid());
+    let after = arbor_bench::rss_kib("self");
+    let worker_rss = arbor_bench::rss_kib(workers[0].pid());
     println!(
         "{{\"supervisor_kib_per_idle_worker\": {:.1}, \"echo_worker_rss_kib\": {worker_rss}}}",
         (after.saturating_sub(before)) as f64 / 100.0

@@ -2,5 +2,5 @@
 //! its own name, so that it does not collide with arbor-supervisor's).
 
 fn main() -> std::process::ExitCode {
-    arbor_supervisor::cli::arbord::main()
+    arbor_supervisor::programs::arbord()
 }

@@ -1,5 +1,5 @@
-//! arborctl: see `arbor_supervisor::cli::arborctl`.
+//! arborctl: its code is the library's private `cli::arborctl`.
 
 fn main() -> std::process::ExitCode {
-    arbor_supervisor::cli::arborctl::main()
+    arbor_supervisor::programs::arborctl()
 }

@@ -1,5 +1,5 @@
-//! arbord: see `arbor_supervisor::cli::arbord`.
+//! arbord: its code is the library's private `cli::arbord`.
 
 fn main() -> std::process::ExitCode {
-    arbor_supervisor::cli::arbord::main()
+    arbor_supervisor::programs::arbord()
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{default_socket_path, parse_duration};
+use crate::client::default_socket_path;
+use crate::config::parse_duration;
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{
     ControlRequest, ControlResponse, DaemonEvent, Event, EventKind, Exit, PoolInfo, SpawnRequest,

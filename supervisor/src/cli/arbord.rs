@@ -1,10 +1,11 @@
 //! arbord: the arbor daemon. Parses flags, takes inherited fds and signals,
-//! builds the runtime, and calls `arbor_supervisor::daemon::run`.
+//! builds the runtime, and calls `crate::daemon::run`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{default_socket_path, Config};
+use crate::client::default_socket_path;
+use crate::config::Config;
 use crate::daemon::{self, DaemonError, DaemonSignal};
 use clap::{Parser, ValueEnum};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};

@@ -46,7 +46,7 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
     };
     // Fds may come with `post` (arborctl send --fd); they are handed on or closed.
     let mut channel = AsyncChannel::with_limits(stream, Limits::default());
-    let own = crate::config::current_uid();
+    let own = nix::unistd::geteuid().as_raw();
     if uid != 0 && uid != own && !daemon.config.daemon.allowed_uids.contains(&uid) {
         tracing::warn!(uid, "refused a control client");
         let refusal = ControlError::NotAllowed(uid).response();

@@ -40,7 +40,7 @@ pub use plan::{channel_fd, FIRST_LISTEN_FD};
 ///
 /// Workers die with their supervisor: when the `Supervisor` and every
 /// [`Worker`] it made are dropped, or the process dies, the kernel kills
-/// them (see [`crate::spawn`] for why). Workers may start sub-workers
+/// them (each is forked with `PR_SET_PDEATHSIG`). Workers may start sub-workers
 /// (a Spawn frame); the supervisor forks them too, within its
 /// [`TreeLimits`] (see [`crate::tree`]).
 #[derive(Debug, Clone)]

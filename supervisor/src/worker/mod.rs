@@ -108,7 +108,7 @@ pub enum WorkerEvent {
         /// The protocol error, as text.
         error: String,
     },
-    /// The worker's answer to [`Worker::hand_off`].
+    /// The worker's answer to a connection handed to it (a pool in `handoff` mode).
     ConnectionAck {
         /// The connection's id, as handed off.
         id: u64,
@@ -264,7 +264,7 @@ impl Worker {
     /// [`WorkerEvent::ConnectionAck`] with the same `id`. Pass a duplicate
     /// and keep the original until then: a refusal, or the worker's exit
     /// before it answers, leaves the connection with the caller.
-    pub async fn hand_off(&self, id: u64, socket: &str, connection: OwnedFd) -> Result<()> {
+    pub(crate) async fn hand_off(&self, id: u64, socket: &str, connection: OwnedFd) -> Result<()> {
         self.post(
             OutKind::Connection(id),
             socket.as_bytes().to_vec(),
@@ -276,7 +276,7 @@ impl Worker {
     /// Hands the worker one end of a new port from a client (a shared
     /// worker's `onconnect`); the worker answers on the port itself. Like a
     /// message, it waits until the worker is Ready.
-    pub async fn connect_port(
+    pub(crate) async fn connect_port(
         &self,
         id: u64,
         origin: &str,
@@ -331,7 +331,7 @@ impl Worker {
     /// Starts a close (as [`Worker::close`]) without waiting for the exit.
     /// Outside a tokio runtime only the worker itself is asked (its
     /// sub-workers then go with it, killed, when it exits).
-    pub fn begin_close(&self, grace: Duration) {
+    pub(crate) fn begin_close(&self, grace: Duration) {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(Arc::clone(&self.tree).close(self.id, grace));
@@ -343,7 +343,7 @@ impl Worker {
     }
 
     /// Starts a terminate (as [`Worker::terminate`]) without waiting for the exit.
-    pub fn begin_terminate(&self) {
+    pub(crate) fn begin_terminate(&self) {
         // The tree reaches this worker too (and, once it exited, no one).
         self.tree.terminate(self.id);
     }
@@ -408,7 +408,7 @@ impl Worker {
     }
 
     /// The exit, if the worker has exited.
-    pub fn try_exit(&self) -> Option<ExitRecord> {
+    pub(crate) fn try_exit(&self) -> Option<ExitRecord> {
         *self.exit.borrow()
     }
 
