@@ -31,30 +31,26 @@ async fn main() -> arbor_worker::Result<()> {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u64))
         .max(1);
-    let worker = AsyncWorker::connect()?;
+    let mut worker = AsyncWorker::connect()?;
     let (poster, spawner) = (worker.poster(), worker.spawner());
-    worker
-        .run(
-            move |incoming| {
-                let (poster, spawner) = (poster.clone(), spawner.clone());
-                async move {
-                    let text = String::from_utf8_lossy(&incoming.message.data).into_owned();
-                    let answer = match text.trim().parse::<u64>() {
-                        Ok(limit) => match delegate(&spawner, limit, parts).await {
-                            Ok(report) => report,
-                            Err(e) => format!("error: {e}"),
-                        },
-                        Err(_) => format!("error: {text:?} is not a number"),
-                    };
-                    match incoming.request_id {
-                        Some(id) => poster.reply(id, answer.as_bytes()).await,
-                        None => poster.post_message(answer.as_bytes(), &[]).await,
-                    }
-                }
-            },
-            || async { Ok(()) },
-        )
-        .await
+    worker.on_message(move |incoming| {
+        let (poster, spawner) = (poster.clone(), spawner.clone());
+        async move {
+            let text = String::from_utf8_lossy(&incoming.message.data).into_owned();
+            let answer = match text.trim().parse::<u64>() {
+                Ok(limit) => match delegate(&spawner, limit, parts).await {
+                    Ok(report) => report,
+                    Err(e) => format!("error: {e}"),
+                },
+                Err(_) => format!("error: {text:?} is not a number"),
+            };
+            match incoming.request_id {
+                Some(id) => poster.reply(id, answer.as_bytes()).await,
+                None => poster.post_message(answer.as_bytes(), &[]).await,
+            }
+        }
+    });
+    worker.run().await
 }
 
 /// Counts the primes below `limit` over `parts` sub-workers.
@@ -104,23 +100,19 @@ async fn delegate(spawner: &Spawner, limit: u64, parts: u64) -> arbor_worker::Re
 /// A sub-worker: counts the primes in one `(lo, hi)` slice, posts the
 /// count and closes itself.
 async fn part() -> arbor_worker::Result<()> {
-    let worker = AsyncWorker::connect()?;
+    let mut worker = AsyncWorker::connect()?;
     let (poster, closer) = (worker.poster(), worker.closer());
-    worker
-        .run(
-            move |incoming| {
-                let (poster, closer) = (poster.clone(), closer.clone());
-                async move {
-                    let (lo, hi): (u64, u64) = incoming.message.decode()?;
-                    let count = (lo..hi).filter(|&n| is_prime(n)).count() as u64;
-                    poster.post_value(&count).await?;
-                    closer.close();
-                    Ok(())
-                }
-            },
-            || async { Ok(()) },
-        )
-        .await
+    worker.on_message(move |incoming| {
+        let (poster, closer) = (poster.clone(), closer.clone());
+        async move {
+            let (lo, hi): (u64, u64) = incoming.message.decode()?;
+            let count = (lo..hi).filter(|&n| is_prime(n)).count() as u64;
+            poster.post_value(&count).await?;
+            closer.close();
+            Ok(())
+        }
+    });
+    worker.run().await
 }
 
 fn is_prime(n: u64) -> bool {

@@ -30,7 +30,7 @@ async fn main() -> arbor_worker::Result<()> {
             }
         }
     });
-    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    let result = worker.run().await;
     search.abort();
     result
 }

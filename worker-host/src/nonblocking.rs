@@ -6,22 +6,20 @@
 //!
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> arbor_worker::Result<()> {
-//!     let worker = AsyncWorker::connect()?;
+//!     let mut worker = AsyncWorker::connect()?;
 //!     let poster = worker.poster();
 //!     worker
-//!         .run(
-//!             move |incoming| {
-//!                 let poster = poster.clone();
-//!                 async move {
-//!                     match incoming.request_id {
-//!                         Some(id) => poster.reply(id, &incoming.message.data).await,
-//!                         None => poster.post_message(&incoming.message.data, &[]).await,
-//!                     }
+//!         .on_message(move |incoming| {
+//!             let poster = poster.clone();
+//!             async move {
+//!                 match incoming.request_id {
+//!                     Some(id) => poster.reply(id, &incoming.message.data).await,
+//!                     None => poster.post_message(&incoming.message.data, &[]).await,
 //!                 }
-//!             },
-//!             || async { Ok(()) },
-//!         )
-//!         .await
+//!             }
+//!         })
+//!         .on_close(|| async { Ok(()) });
+//!     worker.run().await
 //! }
 //! ```
 
@@ -46,6 +44,8 @@ pub struct AsyncWorker {
     receiver: AsyncReceiver,
     identity: Identity,
     closer: Closer,
+    on_message: Option<MessageHandler>,
+    on_close: Option<CloseHandler>,
     on_connection: Option<ConnectionHandler>,
     on_connect: Option<PortHandler>,
     tree: Arc<TreeState>,
@@ -59,10 +59,21 @@ impl std::fmt::Debug for AsyncWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncWorker")
             .field("identity", &self.identity)
+            .field("on_message", &self.on_message.is_some())
+            .field("on_close", &self.on_close.is_some())
             .field("on_connection", &self.on_connection.is_some())
+            .field("on_connect", &self.on_connect.is_some())
             .finish_non_exhaustive()
     }
 }
+
+/// What a handler's future is boxed as, so that handlers of every type fit
+/// one field (one allocation per call, small beside the frame's syscalls).
+type HandlerFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+type MessageHandler = Box<dyn FnMut(Incoming) -> HandlerFuture<Result<()>> + Send>;
+
+type CloseHandler = Box<dyn FnOnce() -> HandlerFuture<Result<()>> + Send>;
 
 type ConnectionHandler =
     Arc<dyn Fn(Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -118,7 +129,7 @@ impl Drop for OpenGuard {
     }
 }
 
-/// A message from the parent, as `run`'s handler gets it.
+/// A message from the parent, as [`AsyncWorker::on_message`]'s handler gets it.
 #[derive(Debug)]
 pub struct Incoming {
     /// The message.
@@ -170,6 +181,8 @@ impl AsyncWorker {
             receiver,
             identity,
             closer: Closer::default(),
+            on_message: None,
+            on_close: None,
             on_connection: None,
             on_connect: None,
             tree,
@@ -193,29 +206,55 @@ impl AsyncWorker {
         }
     }
 
+    /// Sets the message handler (the spec's `onmessage`): `run` calls it for
+    /// each message and request from the parent, one at a time, in order. An
+    /// `Err` ends `run` with that error. Without one, messages are dropped
+    /// unread.
+    pub fn on_message<F, Fut>(&mut self, mut handler: F) -> &mut Self
+    where
+        F: FnMut(Incoming) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.on_message = Some(Box::new(move |incoming| Box::pin(handler(incoming))));
+        self
+    }
+
+    /// Sets the close handler (the spec's `onclose`), run to completion
+    /// before `run` returns, whoever asked for the close.
+    pub fn on_close<F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.on_close = Some(Box::new(move || Box::pin(handler())));
+        self
+    }
+
     /// Takes connections handed over by the supervisor (the node cluster
     /// model: the supervisor accepts, the worker serves). Each one is served
     /// by `handler` in a task of its own. Without a handler, or once the
     /// worker is closing, connections are refused and the supervisor hands
     /// them to another worker.
-    pub fn on_connection<F, Fut>(&mut self, handler: F)
+    pub fn on_connection<F, Fut>(&mut self, handler: F) -> &mut Self
     where
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_connection = Some(Arc::new(move |connection| Box::pin(handler(connection))));
+        self
     }
 
     /// Takes clients that connect to this worker (a shared worker: `arborctl
     /// attach NAME`, or `arbor_supervisor::client::connect`). Each client's
     /// port is served by `handler` in a task of its own; without a handler,
     /// ports are closed at once (the client sees its port close).
-    pub fn on_connect<F, Fut>(&mut self, handler: F)
+    pub fn on_connect<F, Fut>(&mut self, handler: F) -> &mut Self
     where
         F: Fn(ConnectedPort) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_connect = Some(Arc::new(move |port| Box::pin(handler(port))));
+        self
     }
 
     /// A handle for posting messages.
@@ -238,23 +277,20 @@ impl AsyncWorker {
         &self.identity.name
     }
 
-    /// Sends Ready, then runs `on_message` for each message (one at a time,
-    /// in order) until the parent's Close or [`Closer::close`]; then runs
-    /// `on_close` to completion and returns `Ok`. While onclose runs, the
+    /// Sends Ready, then runs the [`on_message`](Self::on_message) handler
+    /// for each message (one at a time, in order) until the parent's Close
+    /// or [`Closer::close`]; then runs the [`on_close`](Self::on_close)
+    /// handler to completion and returns `Ok`. While onclose runs, the
     /// channel is still read: connections handed over meanwhile are
     /// refused (so they go to another worker) and pings answered.
-    pub async fn run<M, MF, C, CF>(self, mut on_message: M, on_close: C) -> Result<()>
-    where
-        M: FnMut(Incoming) -> MF,
-        MF: Future<Output = Result<()>>,
-        C: FnOnce() -> CF,
-        CF: Future<Output = Result<()>>,
-    {
+    pub async fn run(self) -> Result<()> {
         let AsyncWorker {
             poster,
             receiver: channel,
             identity,
             closer,
+            mut on_message,
+            on_close,
             on_connection,
             on_connect,
             tree,
@@ -287,20 +323,24 @@ impl AsyncWorker {
             };
             match received {
                 Ok((Frame::Message(message), fds)) => {
-                    on_message(Incoming {
-                        message,
-                        fds,
-                        request_id: None,
-                    })
-                    .await?
+                    if let Some(handler) = on_message.as_mut() {
+                        handler(Incoming {
+                            message,
+                            fds,
+                            request_id: None,
+                        })
+                        .await?
+                    }
                 }
                 Ok((Frame::Request(request), fds)) => {
-                    on_message(Incoming {
-                        message: Message::new(request.data),
-                        fds,
-                        request_id: Some(request.id),
-                    })
-                    .await?
+                    if let Some(handler) = on_message.as_mut() {
+                        handler(Incoming {
+                            message: Message::new(request.data),
+                            fds,
+                            request_id: Some(request.id),
+                        })
+                        .await?
+                    }
                 }
                 Ok((Frame::Connection(connection), mut fds)) => {
                     let taken = match (&on_connection, fds.len()) {
@@ -344,8 +384,10 @@ impl AsyncWorker {
         }
         // onclose runs while the channel is still read: a connection handed
         // over meanwhile goes back at once instead of waiting for the exit.
-        let closing = on_close();
-        tokio::pin!(closing);
+        let mut closing: HandlerFuture<Result<()>> = match on_close {
+            Some(handler) => handler(),
+            None => Box::pin(async { Ok(()) }),
+        };
         let mut reading = true;
         loop {
             tokio::select! {

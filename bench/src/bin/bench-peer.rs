@@ -159,53 +159,45 @@ async fn tree_parent() -> arbor_worker::Result<()> {
         Ok(start.elapsed().as_nanos().to_string())
     }
 
-    let worker = AsyncWorker::connect()?;
+    let mut worker = AsyncWorker::connect()?;
     let (spawner, poster) = (worker.spawner(), worker.poster());
     let kept: Arc<Mutex<Option<SubWorker>>> = Arc::default();
-    worker
-        .run(
-            move |incoming| {
-                let (spawner, poster, kept) = (spawner.clone(), poster.clone(), Arc::clone(&kept));
-                async move {
-                    let Some(id) = incoming.request_id else {
-                        return Ok(());
-                    };
-                    // Answered from a task of its own: the SpawnResults come
-                    // over this worker's channel, which `run` must keep reading.
-                    tokio::spawn(async move {
-                        let text = String::from_utf8_lossy(&incoming.message.data).into_owned();
-                        let words: Vec<&str> = text.split_whitespace().collect();
-                        let answer = match words[..] {
-                            ["spawn"] => match started(&spawner).await {
-                                Ok(sub) => sub.terminate().await.map(|_| "ok".to_string()),
-                                Err(e) => Err(e),
-                            },
-                            ["echo", n, size] => {
-                                let mut kept = kept.lock().await;
-                                if kept.is_none() {
-                                    *kept = started(&spawner).await.ok();
-                                }
-                                match kept.as_mut() {
-                                    Some(sub) => {
-                                        round_trips(
-                                            sub,
-                                            n.parse().unwrap_or(1),
-                                            size.parse().unwrap_or(64),
-                                        )
-                                        .await
-                                    }
-                                    None => Ok("error: no sub-worker".into()),
-                                }
+    worker.on_message(move |incoming| {
+        let (spawner, poster, kept) = (spawner.clone(), poster.clone(), Arc::clone(&kept));
+        async move {
+            let Some(id) = incoming.request_id else {
+                return Ok(());
+            };
+            // Answered from a task of its own: the SpawnResults come
+            // over this worker's channel, which `run` must keep reading.
+            tokio::spawn(async move {
+                let text = String::from_utf8_lossy(&incoming.message.data).into_owned();
+                let words: Vec<&str> = text.split_whitespace().collect();
+                let answer = match words[..] {
+                    ["spawn"] => match started(&spawner).await {
+                        Ok(sub) => sub.terminate().await.map(|_| "ok".to_string()),
+                        Err(e) => Err(e),
+                    },
+                    ["echo", n, size] => {
+                        let mut kept = kept.lock().await;
+                        if kept.is_none() {
+                            *kept = started(&spawner).await.ok();
+                        }
+                        match kept.as_mut() {
+                            Some(sub) => {
+                                round_trips(sub, n.parse().unwrap_or(1), size.parse().unwrap_or(64))
+                                    .await
                             }
-                            _ => Ok(format!("error: {text:?}")),
-                        };
-                        let answer = answer.unwrap_or_else(|e| format!("error: {e}"));
-                        let _ = poster.reply(id, answer.as_bytes()).await;
-                    });
-                    Ok(())
-                }
-            },
-            || async { Ok(()) },
-        )
-        .await
+                            None => Ok("error: no sub-worker".into()),
+                        }
+                    }
+                    _ => Ok(format!("error: {text:?}")),
+                };
+                let answer = answer.unwrap_or_else(|e| format!("error: {e}"));
+                let _ = poster.reply(id, answer.as_bytes()).await;
+            });
+            Ok(())
+        }
+    });
+    worker.run().await
 }

@@ -319,16 +319,11 @@ async fn run() -> Result<(), String> {
             }
         });
         let closing = Arc::clone(&server);
-        worker
-            .run(
-                |_message| async { Ok(()) },
-                move || async move {
-                    closing.close().await;
-                    Ok(())
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())
+        worker.on_close(move || async move {
+            closing.close().await;
+            Ok(())
+        });
+        worker.run().await.map_err(|e| e.to_string())
     } else {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

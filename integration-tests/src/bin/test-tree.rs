@@ -133,13 +133,13 @@ async fn relay(spec: WorkerSpec, ask: &'static [u8]) -> arbor_worker::Result<()>
             eprintln!("relay: {e}");
         }
     });
-    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    let result = worker.run().await;
     testing.abort();
     result
 }
 
 async fn tree(depth: u32, width: u32, dir: String) -> arbor_worker::Result<()> {
-    let worker = AsyncWorker::connect()?;
+    let mut worker = AsyncWorker::connect()?;
     let spawner = worker.spawner();
     let exe = std::env::current_exe().map_err(arbor_worker::Error::Spec)?;
     let grow = {
@@ -167,20 +167,16 @@ async fn tree(depth: u32, width: u32, dir: String) -> arbor_worker::Result<()> {
             eprintln!("grow: {e}");
         }
     });
-    let result = worker
-        .run(
-            |_| async { Ok(()) },
-            move || async move {
-                let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-                    .map_err(|e| arbor_worker::Error::Spec(e.into()))?;
-                let nanos = now.tv_sec() as u128 * 1_000_000_000 + now.tv_nsec() as u128;
-                let line = format!("{} {nanos}", std::os::unix::process::parent_id());
-                std::fs::write(format!("{dir}/{}", std::process::id()), line)
-                    .map_err(arbor_worker::Error::Spec)?;
-                Ok(())
-            },
-        )
-        .await;
+    worker.on_close(move || async move {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(|e| arbor_worker::Error::Spec(e.into()))?;
+        let nanos = now.tv_sec() as u128 * 1_000_000_000 + now.tv_nsec() as u128;
+        let line = format!("{} {nanos}", std::os::unix::process::parent_id());
+        std::fs::write(format!("{dir}/{}", std::process::id()), line)
+            .map_err(arbor_worker::Error::Spec)?;
+        Ok(())
+    });
+    let result = worker.run().await;
     growing.abort();
     result
 }
@@ -294,7 +290,7 @@ async fn counter() -> arbor_worker::Result<()> {
             println!("port {id} closed, {left} clients left");
         }
     });
-    worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await
+    worker.run().await
 }
 
 async fn control(dir: String) -> arbor_worker::Result<()> {
@@ -323,7 +319,7 @@ async fn control(dir: String) -> arbor_worker::Result<()> {
             eprintln!("control: {e}");
         }
     });
-    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    let result = worker.run().await;
     testing.abort();
     result
 }
@@ -434,7 +430,7 @@ async fn drop_one(dir: String) -> arbor_worker::Result<()> {
             eprintln!("drop: {e}");
         }
     });
-    let result = worker.run(|_| async { Ok(()) }, || async { Ok(()) }).await;
+    let result = worker.run().await;
     testing.abort();
     result
 }
