@@ -287,6 +287,34 @@ fn a_parent_worker_closes_and_terminates_its_own_sub_workers() {
 }
 
 #[test]
+fn a_sub_workers_exit_record_says_who_ended_it_and_its_peak_memory() {
+    let daemon = Daemon::start("");
+    let dir = TempDir::new("tree-records");
+    let parent = spawn_tree(&daemon, "parent", &["control", dir.0.to_str().unwrap()]).to_string();
+    let mut logs = String::new();
+    wait_until("the parent's report of the records", || {
+        logs = daemon.ok(&["logs", &parent]);
+        logs.contains("records:") || logs.contains("control:")
+    });
+    let line = logs
+        .lines()
+        .find(|line| line.contains("records:"))
+        .unwrap_or_else(|| panic!("no records line in {logs}"));
+    assert!(line.contains("initiated by Close/Terminate"), "{line}");
+    let rss: Vec<u64> = line
+        .split("peak rss ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" KiB"))
+        .map(|pair| pair.split('/').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(rss.len(), 2, "{line}");
+    assert!(
+        rss.iter().all(|&kib| kib > 0),
+        "wait4's usage came through: {line}"
+    );
+}
+
+#[test]
 fn the_supervisor_side_handle_of_a_sub_worker_cannot_post_to_it() {
     let daemon = Daemon::start("");
     let dir = TempDir::new("tree-post");

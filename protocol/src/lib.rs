@@ -15,6 +15,8 @@
 //! - [`port`]: `MessagePort` pairs (the standard's `MessageChannel`),
 //!   transferable inside messages.
 //! - [`transfer`]: large buffers moved as sealed memfds instead of copied.
+//! - [`exit`] and [`signal`]: how a worker ended ([`ExitRecord`]), the same
+//!   for a worker and a sub-worker.
 //!
 //! Received fds are close-on-exec from the moment they exist
 //! (`MSG_CMSG_CLOEXEC`). A broken frame is a typed [`Error`] that closes that
@@ -29,21 +31,25 @@ mod codec;
 pub mod control;
 pub mod decoder;
 pub mod error;
+pub mod exit;
 pub mod frame;
 pub mod message;
 pub mod nonblocking;
 pub mod port;
+pub mod signal;
 pub mod spec;
 mod sys;
 pub mod transfer;
 
 pub use error::{Error, Result};
+pub use exit::{ExitRecord, Initiator, ResourceUsage};
 pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
 pub use message::{
     ChildAction, ChildControl, ChildExit, Connection, ConnectionAck, ErrorReport, Frame, Location,
     Message, PortOpen, Ready, Request, Spawn, SpawnOutcome, SpawnRefusal, SpawnResult,
 };
 pub use port::MessagePort;
+pub use signal::Signal;
 pub use spec::{Output, Program, SpawnSpec, WhenFull, WorkerSpec};
 pub use sys::is_cloexec;
 pub use transfer::{Transfer, TransferBuffer};

@@ -7,9 +7,13 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::exit::{ExitRecord, Initiator, ResourceUsage};
 use crate::frame::{FrameKind, Header, Limits, HEADER_LEN, PROTOCOL_VERSION};
+use crate::signal::Signal;
 
 /// Sent once by a worker when its handlers are installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,7 +219,10 @@ pub enum SpawnRefusal {
     },
 }
 
-/// The payload of a ChildExit frame: a sub-worker's exit as `waitpid` saw it.
+/// The payload of a ChildExit frame: a sub-worker's exit as the supervisor
+/// recorded it (`wait4`'s status and usage, and who asked for the end).
+/// [`ChildExit::record`] turns it into the [`ExitRecord`] a top-level
+/// worker's exit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildExit {
     /// The sub-worker, as its SpawnResult named it.
@@ -226,6 +233,51 @@ pub struct ChildExit {
     pub signal: Option<i32>,
     /// Whether it dumped core.
     pub core_dumped: bool,
+    /// What started the end.
+    pub initiated_by: Initiator,
+    /// For a close: the number of the last signal the escalation sent.
+    pub escalated_to: Option<i32>,
+    /// User CPU time, microseconds.
+    pub user_time_us: u64,
+    /// System CPU time, microseconds.
+    pub system_time_us: u64,
+    /// Peak resident set size, KiB.
+    pub max_rss_kib: u64,
+}
+
+impl ChildExit {
+    /// The frame for sub-worker `worker_id`'s exit `record`.
+    pub fn new(worker_id: u64, record: &ExitRecord) -> Self {
+        let micros = |time: Duration| u64::try_from(time.as_micros()).unwrap_or(u64::MAX);
+        Self {
+            worker_id,
+            code: record.code,
+            signal: record.signal.map(Signal::number),
+            core_dumped: record.core_dumped,
+            initiated_by: record.initiated_by,
+            escalated_to: record.escalated_to.map(Signal::number),
+            user_time_us: micros(record.usage.user_time),
+            system_time_us: micros(record.usage.system_time),
+            max_rss_kib: record.usage.max_rss_kib,
+        }
+    }
+
+    /// The exit as an [`ExitRecord`]. A signal number outside
+    /// `1..=SIGRTMAX` (from a peer that is not arbor) reads as none.
+    pub fn record(&self) -> ExitRecord {
+        ExitRecord {
+            code: self.code,
+            signal: self.signal.and_then(Signal::from_number),
+            core_dumped: self.core_dumped,
+            initiated_by: self.initiated_by,
+            escalated_to: self.escalated_to.and_then(Signal::from_number),
+            usage: ResourceUsage {
+                user_time: Duration::from_micros(self.user_time_us),
+                system_time: Duration::from_micros(self.system_time_us),
+                max_rss_kib: self.max_rss_kib,
+            },
+        }
+    }
 }
 
 /// The payload of a ChildControl frame.
@@ -525,6 +577,11 @@ mod tests {
                 code: None,
                 signal: Some(9),
                 core_dumped: false,
+                initiated_by: Initiator::Close,
+                escalated_to: Some(9),
+                user_time_us: 1_500,
+                system_time_us: 250,
+                max_rss_kib: 4096,
             }),
             Frame::CloseChild(9),
             Frame::Port(PortOpen {
@@ -578,15 +635,27 @@ mod tests {
             }))[HEADER_LEN..],
             &[2, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]
         );
-        // ChildExit: u64 worker_id, Option<i32> code, Option<i32> signal, bool core_dumped.
+        // ChildExit: u64 worker_id, Option<i32> code, Option<i32> signal,
+        // bool core_dumped, then u32 initiated_by, Option<i32> escalated_to,
+        // u64 user_time_us, u64 system_time_us, u64 max_rss_kib.
         assert_eq!(
             &encode(&Frame::ChildExit(ChildExit {
                 worker_id: 5,
                 code: Some(1),
                 signal: None,
-                core_dumped: false
+                core_dumped: false,
+                initiated_by: Initiator::Close,
+                escalated_to: Some(15),
+                user_time_us: 1,
+                system_time_us: 2,
+                max_rss_kib: 3,
             }))[HEADER_LEN..],
-            &[5, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+            &[
+                5, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, // as before
+                2, 0, 0, 0, // Close
+                1, 15, 0, 0, 0, // SIGTERM
+                1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
+            ]
         );
         // SpawnResult: u64 id, then the outcome's u32 variant and fields.
         assert_eq!(

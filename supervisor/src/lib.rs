@@ -33,7 +33,7 @@ pub mod cgroup;
 pub mod client;
 pub mod error;
 pub mod exit;
-pub mod signal;
+pub use arbor_protocol::signal;
 pub use arbor_protocol::spec;
 pub mod tree;
 pub mod worker;

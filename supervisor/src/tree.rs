@@ -251,13 +251,7 @@ impl Tree {
         };
         parent.children.remove(&id);
         if let Some(frames) = &parent.frames {
-            let exit = ChildExit {
-                worker_id: id,
-                code: record.code,
-                signal: record.signal.map(|s| s.number()),
-                core_dumped: record.core_dumped,
-            };
-            frames.send(Frame::ChildExit(exit), Vec::new());
+            frames.send(Frame::ChildExit(ChildExit::new(id, record)), Vec::new());
         }
     }
 

@@ -79,7 +79,7 @@ async fn delegate(spawner: &Spawner, limit: u64, parts: u64) -> arbor_worker::Re
                 }
                 SubWorkerEvent::Exit(exit) => exits.push(match (exit.code, exit.signal) {
                     (Some(code), _) => code.to_string(),
-                    (None, Some(signal)) => format!("signal{signal}"),
+                    (None, Some(signal)) => signal.to_string(),
                     _ => "?".into(),
                 }),
                 SubWorkerEvent::Ready => {}

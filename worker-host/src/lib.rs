@@ -24,7 +24,9 @@ mod panic;
 mod poster;
 pub mod tree;
 
-pub use arbor_protocol::{ChildExit, Message, Output, WorkerSpec};
+pub use arbor_protocol::{
+    ExitRecord, Initiator, Message, Output, ResourceUsage, Signal, WorkerSpec,
+};
 pub use env::{entry_point, take_listen_fds, Identity, ListenFd};
 pub use error::{Error, Result};
 pub use tree::{Spawner, SubWorker, SubWorkerEvent};

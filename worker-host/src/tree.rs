@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
 use arbor_protocol::{
-    ChildAction, ChildControl, ChildExit, Frame, Limits, Location, Spawn, SpawnOutcome,
+    ChildAction, ChildControl, ExitRecord, Frame, Limits, Location, Spawn, SpawnOutcome,
     SpawnRefusal, WorkerSpec,
 };
 use serde::Serialize;
@@ -53,7 +53,7 @@ pub(crate) struct TreeState {
 struct Child {
     /// Weak: the [`SubWorker`] owns the channel, and dropping it closes it.
     sender: std::sync::Weak<Mutex<AsyncSender>>,
-    exit: watch::Sender<Option<ChildExit>>,
+    exit: watch::Sender<Option<ExitRecord>>,
 }
 
 impl TreeState {
@@ -97,7 +97,7 @@ impl TreeState {
             }
             Frame::ChildExit(exit) => {
                 if let Some(child) = lock(&self.children).remove(&exit.worker_id) {
-                    let _ = child.exit.send(Some(exit));
+                    let _ = child.exit.send(Some(exit.record()));
                 }
                 None
             }
@@ -242,13 +242,15 @@ pub enum SubWorkerEvent {
         /// The protocol error, as text.
         error: String,
     },
-    /// Its exit as the supervisor's `waitpid` saw it.
-    Exit(ChildExit),
+    /// Its exit as the supervisor recorded it: the same [`ExitRecord`] a
+    /// top-level worker's parent gets.
+    Exit(ExitRecord),
 }
 
 /// A sub-worker this worker started: the same model as the parent side's
-/// `Worker` (post, events, close, terminate), over a channel that goes
-/// straight to it.
+/// `Worker`, with the same names (`post_message`, `post_value`,
+/// `post_transfer`, `next_event`, `close`, `terminate`, `wait`) and the same
+/// [`ExitRecord`], over a channel that goes straight to it.
 ///
 /// Dropping the handle closes the channel: a sub-worker built on
 /// arbor-worker then ends (its parent is gone), and the supervisor reports
@@ -260,7 +262,7 @@ pub struct SubWorker {
     name: String,
     poster: Poster,
     receiver: Option<AsyncReceiver>,
-    exit: watch::Receiver<Option<ChildExit>>,
+    exit: watch::Receiver<Option<ExitRecord>>,
     link: Shared,
     /// Once the exit is known: how long its last messages may still take.
     drain_until: Option<tokio::time::Instant>,
@@ -298,6 +300,16 @@ impl SubWorker {
     /// Posts a message with fds, straight into its channel.
     pub async fn post_message(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         self.poster.post_message(data, fds).await
+    }
+
+    /// Posts a message with a sealed [`Transfer`](arbor_protocol::Transfer),
+    /// which moves (it is consumed) instead of being copied.
+    pub async fn post_transfer(
+        &self,
+        data: &[u8],
+        transfer: arbor_protocol::Transfer,
+    ) -> Result<()> {
+        self.poster.post_transfer(data, transfer).await
     }
 
     /// Posts `value` encoded with the wire codec.
@@ -360,20 +372,20 @@ impl SubWorker {
     /// Closes it (and its own sub-workers, leaves first): its onclose runs,
     /// then SIGTERM after `grace`, then SIGKILL. Returns its exit. Events
     /// not yet read stay readable.
-    pub async fn close(&self, grace: Duration) -> Result<ChildExit> {
+    pub async fn close(&self, grace: Duration) -> Result<ExitRecord> {
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         self.control(ChildAction::Close { grace_ms }).await?;
         self.wait().await
     }
 
     /// Kills it and its subtree at once. Returns its exit.
-    pub async fn terminate(&self) -> Result<ChildExit> {
+    pub async fn terminate(&self) -> Result<ExitRecord> {
         self.control(ChildAction::Terminate).await?;
         self.wait().await
     }
 
     /// Waits for its exit (without consuming events).
-    pub async fn wait(&self) -> Result<ChildExit> {
+    pub async fn wait(&self) -> Result<ExitRecord> {
         let mut exit = self.exit.clone();
         match exit.wait_for(Option::is_some).await.map(|exit| *exit) {
             Ok(Some(exit)) => Ok(exit),

@@ -307,11 +307,24 @@ async fn control(dir: String) -> arbor_worker::Result<()> {
             while !matches!(sub.next_event().await, Some(SubWorkerEvent::Ready) | None) {}
             subs.push(sub);
         }
-        let describe = |exit: arbor_worker::ChildExit| format!("{:?}/{:?}", exit.code, exit.signal);
-        let closed = describe(subs[0].close(Duration::from_secs(5)).await?);
-        let terminated = describe(subs[1].terminate().await?);
+        let describe = |exit: arbor_worker::ExitRecord| {
+            format!("{:?}/{:?}", exit.code, exit.signal.map(|s| s.number()))
+        };
+        let (closed_record, terminated_record) = (
+            subs[0].close(Duration::from_secs(5)).await?,
+            subs[1].terminate().await?,
+        );
+        let (closed, terminated) = (describe(closed_record), describe(terminated_record));
         let report = format!("closed {closed} terminated {terminated}");
         println!("{report}");
+        // The rest of each record, as the supervisor sent it.
+        println!(
+            "records: initiated by {:?}/{:?}, peak rss {}/{} KiB",
+            closed_record.initiated_by,
+            terminated_record.initiated_by,
+            closed_record.usage.max_rss_kib,
+            terminated_record.usage.max_rss_kib
+        );
         poster.post_message(report.as_bytes(), &[]).await
     };
     let testing = tokio::spawn(async move {

@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::{Cgroups, WorkerCgroup};
 use crate::error::{Error, Result};
-use crate::exit::ExitRecord;
 use crate::link::TreeLink;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
 use crate::spec::{Output, WorkerSpec};
@@ -290,7 +289,7 @@ impl Supervisor {
             Err(_) => {
                 // Killed before its driver ran: its node goes, and a parent
                 // that got its SpawnResult gets its ChildExit too.
-                let lost = ExitRecord::from_reaped(
+                let lost = crate::exit::from_reaped(
                     &crate::sys::Reaped::unknown(),
                     Some(crate::Initiator::Terminate),
                     None,

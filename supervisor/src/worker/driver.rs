@@ -165,7 +165,7 @@ impl Driver {
             mut state,
             ..
         } = self;
-        let record = ExitRecord::from_reaped(
+        let record = crate::exit::from_reaped(
             &reaped,
             state.escalation.asked(),
             state.escalation.escalated_to(),
