@@ -216,16 +216,17 @@ async fn an_exec_failure_is_reported_whatever_fds_the_child_gets() {
     // Many targets (stdio captured, four sockets): the error pipe must not
     // collide with any of them, or a failed chdir would pass for a start.
     let supervisor = Supervisor::new().unwrap();
-    let mut spec = WorkerSpec::program(test_worker())
+    let spec = WorkerSpec::program(test_worker())
         .arg("echo")
         .cwd("/no/such/dir")
         .stdout(arbor_supervisor::Output::Capture)
         .stderr(arbor_supervisor::Output::Capture);
+    let mut listen = arbor_supervisor::ListenFds::new();
     for i in 0..4 {
         let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        spec = spec.listen_fd(format!("s{i}"), socket.into());
+        listen.push(format!("s{i}"), socket.into());
     }
-    let err = supervisor.spawn(spec).await.unwrap_err();
+    let err = supervisor.spawn_with_fds(spec, listen).await.unwrap_err();
     assert!(matches!(err, Error::Exec { step: "chdir", .. }), "{err}");
     assert!(arbor_integration_tests::zombie_children().is_empty());
 }

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use arbor_integration_tests::{binary, next_message, test_worker, within};
-use arbor_supervisor::{Output, Supervisor, Worker, WorkerEvent, WorkerSpec};
+use arbor_supervisor::{ListenFds, Output, Supervisor, Worker, WorkerEvent, WorkerSpec};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -89,12 +89,12 @@ async fn a_plain_program_gets_its_sockets_from_fd_3_and_no_channel() {
     let supervisor = Supervisor::new().unwrap();
     let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut worker = supervisor
-        .spawn(
+        .spawn_with_fds(
             WorkerSpec::program(test_worker())
                 .arg("plain-list-fds")
                 .speaks_protocol(false)
-                .stdout(Output::Capture)
-                .listen_fd("web", OwnedFd::from(web)),
+                .stdout(Output::Capture),
+            ListenFds::new().with("web", OwnedFd::from(web)),
         )
         .await
         .unwrap();
@@ -123,11 +123,11 @@ async fn given_sockets_follow_the_socket_activation_convention() {
     let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = std::os::unix::net::UnixDatagram::unbound().unwrap();
     let mut worker = supervisor
-        .spawn(
-            WorkerSpec::program(test_worker())
-                .arg("list-fds")
-                .listen_fd("web", OwnedFd::from(web))
-                .listen_fd("admin", OwnedFd::from(admin)),
+        .spawn_with_fds(
+            WorkerSpec::program(test_worker()).arg("list-fds"),
+            ListenFds::new()
+                .with("web", OwnedFd::from(web))
+                .with("admin", OwnedFd::from(admin)),
         )
         .await
         .unwrap();

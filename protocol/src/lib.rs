@@ -50,6 +50,6 @@ pub use message::{
 };
 pub use port::MessagePort;
 pub use signal::Signal;
-pub use spec::{Output, Program, SpawnSpec, WhenFull, WorkerSpec};
+pub use spec::{ListenFds, Output, Program, SpawnSpec, WhenFull, WorkerSpec};
 pub use sys::is_cloexec;
 pub use transfer::{Transfer, TransferBuffer};

@@ -1,15 +1,23 @@
-//! What to start: [`WorkerSpec`].
+//! What to start: [`WorkerSpec`], and the sockets handed to it at spawn:
+//! [`ListenFds`].
 //!
 //! The spec lives in the protocol crate because both sides build one: a
 //! parent program hands it to `arbor_supervisor::Supervisor::spawn`, and a
 //! worker sends one in a Spawn frame to start a sub-worker
 //! (`arbor_worker`'s `spawner`). [`WorkerSpec::to_wire`] and
 //! [`WorkerSpec::from_wire`] convert between the two forms.
+//!
+//! A spec is a plain value (`Clone`, `==`, serde): it can be kept, compared
+//! (arbord's reload asks whether a worker's spec changed) and written down
+//! (arbord's state). The fds a worker gets are not part of it: they are
+//! owned, used once, and passed at spawn beside the spec.
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// Environment variables that describe one spawn (the channel, the id, the
 /// sockets): a worker never inherits them from whoever started it, it gets
@@ -49,10 +57,10 @@ pub const CONTRACT_VARIABLES: [&str; 7] = [
 pub const MAX_SPAWN_FDS: usize = 16;
 
 /// The executable a worker runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Program {
     /// A path, or a bare name looked up in `PATH`.
-    Path(PathBuf),
+    Path(#[serde(with = "unix_path")] PathBuf),
     /// A named entry point of the current executable: `/proc/self/exe` is
     /// run again with `ARBOR_ENTRY=<name>`, so one binary holds a parent and
     /// its workers (see `arbor_worker::entry_point`).
@@ -74,7 +82,7 @@ pub enum Output {
 
 /// What `post_message` does when the queue of messages waiting for the
 /// worker (before it is Ready, or while it reads slowly) is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WhenFull {
     /// Wait for room (backpressure on the poster).
     #[default]
@@ -83,13 +91,15 @@ pub enum WhenFull {
     Error,
 }
 
-/// Everything needed to start one worker.
-#[derive(Debug)]
+/// Everything needed to start one worker but its sockets (see
+/// [`ListenFds`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSpec {
     pub(crate) program: Program,
     pub(crate) args: Vec<OsString>,
     pub(crate) clear_env: bool,
     pub(crate) env: Vec<(OsString, Option<OsString>)>,
+    #[serde(with = "unix_path::option")]
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) name: Option<String>,
     pub(crate) stdout: Output,
@@ -98,7 +108,6 @@ pub struct WorkerSpec {
     pub(crate) queue_limit: usize,
     pub(crate) when_full: WhenFull,
     pub(crate) speaks_protocol: bool,
-    pub(crate) listen_fds: Vec<(String, OwnedFd)>,
 }
 
 impl WorkerSpec {
@@ -116,7 +125,6 @@ impl WorkerSpec {
             queue_limit: 1024,
             when_full: WhenFull::Wait,
             speaks_protocol: true,
-            listen_fds: Vec::new(),
         }
     }
 
@@ -208,14 +216,6 @@ impl WorkerSpec {
         self
     }
 
-    /// Hands the worker a socket by systemd's socket-activation convention:
-    /// fds from 3 on (`SD_LISTEN_FDS_START`), with `LISTEN_FDS`,
-    /// `LISTEN_FDNAMES` and `LISTEN_PID`; the channel follows them.
-    pub fn listen_fd(mut self, name: impl Into<String>, fd: OwnedFd) -> Self {
-        self.listen_fds.push((name.into(), fd));
-        self
-    }
-
     /// Takes the spec apart, for the supervisor that starts it.
     pub fn into_parts(self) -> SpecParts {
         let name = self.display_name();
@@ -232,7 +232,6 @@ impl WorkerSpec {
             queue_limit: self.queue_limit,
             when_full: self.when_full,
             speaks_protocol: self.speaks_protocol,
-            listen_fds: self.listen_fds,
         }
     }
 
@@ -241,8 +240,8 @@ impl WorkerSpec {
         self.close_grace
     }
 
-    /// The spec as a Spawn frame carries it, and the fds that go with the
-    /// frame (its listen fds, in order).
+    /// The spec as a Spawn frame carries it with the sockets `listen`, and
+    /// the fds that go with the frame (those sockets, in order).
     ///
     /// An entry point names the *sending* process's executable, so it is
     /// sent as that executable's path with `ARBOR_ENTRY` set: the
@@ -250,7 +249,7 @@ impl WorkerSpec {
     /// environment a sub-worker inherits is its parent's, not the
     /// supervisor's: unless the spec clears it, the sender's environment
     /// (but [`SPAWN_VARIABLES`]) is sent in full, then the spec's changes.
-    pub fn to_wire(self) -> std::io::Result<(SpawnSpec, Vec<OwnedFd>)> {
+    pub fn to_wire(self, listen: ListenFds) -> std::io::Result<(SpawnSpec, Vec<OwnedFd>)> {
         use std::os::unix::ffi::OsStrExt;
         let name = self.display_name();
         let bytes = |s: &std::ffi::OsStr| s.as_bytes().to_vec();
@@ -274,7 +273,7 @@ impl WorkerSpec {
                 std::env::current_exe()?.as_os_str().as_bytes().to_vec()
             }
         };
-        let (listen_names, fds) = self.listen_fds.into_iter().unzip();
+        let (listen_names, fds) = listen.fds.into_iter().unzip();
         let spec = SpawnSpec {
             program,
             args: self.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
@@ -291,11 +290,12 @@ impl WorkerSpec {
         Ok((spec, fds))
     }
 
-    /// The spec a Spawn frame carried, with the frame's fds.
+    /// The spec a Spawn frame carried, and the frame's fds as the sockets
+    /// it names.
     ///
     /// A count of fds that does not match `listen_names` is an error (the
     /// fds are closed with it): the peer is not trusted.
-    pub fn from_wire(spec: SpawnSpec, fds: Vec<OwnedFd>) -> Result<Self, String> {
+    pub fn from_wire(spec: SpawnSpec, fds: Vec<OwnedFd>) -> Result<(Self, ListenFds), String> {
         use std::os::unix::ffi::OsStringExt;
         if fds.len() > MAX_SPAWN_FDS {
             return Err(format!(
@@ -328,8 +328,10 @@ impl WorkerSpec {
         built.speaks_protocol = spec.speaks_protocol;
         built.stdout = spec.stdout;
         built.stderr = spec.stderr;
-        built.listen_fds = spec.listen_names.into_iter().zip(fds).collect();
-        Ok(built)
+        let listen = ListenFds {
+            fds: spec.listen_names.into_iter().zip(fds).collect(),
+        };
+        Ok((built, listen))
     }
 
     /// The name the worker will carry.
@@ -374,8 +376,101 @@ pub struct SpecParts {
     pub when_full: WhenFull,
     /// Whether the program speaks arbor's protocol.
     pub speaks_protocol: bool,
-    /// Sockets handed over by systemd's convention, with their names.
-    pub listen_fds: Vec<(String, OwnedFd)>,
+}
+
+/// The sockets a worker is handed at spawn, by systemd's socket-activation
+/// convention: fds from 3 on (`SD_LISTEN_FDS_START`), in the order added,
+/// with `LISTEN_FDS`, `LISTEN_FDNAMES` (the names given here) and
+/// `LISTEN_PID`; the worker's channel follows them.
+#[derive(Debug, Default)]
+pub struct ListenFds {
+    fds: Vec<(String, OwnedFd)>,
+}
+
+impl ListenFds {
+    /// No sockets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the socket `fd`, named `name` in `LISTEN_FDNAMES`.
+    pub fn with(mut self, name: impl Into<String>, fd: OwnedFd) -> Self {
+        self.push(name, fd);
+        self
+    }
+
+    /// Adds the socket `fd`, named `name` in `LISTEN_FDNAMES`.
+    pub fn push(&mut self, name: impl Into<String>, fd: OwnedFd) {
+        self.fds.push((name.into(), fd));
+    }
+
+    /// How many sockets.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    /// Their names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.fds.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The fds, in order, for the spawn that hands them over.
+    pub fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds.into_iter().map(|(_, fd)| fd).collect()
+    }
+}
+
+/// Paths as their raw bytes in serde (a Unix path need not be UTF-8, which
+/// serde's own `PathBuf` impl requires).
+mod unix_path {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(path.as_os_str().as_bytes())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<PathBuf, D::Error> {
+        let bytes: serde_bytes::ByteBuf = Deserialize::deserialize(deserializer)?;
+        Ok(std::ffi::OsString::from_vec(bytes.into_vec()).into())
+    }
+
+    pub(super) mod option {
+        use std::path::PathBuf;
+
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            path: &Option<PathBuf>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            path.as_ref()
+                .map(|path| {
+                    serde_bytes::Bytes::new(std::os::unix::ffi::OsStrExt::as_bytes(
+                        path.as_os_str(),
+                    ))
+                })
+                .serialize(serializer)
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<PathBuf>, D::Error> {
+            let bytes: Option<serde_bytes::ByteBuf> = Deserialize::deserialize(deserializer)?;
+            Ok(bytes
+                .map(|bytes| std::os::unix::ffi::OsStringExt::from_vec(bytes.into_vec()))
+                .map(|os: std::ffi::OsString| os.into()))
+        }
+    }
 }
 
 /// A [`WorkerSpec`] as a Spawn frame carries it (WIRE.md section 3): paths,
@@ -424,13 +519,13 @@ mod tests {
             .close_grace(Duration::from_millis(1500))
             .speaks_protocol(false)
             .stdout(Output::Capture);
-        let (wire, fds) = spec.to_wire().unwrap();
+        let (wire, fds) = spec.to_wire(ListenFds::new()).unwrap();
         assert!(fds.is_empty());
         assert_eq!(wire.program, b"/bin/echo");
         assert_eq!(wire.close_grace_ms, 1500);
-        let back = WorkerSpec::from_wire(wire.clone(), fds)
-            .unwrap()
-            .into_parts();
+        let (back, listen) = WorkerSpec::from_wire(wire.clone(), fds).unwrap();
+        assert!(listen.is_empty());
+        let back = back.into_parts();
         assert_eq!(back.program, Program::Path("/bin/echo".into()));
         assert_eq!(back.args, ["a", "b"]);
         // The sender's own environment, then the spec's changes.
@@ -451,8 +546,35 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_is_a_value_that_round_trips_through_the_codec_even_with_non_utf8_paths() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = PathBuf::from(OsString::from_vec(b"/tmp/\xffodd".to_vec()));
+        let spec = WorkerSpec::program(&odd)
+            .arg(OsString::from_vec(vec![0xfe, b'x']))
+            .env("K", "v")
+            .env_remove("GONE")
+            .cwd(&odd)
+            .name("n")
+            .queue_limit(7, WhenFull::Error)
+            .stderr(Output::Null);
+        let mut bytes = Vec::new();
+        crate::codec::encode_into(&spec, &mut bytes).unwrap();
+        let back: WorkerSpec = crate::codec::decode_exact(&bytes).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(spec.clone(), spec);
+        assert_ne!(spec.clone().arg("more"), spec);
+        let entry = WorkerSpec::entry("part");
+        let mut bytes = Vec::new();
+        crate::codec::encode_into(&entry, &mut bytes).unwrap();
+        assert_eq!(
+            crate::codec::decode_exact::<WorkerSpec>(&bytes).unwrap(),
+            entry
+        );
+    }
+
+    #[test]
     fn an_entry_point_is_sent_as_this_executable_with_arbor_entry() {
-        let (wire, _) = WorkerSpec::entry("part").to_wire().unwrap();
+        let (wire, _) = WorkerSpec::entry("part").to_wire(ListenFds::new()).unwrap();
         assert_eq!(
             wire.program,
             std::env::current_exe()
@@ -470,7 +592,9 @@ mod tests {
         // Set by cargo for every test process, never by arbor: stands in for
         // a variable of the sender.
         assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
-        let (wire, _) = WorkerSpec::program("/bin/true").to_wire().unwrap();
+        let (wire, _) = WorkerSpec::program("/bin/true")
+            .to_wire(ListenFds::new())
+            .unwrap();
         assert!(wire.env.iter().any(|(k, _)| k == b"CARGO_PKG_NAME"));
         assert!(!wire
             .env
@@ -479,14 +603,16 @@ mod tests {
         let (wire, _) = WorkerSpec::program("/bin/true")
             .env_clear()
             .env("ONLY", "this")
-            .to_wire()
+            .to_wire(ListenFds::new())
             .unwrap();
         assert_eq!(wire.env, [(b"ONLY".to_vec(), Some(b"this".to_vec()))]);
     }
 
     #[test]
     fn a_peer_spec_that_does_not_add_up_is_refused() {
-        let (mut wire, _) = WorkerSpec::program("/bin/true").to_wire().unwrap();
+        let (mut wire, _) = WorkerSpec::program("/bin/true")
+            .to_wire(ListenFds::new())
+            .unwrap();
         wire.listen_names = vec!["http".into()];
         assert!(WorkerSpec::from_wire(wire.clone(), Vec::new())
             .unwrap_err()

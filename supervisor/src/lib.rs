@@ -74,7 +74,7 @@ pub mod programs {
     }
 }
 
-pub use arbor_protocol::spec::{Output, Program, WhenFull, WorkerSpec};
+pub use arbor_protocol::spec::{ListenFds, Output, Program, WhenFull, WorkerSpec};
 pub use error::{Error, Result};
 pub use exit::{ExitRecord, Initiator, ResourceUsage};
 pub use signal::Signal;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use arbor_protocol::nonblocking::{AsyncChannel, AsyncReceiver, AsyncSender};
 use arbor_protocol::{
-    ChildAction, ChildControl, ExitRecord, Frame, Limits, Location, Spawn, SpawnOutcome,
+    ChildAction, ChildControl, ExitRecord, Frame, Limits, ListenFds, Location, Spawn, SpawnOutcome,
     SpawnRefusal, WorkerSpec,
 };
 use serde::Serialize;
@@ -179,8 +179,15 @@ impl Spawner {
     ///
     /// [`AsyncWorker::run`]: crate::nonblocking::AsyncWorker::run
     pub async fn spawn(&self, spec: WorkerSpec) -> Result<SubWorker> {
+        self.spawn_with_fds(spec, ListenFds::new()).await
+    }
+
+    /// As [`Spawner::spawn`], handing the sub-worker the sockets `listen`
+    /// (fds from 3, by systemd's convention; at most
+    /// [`MAX_SPAWN_FDS`](arbor_protocol::spec::MAX_SPAWN_FDS)).
+    pub async fn spawn_with_fds(&self, spec: WorkerSpec, listen: ListenFds) -> Result<SubWorker> {
         let name = spec.display_name();
-        let (spec, fds) = spec.to_wire().map_err(Error::Spec)?;
+        let (spec, fds) = spec.to_wire(listen).map_err(Error::Spec)?;
         let id = self.tree.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, started) = oneshot::channel();
         lock(&self.tree.pending).insert(id, (name, answer));

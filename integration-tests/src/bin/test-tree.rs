@@ -37,7 +37,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use arbor_protocol::blocking::Channel;
-use arbor_protocol::{Frame, Output, Ready, Spawn, SpawnOutcome, WorkerSpec};
+use arbor_protocol::{Frame, ListenFds, Output, Ready, Spawn, SpawnOutcome, WorkerSpec};
 use arbor_worker::nonblocking::AsyncWorker;
 use arbor_worker::{SubWorker, SubWorkerEvent};
 
@@ -96,26 +96,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn entry_sub() -> arbor_worker::Result<()> {
-    relay(WorkerSpec::entry("leaf").name("leaf"), b"hi").await
+    relay(
+        WorkerSpec::entry("leaf").name("leaf"),
+        ListenFds::new(),
+        b"hi",
+    )
+    .await
 }
 
 async fn sub_fds(test_worker: String) -> arbor_worker::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(arbor_worker::Error::Spec)?;
     let spec = WorkerSpec::program(&test_worker)
         .arg("list-fds")
-        .name("sub-fds")
-        .listen_fd("web", listener.into());
-    relay(spec, b"report").await
+        .name("sub-fds");
+    relay(
+        spec,
+        ListenFds::new().with("web", listener.into()),
+        b"report",
+    )
+    .await
 }
 
 /// Starts `spec` as a sub-worker, posts it `ask`, posts its first answer
 /// (or what became of it) to this worker's own parent, closes it, and
 /// serves until closed.
-async fn relay(spec: WorkerSpec, ask: &'static [u8]) -> arbor_worker::Result<()> {
+async fn relay(
+    spec: WorkerSpec,
+    listen: ListenFds,
+    ask: &'static [u8],
+) -> arbor_worker::Result<()> {
     let worker = AsyncWorker::connect()?;
     let (spawner, poster) = (worker.spawner(), worker.poster());
     let test = async move {
-        let mut sub = spawner.spawn(spec).await?;
+        let mut sub = spawner.spawn_with_fds(spec, listen).await?;
         sub.post_message(ask, &[]).await?;
         let answer = loop {
             match sub.next_event().await {
@@ -201,7 +214,9 @@ fn flood(count: u64) -> Result<(), Box<dyn std::error::Error>> {
                 .name(format!("flood-{request}"))
                 .speaks_protocol(false)
                 .stdout(Output::Null);
-            let (spec, _) = spec.to_wire().map_err(arbor_protocol::Error::from)?;
+            let (spec, _) = spec
+                .to_wire(ListenFds::new())
+                .map_err(arbor_protocol::Error::from)?;
             sender.feed(&Frame::Spawn(Spawn { id: request, spec }), &[])?;
         }
         sender.flush()?;
@@ -353,7 +368,7 @@ fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
         WorkerSpec::program(program)
             .arg("600")
             .speaks_protocol(false)
-            .to_wire()
+            .to_wire(ListenFds::new())
             .map(|(spec, _)| spec)
     };
     let mut no_fds = plain("/bin/sleep")?;

@@ -80,11 +80,14 @@ fn register(
 
 /// Starts one run of `recipe`.
 async fn spawn(daemon: &Daemon, recipe: &Recipe) -> Result<Worker, crate::Error> {
-    let spec = recipe.spec().map_err(|source| crate::Error::Spawn {
+    let listen = recipe.listen_fds().map_err(|source| crate::Error::Spawn {
         name: recipe.name.clone(),
         source,
     })?;
-    daemon.supervisor.spawn(spec).await
+    daemon
+        .supervisor
+        .spawn_with_fds(recipe.spec.clone(), listen)
+        .await
 }
 
 /// Follows one managed worker through its runs: [`Lifecycle`] decides,

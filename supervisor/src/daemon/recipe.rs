@@ -1,7 +1,6 @@
 //! What a managed worker is started from, kept to restart it and compared
 //! on a reload.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,18 +9,17 @@ use arbor_protocol::control::SpawnRequest;
 use super::pools::PoolRuntime;
 use crate::config::WorkerConfig;
 use crate::restart::RestartConfig;
-use crate::{Output, WorkerSpec};
+use crate::{ListenFds, Output, WorkerSpec};
 
-/// What a managed worker is started from (kept to restart it).
+/// What a managed worker is started from (kept to restart it): the spec
+/// of each run, its restart policy, and its pool if it is a replica.
 #[derive(Debug, Clone)]
 pub(super) struct Recipe {
+    /// The configured name (also the spec's).
     pub(super) name: String,
-    pub(super) program: crate::Program,
-    pub(super) args: Vec<String>,
-    pub(super) env: Vec<(String, String)>,
-    pub(super) cwd: Option<PathBuf>,
-    pub(super) close_grace: Duration,
-    pub(super) speaks_protocol: bool,
+    /// What each run starts (without its sockets: a replica gets its pool's
+    /// at each spawn).
+    pub(super) spec: WorkerSpec,
     pub(super) restart: RestartConfig,
     /// Set for a pool's replicas: the pool's sockets.
     pub(super) pool: Option<Arc<PoolRuntime>>,
@@ -41,40 +39,25 @@ impl Recipe {
     /// A sub-worker's entry: known by its name, started by its parent worker
     /// (so never by arbord again).
     pub(super) fn for_sub_worker(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            program: crate::Program::Path(PathBuf::new()),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
-            close_grace: crate::spec::DEFAULT_CLOSE_GRACE,
-            speaks_protocol: true,
-            restart: RestartConfig::default(),
-            pool: None,
-            ready_timeout: None,
-        }
+        Self::new(name, WorkerSpec::program(""), RestartConfig::default())
     }
 
     pub(super) fn from_config(worker: &WorkerConfig) -> Self {
-        Self {
-            name: worker.name.clone(),
-            program: match (&worker.entry, &worker.program) {
-                (Some(entry), _) => crate::Program::Entry(entry.clone()),
-                (None, program) => crate::Program::Path(program.clone().unwrap_or_default().into()),
-            },
-            args: worker.args.clone(),
-            env: worker
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            cwd: worker.cwd.clone(),
-            close_grace: worker.close_grace,
-            speaks_protocol: worker.speaks_protocol,
-            restart: worker.restart_config(),
-            pool: None,
-            ready_timeout: None,
+        let spec = match (&worker.entry, &worker.program) {
+            (Some(entry), _) => WorkerSpec::entry(entry),
+            (None, program) => WorkerSpec::program(program.clone().unwrap_or_default()),
+        };
+        let mut spec = spec
+            .args(&worker.args)
+            .close_grace(worker.close_grace)
+            .speaks_protocol(worker.speaks_protocol);
+        for (key, value) in &worker.env {
+            spec = spec.env(key, value);
         }
+        if let Some(cwd) = &worker.cwd {
+            spec = spec.cwd(cwd);
+        }
+        Self::new(&worker.name, spec, worker.restart_config())
     }
 
     pub(super) fn from_request(request: SpawnRequest) -> Result<Self, String> {
@@ -88,53 +71,52 @@ impl Recipe {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| request.program.clone())
         });
-        Ok(Self {
-            name,
-            program: crate::Program::Path(request.program.into()),
-            args: request.args,
-            env: request.env,
-            cwd: request.cwd.map(PathBuf::from),
-            close_grace: Duration::from_millis(request.close_grace_ms),
-            speaks_protocol: request.speaks_protocol,
+        let mut spec = WorkerSpec::program(request.program)
+            .args(request.args)
+            .close_grace(Duration::from_millis(request.close_grace_ms))
+            .speaks_protocol(request.speaks_protocol);
+        for (key, value) in request.env {
+            spec = spec.env(key, value);
+        }
+        if let Some(cwd) = request.cwd {
+            spec = spec.cwd(cwd);
+        }
+        Ok(Self::new(&name, spec, restart))
+    }
+
+    /// A recipe named `name` for `spec`, its output captured (arbord keeps
+    /// every managed worker's output in its log ring).
+    fn new(name: &str, spec: WorkerSpec, restart: RestartConfig) -> Self {
+        Self {
+            name: name.to_string(),
+            spec: spec
+                .name(name)
+                .stdout(Output::Capture)
+                .stderr(Output::Capture),
             restart,
             pool: None,
             ready_timeout: None,
-        })
+        }
     }
 
-    /// The spec of a new run; a pool replica gets its sockets here (a
-    /// `reuseport` socket is bound anew for each).
-    pub(super) fn spec(&self) -> std::io::Result<WorkerSpec> {
-        let spec = match &self.program {
-            crate::Program::Path(path) => WorkerSpec::program(path),
-            crate::Program::Entry(entry) => WorkerSpec::entry(entry),
-        };
-        let mut spec = spec
-            .name(&self.name)
-            .args(&self.args)
-            .close_grace(self.close_grace)
-            .speaks_protocol(self.speaks_protocol)
-            .stdout(Output::Capture)
-            .stderr(Output::Capture);
-        for (key, value) in &self.env {
-            spec = spec.env(key, value);
+    /// The grace of each close step.
+    pub(super) fn close_grace(&self) -> Duration {
+        self.spec.grace()
+    }
+
+    /// The sockets of a new run: a pool replica's (a `reuseport` socket is
+    /// bound anew for each), none otherwise.
+    pub(super) fn listen_fds(&self) -> std::io::Result<ListenFds> {
+        match &self.pool {
+            Some(pool) => pool.listen_fds(),
+            None => Ok(ListenFds::new()),
         }
-        if let Some(cwd) = &self.cwd {
-            spec = spec.cwd(cwd);
-        }
-        if let Some(pool) = &self.pool {
-            for (name, fd) in pool.listen_fds()? {
-                spec = spec.listen_fd(name, fd);
-            }
-        }
-        Ok(spec)
     }
 }
 
 /// Two recipes are equal when a reload can leave a worker started from one
-/// running for the other: the same name, program, arguments, environment,
-/// directory, grace, protocol, restart settings and Ready limit, and the
-/// same pool (the very same sockets).
+/// running for the other: the same name, spec, restart settings and Ready
+/// limit, and the same pool (the very same sockets).
 impl PartialEq for Recipe {
     fn eq(&self, other: &Self) -> bool {
         let same_pool = match (&self.pool, &other.pool) {
@@ -143,14 +125,12 @@ impl PartialEq for Recipe {
             _ => false,
         };
         same_pool
-            && self.name == other.name
-            && self.program == other.program
-            && self.args == other.args
-            && self.env == other.env
-            && self.cwd == other.cwd
-            && self.close_grace == other.close_grace
-            && self.speaks_protocol == other.speaks_protocol
-            && self.restart == other.restart
-            && self.ready_timeout == other.ready_timeout
+            && (&self.name, &self.spec, &self.restart, self.ready_timeout)
+                == (
+                    &other.name,
+                    &other.spec,
+                    &other.restart,
+                    other.ready_timeout,
+                )
     }
 }

@@ -65,7 +65,7 @@ async fn reload_workers(daemon: &Arc<Daemon>, new: &Config) {
     for (id, recipe) in current.iter().filter(|(_, r)| !kept(r)) {
         tracing::info!(worker = %recipe.name, id, "reload: stopping");
         if let Ok(Some(worker)) = daemon.registry.request_stop(*id) {
-            worker.begin_close(recipe.close_grace);
+            worker.begin_close(recipe.close_grace());
             closing.push(worker);
         }
     }

@@ -28,7 +28,7 @@ use crate::cgroup::{Cgroups, WorkerCgroup};
 use crate::error::{Error, Result};
 use crate::link::TreeLink;
 use crate::spawn::{above_targets, Prepared, Spawner, StartError};
-use crate::spec::{Output, WorkerSpec};
+use crate::spec::{ListenFds, Output, WorkerSpec};
 use crate::tree::{Tree, TreeLimits};
 use crate::worker::{launch, Launch, SpawnRequest, Wiring, Worker};
 use plan::{Exec, Layout, Plan, Settings};
@@ -126,20 +126,32 @@ impl Supervisor {
     /// Starts a worker. Returns as soon as the process has exec'ed; messages
     /// may be posted at once.
     pub async fn spawn(&self, spec: WorkerSpec) -> Result<Worker> {
-        self.spawn_node(spec, None).await
+        self.spawn_node(spec, ListenFds::new(), None).await
+    }
+
+    /// Starts a worker handed the sockets `listen` (fds from 3, by
+    /// systemd's socket-activation convention; its channel follows them).
+    /// Returns as [`Supervisor::spawn`] does.
+    pub async fn spawn_with_fds(&self, spec: WorkerSpec, listen: ListenFds) -> Result<Worker> {
+        self.spawn_node(spec, listen, None).await
     }
 
     /// Starts a worker, or a sub-worker `for` another one: then its channel
     /// end goes to the asking worker in SpawnResult, and a second
     /// socketpair, its tree link, stays with us for its own Spawn frames.
-    async fn spawn_node(&self, spec: WorkerSpec, sub: Option<SpawnFor>) -> Result<Worker> {
+    async fn spawn_node(
+        &self,
+        spec: WorkerSpec,
+        listen: ListenFds,
+        sub: Option<SpawnFor>,
+    ) -> Result<Worker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut spec = spec.into_parts();
         if let Some(sub) = &sub {
             plan::inherit_outputs(&mut spec, sub.outputs);
         }
-        let plan = Plan::new(&spec, id, sub.is_some())?;
-        let listen = spec.listen_fds.into_iter().map(|(_, fd)| fd).collect();
+        let plan = Plan::new(&spec, &listen.names(), id, sub.is_some())?;
+        let listen = listen.into_fds();
         let parent_cgroup = sub.as_ref().and_then(|s| s.cgroup.as_deref());
         let name = &plan.settings.name;
         let child = self
@@ -323,6 +335,7 @@ impl Supervisor {
     async fn spawn_sub(self, request: SpawnRequest) {
         let SpawnRequest {
             spec,
+            listen,
             parent,
             request,
             frames,
@@ -339,7 +352,7 @@ impl Supervisor {
             cgroup,
             answered: Arc::clone(&answered),
         };
-        let started = self.spawn_node(spec, Some(sub)).await;
+        let started = self.spawn_node(spec, listen, Some(sub)).await;
         self.tree.release(parent);
         match started {
             Ok(worker) => {

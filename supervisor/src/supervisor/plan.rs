@@ -113,12 +113,13 @@ pub(crate) fn inherit_outputs(spec: &mut SpecParts, parents: [Output; 2]) {
 }
 
 impl Plan {
-    /// The plan for worker `id` (a sub-worker when `sub`) started from `spec`.
-    pub(crate) fn new(spec: &SpecParts, id: u64, sub: bool) -> Result<Self> {
-        let listen_count = spec.listen_fds.len();
+    /// The plan for worker `id` (a sub-worker when `sub`) started from
+    /// `spec`, handed sockets named `listen` (in order).
+    pub(crate) fn new(spec: &SpecParts, listen: &[String], id: u64, sub: bool) -> Result<Self> {
+        let listen_count = listen.len();
         let mut env = environment(spec, id)?;
         if listen_count > 0 {
-            let names: Vec<&str> = spec.listen_fds.iter().map(|(n, _)| n.as_str()).collect();
+            let names: Vec<&str> = listen.iter().map(String::as_str).collect();
             env.push(cstring_pair("LISTEN_FDS", &listen_count.to_string())?);
             env.push(cstring_pair("LISTEN_FDNAMES", &names.join(":"))?);
         }
@@ -274,25 +275,21 @@ fn search_path(spec: &SpecParts, name: &Path) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::OwnedFd;
 
     use super::*;
     use crate::spec::WorkerSpec;
 
-    /// Any fd, to stand for a listen socket.
-    fn socket() -> OwnedFd {
-        std::os::unix::net::UnixStream::pair().unwrap().0.into()
+    /// A spec with an empty inherited environment.
+    fn spec(speaks_protocol: bool) -> SpecParts {
+        WorkerSpec::program("/bin/true")
+            .env_clear()
+            .speaks_protocol(speaks_protocol)
+            .into_parts()
     }
 
-    /// A spec with an empty inherited environment and `sockets` listen fds.
-    fn spec(speaks_protocol: bool, sockets: &[&str]) -> SpecParts {
-        let mut spec = WorkerSpec::program("/bin/true")
-            .env_clear()
-            .speaks_protocol(speaks_protocol);
-        for name in sockets {
-            spec = spec.listen_fd(*name, socket());
-        }
-        spec.into_parts()
+    /// The names of listen sockets.
+    fn names(sockets: &[&str]) -> Vec<String> {
+        sockets.iter().map(|name| name.to_string()).collect()
     }
 
     /// The value of `key` in the plan's environment.
@@ -305,7 +302,7 @@ mod tests {
 
     #[test]
     fn listen_fds_come_from_3_in_order_with_their_names() {
-        let plan = Plan::new(&spec(false, &["http", "admin"]), 7, false).unwrap();
+        let plan = Plan::new(&spec(false), &names(&["http", "admin"]), 7, false).unwrap();
         assert_eq!(
             plan.layout.fds,
             [
@@ -322,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_plain_worker_gets_no_channel() {
-        let plan = Plan::new(&spec(false, &["http"]), 1, false).unwrap();
+        let plan = Plan::new(&spec(false), &names(&["http"]), 1, false).unwrap();
         assert!(!plan.layout.channel);
         assert!(!plan.layout.fds.iter().any(|(s, _)| *s == Source::Channel));
         assert_eq!(var(&plan, "ARBOR_CHANNEL_FD"), None);
@@ -331,13 +328,13 @@ mod tests {
 
     #[test]
     fn the_channel_comes_right_after_the_listen_fds() {
-        let plan = Plan::new(&spec(true, &["http", "admin"]), 1, false).unwrap();
+        let plan = Plan::new(&spec(true), &names(&["http", "admin"]), 1, false).unwrap();
         assert!(plan.layout.channel);
         assert!(plan.layout.fds.contains(&(Source::Channel, 5)));
         assert_eq!(channel_fd(2), 5);
         assert_eq!(var(&plan, "ARBOR_CHANNEL_FD"), Some("5"));
         assert_eq!(var(&plan, "ARBOR_TREE_FD"), None);
-        let alone = Plan::new(&spec(true, &[]), 1, false).unwrap();
+        let alone = Plan::new(&spec(true), &names(&[]), 1, false).unwrap();
         assert!(alone.layout.fds.contains(&(Source::Channel, 3)));
         assert!(!alone.exec.listen_pid);
         assert_eq!(var(&alone, "LISTEN_FDS"), None);
@@ -345,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_sub_workers_tree_link_comes_right_after_its_channel() {
-        let plan = Plan::new(&spec(true, &["http"]), 1, true).unwrap();
+        let plan = Plan::new(&spec(true), &names(&["http"]), 1, true).unwrap();
         assert!(plan.layout.fds.contains(&(Source::Channel, 4)));
         assert!(plan.layout.fds.contains(&(Source::TreeLink, 5)));
         assert_eq!(var(&plan, "ARBOR_CHANNEL_FD"), Some("4"));
@@ -354,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_plain_sub_worker_gets_no_fd_of_its_channel_but_its_parent_gets_one() {
-        let plan = Plan::new(&spec(false, &[]), 1, true).unwrap();
+        let plan = Plan::new(&spec(false), &names(&[]), 1, true).unwrap();
         assert!(plan.layout.channel);
         assert_eq!(plan.layout.fds, [(Source::Null, 0)]);
         assert_eq!(var(&plan, "ARBOR_CHANNEL_FD"), None);
@@ -362,10 +359,10 @@ mod tests {
 
     #[test]
     fn stdin_is_null_and_stdout_and_stderr_are_as_the_spec_says() {
-        let mut parts = spec(true, &[]);
+        let mut parts = spec(true);
         parts.stdout = Output::Capture;
         parts.stderr = Output::Null;
-        let plan = Plan::new(&parts, 1, false).unwrap();
+        let plan = Plan::new(&parts, &[], 1, false).unwrap();
         assert_eq!(
             plan.layout.fds,
             [
@@ -386,7 +383,7 @@ mod tests {
             .env("LISTEN_FDS", "4")
             .env("KEPT", "yes")
             .into_parts();
-        let plan = Plan::new(&parts, 1, false).unwrap();
+        let plan = Plan::new(&parts, &[], 1, false).unwrap();
         assert_eq!(var(&plan, "ARBOR_CHANNEL_FD"), Some("3"));
         assert_eq!(var(&plan, "LISTEN_FDS"), None);
         assert_eq!(var(&plan, "KEPT"), Some("yes"));
@@ -394,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_sub_workers_inherit_means_its_parents_stream() {
-        let mut parts = spec(true, &[]);
+        let mut parts = spec(true);
         parts.stderr = Output::Null;
         inherit_outputs(&mut parts, [Output::Capture, Output::Capture]);
         assert_eq!(
@@ -406,7 +403,7 @@ mod tests {
     #[test]
     fn argv_starts_with_the_program_as_given() {
         let parts = WorkerSpec::program("/bin/true").arg("-x").into_parts();
-        let plan = Plan::new(&parts, 1, false).unwrap();
+        let plan = Plan::new(&parts, &[], 1, false).unwrap();
         assert_eq!(plan.exec.path.to_str(), Ok("/bin/true"));
         let argv: Vec<_> = plan.exec.argv.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(argv, ["/bin/true", "-x"]);

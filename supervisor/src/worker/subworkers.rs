@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::escalation::MAX_GRACE;
 use super::{Worker, WorkerEvent};
 use crate::link::TreeLink;
-use crate::spec::{Output, WorkerSpec};
+use crate::spec::{ListenFds, Output, WorkerSpec};
 use crate::tree::Tree;
 
 /// A sub-worker a worker asked for with a Spawn frame, on its way up to the
@@ -29,6 +29,8 @@ use crate::tree::Tree;
 pub(crate) struct SpawnRequest {
     /// What to start.
     pub(crate) spec: WorkerSpec,
+    /// The sockets the Spawn frame handed over for it.
+    pub(crate) listen: ListenFds,
     /// The asking worker.
     pub(crate) parent: u64,
     /// The Spawn frame's id, which its SpawnResult carries.
@@ -78,8 +80,8 @@ impl SubWorkers {
             refuse(refusal);
             return;
         }
-        let spec = match WorkerSpec::from_wire(spawn.spec, fds) {
-            Ok(spec) => spec,
+        let (spec, listen) = match WorkerSpec::from_wire(spawn.spec, fds) {
+            Ok(parts) => parts,
             Err(reason) => {
                 self.tree.release(self.id);
                 refuse(SpawnRefusal::BadSpec { reason });
@@ -88,6 +90,7 @@ impl SubWorkers {
         };
         let request = SpawnRequest {
             spec,
+            listen,
             parent: self.id,
             request: spawn.id,
             frames: Arc::clone(&self.frames),

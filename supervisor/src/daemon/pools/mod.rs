@@ -83,7 +83,7 @@ pub(crate) async fn remove(daemon: &Arc<Daemon>, name: &str) {
         return;
     };
     pool.runtime.stop();
-    stop_replicas(daemon, &pool.replicas, pool.recipe.close_grace).await;
+    stop_replicas(daemon, &pool.replicas, pool.recipe.close_grace()).await;
 }
 
 /// Every pool, as `arborctl ps` shows them: the registry is read under its

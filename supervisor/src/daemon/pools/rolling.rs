@@ -55,7 +55,7 @@ async fn rolling_replace(
                 // The old replicas of this step stay. A new one that did
                 // come up stays too (the pool is over its count until the
                 // next scale or reload).
-                stop_replicas(daemon, &[*id], recipe.close_grace).await;
+                stop_replicas(daemon, &[*id], recipe.close_grace()).await;
                 daemon.registry.drop_replicas(name, &[*id]);
                 return Err(ControlError::Pool {
                     pool: name.into(),
@@ -67,7 +67,7 @@ async fn rolling_replace(
                 });
             }
         }
-        stop_replicas(daemon, step, recipe.close_grace).await;
+        stop_replicas(daemon, step, recipe.close_grace()).await;
         daemon.registry.drop_replicas(name, step);
         replaced += step.len();
     }

@@ -1,13 +1,12 @@
 //! What every replica of a pool shares: its sockets, and the handoff
 //! dispatchers of those in `handoff` mode.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::socket::PoolSocket;
 use crate::handoff::Dispatcher;
 use crate::listen::ListenAddr;
-use crate::Worker;
+use crate::{ListenFds, Worker};
 
 /// What every replica of a pool shares; each replica's recipe holds it.
 #[derive(Debug, Default)]
@@ -17,11 +16,11 @@ pub(crate) struct PoolRuntime {
 
 impl PoolRuntime {
     /// The `LISTEN_FDS` sockets of a new replica, in configuration order.
-    pub(crate) fn listen_fds(&self) -> std::io::Result<Vec<(String, OwnedFd)>> {
-        let mut fds = Vec::new();
+    pub(crate) fn listen_fds(&self) -> std::io::Result<ListenFds> {
+        let mut fds = ListenFds::new();
         for socket in &self.sockets {
             if let Some(fd) = socket.fd_for_replica()? {
-                fds.push((socket.config.name.clone(), fd));
+                fds.push(&socket.config.name, fd);
             }
         }
         Ok(fds)

@@ -53,7 +53,7 @@ pub(super) async fn scale_to(
     } else {
         // The newest go first: the oldest have proven themselves.
         let going: Vec<u64> = live[wanted as usize..].to_vec();
-        stop_replicas(daemon, &going, recipe.close_grace).await;
+        stop_replicas(daemon, &going, recipe.close_grace()).await;
         daemon.registry.drop_replicas(name, &going);
         Ok(format!("pool {name}: {have} → {wanted} replicas"))
     }

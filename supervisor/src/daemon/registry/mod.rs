@@ -287,7 +287,7 @@ impl Registry {
         self.lock()
             .workers
             .get(&id)
-            .map_or(crate::spec::DEFAULT_CLOSE_GRACE, |e| e.recipe.close_grace)
+            .map_or(crate::spec::DEFAULT_CLOSE_GRACE, |e| e.recipe.close_grace())
     }
 
     /// What waiters of worker `id` see; `None` when it is not known.

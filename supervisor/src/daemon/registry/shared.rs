@@ -146,7 +146,7 @@ impl Registry {
             }) = state.shared.remove(&name)
             {
                 tracing::info!(worker = %name, id, "reload: closing shared worker");
-                ending.push((id, recipe.close_grace));
+                ending.push((id, recipe.close_grace()));
             }
         }
         for config in configs {
@@ -156,7 +156,7 @@ impl Registry {
                     if shared.recipe != recipe {
                         if let Some(id) = shared.current.take() {
                             tracing::info!(worker = %config.name, id, "reload: replacing shared worker");
-                            ending.push((id, shared.recipe.close_grace));
+                            ending.push((id, shared.recipe.close_grace()));
                         }
                     }
                     shared.recipe = recipe;
