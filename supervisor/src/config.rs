@@ -57,6 +57,7 @@ use serde::Deserialize;
 
 pub use crate::listen::ListenAddr;
 use crate::restart::{RestartConfig, RestartPolicy};
+use crate::WorkerSpec;
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,24 +76,70 @@ pub struct ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// Daemon settings.
-    #[serde(default)]
     pub daemon: DaemonConfig,
     /// Workers started at boot.
-    #[serde(default, rename = "worker")]
     pub workers: Vec<WorkerConfig>,
-    /// Pools started at boot: a `[[pool]]` takes every `[[worker]]` key
-    /// plus `replicas`, `ready_timeout`, `surge` and `[[pool.socket]]`.
-    #[serde(default, rename = "pool")]
-    pub pools: Vec<WorkerConfig>,
-    /// Shared workers (the standard's SharedWorker): a `[[shared]]` takes
-    /// every `[[worker]]` key; it is started on the first `attach` and
-    /// again on the first one after it exits.
-    #[serde(default, rename = "shared")]
-    pub shared: Vec<WorkerConfig>,
+    /// Pools started at boot.
+    pub pools: Vec<PoolConfig>,
+    /// Shared workers.
+    pub shared: Vec<SharedConfig>,
+}
+
+/// `[[worker]]`: what to run, and how to restart it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// Its name, unique across workers, pools and shared workers.
+    pub name: String,
+    /// What each run starts (program or entry point, arguments,
+    /// environment, directory, close grace, protocol), named `name`.
+    pub spec: WorkerSpec,
+    /// When and how fast it is restarted.
+    pub restart: RestartConfig,
+}
+
+/// `[[pool]]`: replicas of one worker, serving the same sockets. It takes
+/// every `[[worker]]` key, plus `replicas`, `ready_timeout`, `surge` and
+/// `[[pool.socket]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The worker each replica runs.
+    pub worker: WorkerConfig,
+    /// How many replicas (default 1, at most [`MAX_REPLICAS`]).
+    pub replicas: u32,
+    /// How long a replica may take to send Ready before it is killed (and
+    /// a rolling reload stops); default [`DEFAULT_READY_TIMEOUT`].
+    pub ready_timeout: Duration,
+    /// Replicas replaced at once in a rolling reload (default 1).
+    pub surge: u32,
+    /// The sockets its replicas serve.
+    pub sockets: Vec<SocketConfig>,
+}
+
+/// `[[shared]]`: a shared worker (the standard's SharedWorker), started on
+/// the first `attach` and again on the first one after it exits. It takes
+/// every `[[worker]]` key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedConfig {
+    /// The worker.
+    pub worker: WorkerConfig,
+}
+
+/// The file as serde reads it; [`Config::parse`] checks it and gives each
+/// table its own type.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    daemon: DaemonConfig,
+    #[serde(default)]
+    worker: Vec<Table>,
+    #[serde(default)]
+    pool: Vec<Table>,
+    #[serde(default)]
+    shared: Vec<Table>,
 }
 
 /// `[[pool.socket]]`: a socket a pool's replicas serve.
@@ -246,89 +293,106 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most replicas a pool may have (in the configuration and in a scale).
 pub const MAX_REPLICAS: u32 = 1000;
 
-/// `[[worker]]`.
+/// A `[[worker]]`, `[[pool]]` or `[[shared]]` table as written: every key
+/// any of them may have (a pool's keys are refused in the other two by
+/// [`Config::parse`], which names the key and the line).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WorkerConfig {
+struct Table {
     /// Name.
-    pub name: String,
+    name: String,
     /// Program path or a name looked up in PATH (or `entry` instead).
     #[serde(default)]
-    pub program: Option<String>,
+    program: Option<String>,
     /// A worker built into arbord itself (`echo`, `primes`), for demos and
     /// smoke tests, instead of a program.
     #[serde(default)]
-    pub entry: Option<String>,
+    entry: Option<String>,
     /// Arguments.
     #[serde(default)]
-    pub args: Vec<String>,
+    args: Vec<String>,
     /// Extra environment.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
     /// Working directory.
-    pub cwd: Option<PathBuf>,
+    cwd: Option<PathBuf>,
     /// Restart policy.
     #[serde(default, deserialize_with = "policy")]
-    pub restart: RestartPolicy,
+    restart: RestartPolicy,
     /// Close grace.
     #[serde(default = "default_close_grace", deserialize_with = "duration")]
-    pub close_grace: Duration,
+    close_grace: Duration,
     /// Delay before the first restart (default 100ms)...
     #[serde(default = "default_restart_delay", deserialize_with = "duration")]
-    pub restart_delay: Duration,
+    restart_delay: Duration,
     /// ...multiplied by this for each further one (default 2)...
     #[serde(default = "default_restart_factor")]
-    pub restart_factor: f64,
+    restart_factor: f64,
     /// ...up to this (default 30s).
     #[serde(default = "default_restart_max_delay", deserialize_with = "duration")]
-    pub restart_max_delay: Duration,
+    restart_max_delay: Duration,
     /// At most this many restarts (default 5)...
     #[serde(default = "default_max_restarts")]
-    pub max_restarts: u32,
+    max_restarts: u32,
     /// ...within this window (default 60s); one more and the worker is failed.
     #[serde(default = "default_restart_window", deserialize_with = "duration")]
-    pub restart_window: Duration,
+    restart_window: Duration,
     /// Whether the program speaks arbor's protocol (default true).
     #[serde(default = "yes")]
-    pub speaks_protocol: bool,
+    speaks_protocol: bool,
     /// `[[pool]]` only: how many replicas (default 1).
-    pub replicas: Option<u32>,
+    replicas: Option<u32>,
     /// `[[pool]]` only: how long a replica may take to send Ready before it
     /// is killed (and a rolling reload stops); default 30s.
     #[serde(default, deserialize_with = "optional_duration")]
-    pub ready_timeout: Option<Duration>,
+    ready_timeout: Option<Duration>,
     /// `[[pool]]` only: replicas replaced at once in a rolling reload (default 1).
-    pub surge: Option<u32>,
+    surge: Option<u32>,
     /// `[[pool]]` only: the sockets its replicas serve.
     #[serde(default)]
-    pub socket: Vec<SocketConfig>,
+    socket: Vec<SocketConfig>,
 }
 
-impl WorkerConfig {
-    /// A pool's replica count.
-    pub fn replica_count(&self) -> u32 {
-        self.replicas.unwrap_or(1)
+impl Table {
+    /// The worker this table describes (checked by [`Config::parse`]).
+    fn worker(&self) -> WorkerConfig {
+        let spec = match (&self.entry, &self.program) {
+            (Some(entry), _) => WorkerSpec::entry(entry),
+            (None, program) => WorkerSpec::program(program.clone().unwrap_or_default()),
+        };
+        let mut spec = spec
+            .name(&self.name)
+            .args(&self.args)
+            .close_grace(self.close_grace)
+            .speaks_protocol(self.speaks_protocol);
+        for (key, value) in &self.env {
+            spec = spec.env(key, value);
+        }
+        if let Some(cwd) = &self.cwd {
+            spec = spec.cwd(cwd);
+        }
+        WorkerConfig {
+            name: self.name.clone(),
+            spec,
+            restart: RestartConfig {
+                policy: self.restart,
+                first_delay: self.restart_delay,
+                factor: self.restart_factor,
+                max_delay: self.restart_max_delay,
+                max_restarts: self.max_restarts,
+                within: self.restart_window,
+            },
+        }
     }
 
-    /// A pool's readiness timeout.
-    pub fn ready_limit(&self) -> Duration {
-        self.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT)
-    }
-
-    /// A pool's rolling-reload step.
-    pub fn surge_count(&self) -> u32 {
-        self.surge.unwrap_or(1).max(1)
-    }
-
-    /// The restart settings of this worker.
-    pub fn restart_config(&self) -> RestartConfig {
-        RestartConfig {
-            policy: self.restart,
-            first_delay: self.restart_delay,
-            factor: self.restart_factor,
-            max_delay: self.restart_max_delay,
-            max_restarts: self.max_restarts,
-            within: self.restart_window,
+    /// The pool this `[[pool]]` table describes, its defaults filled in.
+    fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            worker: self.worker(),
+            replicas: self.replicas.unwrap_or(1),
+            ready_timeout: self.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
+            surge: self.surge.unwrap_or(1).max(1),
+            sockets: self.socket.clone(),
         }
     }
 }
@@ -449,18 +513,18 @@ impl Config {
         };
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|e| error(".".into(), e.message().to_string(), e.span()))?;
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
             error(key, inner.message().to_string(), inner.span())
         })?;
         let mut names = std::collections::HashSet::new();
         let mut socket_names = std::collections::HashSet::new();
-        let entries = config.workers.iter().map(|w| ("worker", w));
+        let entries = file.worker.iter().map(|w| ("worker", w));
         let entries = entries
             .enumerate()
-            .chain(config.pools.iter().map(|p| ("pool", p)).enumerate())
-            .chain(config.shared.iter().map(|p| ("shared", p)).enumerate());
+            .chain(file.pool.iter().map(|p| ("pool", p)).enumerate())
+            .chain(file.shared.iter().map(|p| ("shared", p)).enumerate());
         for (i, (table, worker)) in entries {
             let at = || text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
             let is_pool = table == "pool";
@@ -551,7 +615,18 @@ impl Config {
                 ));
             }
         }
-        Ok(config)
+        Ok(Config {
+            workers: file.worker.iter().map(Table::worker).collect(),
+            pools: file.pool.iter().map(Table::pool).collect(),
+            shared: file
+                .shared
+                .iter()
+                .map(|table| SharedConfig {
+                    worker: table.worker(),
+                })
+                .collect(),
+            daemon: file.daemon,
+        })
     }
 }
 
@@ -604,11 +679,12 @@ close_grace = "250ms"
         assert_eq!(config.daemon.tree_limits().max_children, 3);
         assert_eq!(config.daemon.tree_limits().max_depth, 8);
         let worker = &config.workers[0];
-        assert_eq!(worker.restart, RestartPolicy::OnFailure);
-        assert_eq!(worker.restart_config().max_restarts, 5);
+        assert_eq!(worker.restart.policy, RestartPolicy::OnFailure);
+        assert_eq!(worker.restart.max_restarts, 5);
         assert_eq!(group_id("root"), Some(0));
-        assert_eq!(worker.close_grace, Duration::from_millis(250));
-        assert_eq!(worker.env["A"], "1");
+        assert_eq!(worker.spec.grace(), Duration::from_millis(250));
+        let spec = worker.spec.clone().into_parts();
+        assert!(spec.env.contains(&("A".into(), Some("1".into()))));
     }
 
     #[test]
@@ -668,15 +744,15 @@ listen = "unix:/run/web.sock"
         )
         .unwrap();
         let pool = &config.pools[0];
-        assert_eq!(pool.replica_count(), 3);
-        assert_eq!(pool.ready_limit(), Duration::from_secs(5));
-        assert_eq!(pool.surge_count(), 2);
-        assert_eq!(pool.socket[0].mode, SocketMode::Handoff);
-        assert_eq!(pool.socket[0].policy, HandoffPolicy::LeastBusy);
-        assert_eq!(pool.socket[0].backlog, 1024);
-        assert_eq!(pool.socket[1].mode, SocketMode::Shared);
+        assert_eq!(pool.replicas, 3);
+        assert_eq!(pool.ready_timeout, Duration::from_secs(5));
+        assert_eq!(pool.surge, 2);
+        assert_eq!(pool.sockets[0].mode, SocketMode::Handoff);
+        assert_eq!(pool.sockets[0].policy, HandoffPolicy::LeastBusy);
+        assert_eq!(pool.sockets[0].backlog, 1024);
+        assert_eq!(pool.sockets[1].mode, SocketMode::Shared);
         assert_eq!(
-            pool.socket[1].listen,
+            pool.sockets[1].listen,
             ListenAddr::Unix("/run/web.sock".into())
         );
     }

@@ -36,7 +36,7 @@ pub(super) async fn boot(
     }
     for pool in &config.pools {
         if let Err(e) = pools::open(&daemon, pool, &mut activated).await {
-            tracing::error!("boot pool {}: {e}", pool.name);
+            tracing::error!("boot pool {}: {e}", pool.worker.name);
         }
     }
     for (name, _) in &activated {

@@ -33,7 +33,7 @@ impl Daemon {
         let shared = config
             .shared
             .iter()
-            .map(|s| (s.name.clone(), Recipe::from_config(s)));
+            .map(|s| (s.worker.name.clone(), Recipe::from_config(&s.worker)));
         Self {
             supervisor,
             registry: Registry::new(shared),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use arbor_protocol::control::SpawnRequest;
 
 use super::pools::PoolRuntime;
-use crate::config::WorkerConfig;
+use crate::config::{PoolConfig, WorkerConfig};
 use crate::restart::RestartConfig;
 use crate::{ListenFds, Output, WorkerSpec};
 
@@ -28,11 +28,11 @@ pub(super) struct Recipe {
 }
 
 impl Recipe {
-    pub(super) fn for_pool(pool: &WorkerConfig, runtime: &Arc<PoolRuntime>) -> Self {
+    pub(super) fn for_pool(pool: &PoolConfig, runtime: &Arc<PoolRuntime>) -> Self {
         Self {
             pool: Some(Arc::clone(runtime)),
-            ready_timeout: Some(pool.ready_limit()),
-            ..Self::from_config(pool)
+            ready_timeout: Some(pool.ready_timeout),
+            ..Self::from_config(&pool.worker)
         }
     }
 
@@ -43,21 +43,7 @@ impl Recipe {
     }
 
     pub(super) fn from_config(worker: &WorkerConfig) -> Self {
-        let spec = match (&worker.entry, &worker.program) {
-            (Some(entry), _) => WorkerSpec::entry(entry),
-            (None, program) => WorkerSpec::program(program.clone().unwrap_or_default()),
-        };
-        let mut spec = spec
-            .args(&worker.args)
-            .close_grace(worker.close_grace)
-            .speaks_protocol(worker.speaks_protocol);
-        for (key, value) in &worker.env {
-            spec = spec.env(key, value);
-        }
-        if let Some(cwd) = &worker.cwd {
-            spec = spec.cwd(cwd);
-        }
-        Self::new(&worker.name, spec, worker.restart_config())
+        Self::new(&worker.name, worker.spec.clone(), worker.restart)
     }
 
     pub(super) fn from_request(request: SpawnRequest) -> Result<Self, String> {

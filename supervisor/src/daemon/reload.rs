@@ -99,17 +99,17 @@ fn reload_shared(daemon: &Daemon, new: &Config) {
 async fn reload_pools(daemon: &Arc<Daemon>, new: &Config) {
     let running = daemon.registry.pool_configs();
     for name in running.keys() {
-        if !new.pools.iter().any(|p| &p.name == name) {
+        if !new.pools.iter().any(|p| &p.worker.name == name) {
             tracing::info!(pool = %name, "reload: closing pool");
             pools::remove(daemon, name).await;
         }
     }
     let mut no_sockets = Vec::new();
     for pool in &new.pools {
-        let result = match running.get(&pool.name) {
+        let result = match running.get(&pool.worker.name) {
             Some(_) => pools::reconfigure(daemon, pool).await,
             None => {
-                tracing::info!(pool = %pool.name, "reload: opening pool");
+                tracing::info!(pool = %pool.worker.name, "reload: opening pool");
                 pools::open(daemon, pool, &mut no_sockets).await
             }
         };

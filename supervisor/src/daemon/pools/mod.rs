@@ -29,36 +29,36 @@ use self::socket::PoolSocket;
 use super::context::Daemon;
 use super::error::ControlError;
 use super::recipe::Recipe;
-use crate::config::WorkerConfig;
+use crate::config::PoolConfig;
 
 /// Opens pool `config`'s sockets (taking those systemd passed by name from
 /// `activated`) and starts its replicas.
 pub(crate) async fn open(
     daemon: &Arc<Daemon>,
-    config: &WorkerConfig,
+    config: &PoolConfig,
     activated: &mut Vec<(String, OwnedFd)>,
 ) -> Result<(), ControlError> {
     let mut sockets = Vec::new();
-    for socket in &config.socket {
+    for socket in &config.sockets {
         let passed = activated
             .iter()
             .position(|(name, _)| *name == socket.name)
             .map(|i| activated.remove(i).1);
         let opened =
             PoolSocket::open(socket, passed).map_err(|source| ControlError::PoolSocket {
-                pool: config.name.clone(),
+                pool: config.worker.name.clone(),
                 socket: socket.name.clone(),
                 listen: socket.listen.to_string(),
                 source,
             })?;
-        tracing::info!(pool = %config.name, socket = %socket.name, listen = %opened.addr, mode = opened.config.mode.name(), "pool socket open");
+        tracing::info!(pool = %config.worker.name, socket = %socket.name, listen = %opened.addr, mode = opened.config.mode.name(), "pool socket open");
         sockets.push(opened);
     }
     let runtime = Arc::new(PoolRuntime { sockets });
     let recipe = Recipe::for_pool(config, &runtime);
     let turn = Arc::new(tokio::sync::Mutex::new(()));
     daemon.registry.insert_pool(
-        config.name.clone(),
+        config.worker.name.clone(),
         Pool {
             config: config.clone(),
             runtime,
@@ -68,7 +68,7 @@ pub(crate) async fn open(
             turn,
         },
     );
-    scale_to(daemon, &config.name, config.replica_count(), false).await?;
+    scale_to(daemon, &config.worker.name, config.replicas, false).await?;
     Ok(())
 }
 

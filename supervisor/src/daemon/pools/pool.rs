@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use super::runtime::PoolRuntime;
-use crate::config::WorkerConfig;
+use crate::config::PoolConfig;
 use crate::daemon::recipe::Recipe;
 
 /// A pool in the registry.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    pub(in crate::daemon) config: WorkerConfig,
+    pub(in crate::daemon) config: PoolConfig,
     pub(in crate::daemon) runtime: Arc<PoolRuntime>,
     pub(in crate::daemon) recipe: Recipe,
     pub(in crate::daemon) wanted: u32,

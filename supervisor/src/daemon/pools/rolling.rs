@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::replicas::{stop_replicas, wait_ready};
 use super::scale::scale_to;
-use crate::config::WorkerConfig;
+use crate::config::PoolConfig;
 use crate::config::DEFAULT_READY_TIMEOUT;
 use crate::daemon::context::Daemon;
 use crate::daemon::error::{ControlError, PoolProgress};
@@ -27,7 +27,7 @@ pub(crate) async fn rolling_reload(
 async fn rolling_replace(
     daemon: &Arc<Daemon>,
     name: &str,
-    new: Option<(Recipe, WorkerConfig)>,
+    new: Option<(Recipe, PoolConfig)>,
 ) -> Result<String, ControlError> {
     let turn = daemon.registry.pool_turn(name)?;
     let _turn = turn.lock().await;
@@ -82,12 +82,12 @@ async fn rolling_replace(
 /// a failed one is tried again at the next SIGHUP), then the replica count.
 pub(crate) async fn reconfigure(
     daemon: &Arc<Daemon>,
-    config: &WorkerConfig,
+    config: &PoolConfig,
 ) -> Result<(), ControlError> {
     let new = daemon.registry.pool_change(config)?;
     if let Some(new) = new {
-        rolling_replace(daemon, &config.name, Some(new)).await?;
+        rolling_replace(daemon, &config.worker.name, Some(new)).await?;
     }
-    scale_to(daemon, &config.name, config.replica_count(), true).await?;
+    scale_to(daemon, &config.worker.name, config.replicas, true).await?;
     Ok(())
 }

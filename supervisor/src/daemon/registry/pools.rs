@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arbor_protocol::control::{PoolInfo, ReplicaInfo};
 
 use super::Registry;
-use crate::config::WorkerConfig;
+use crate::config::PoolConfig;
 use crate::daemon::error::ControlError;
 use crate::daemon::pools::Pool;
 use crate::daemon::recipe::Recipe;
@@ -64,7 +64,7 @@ impl Registry {
     pub(in crate::daemon) fn plan_replacement(
         &self,
         name: &str,
-        new: Option<&(Recipe, WorkerConfig)>,
+        new: Option<&(Recipe, PoolConfig)>,
     ) -> Result<Plan, ControlError> {
         let mut state = self.lock();
         let pool = state.prune_replicas(name)?;
@@ -76,7 +76,7 @@ impl Registry {
         Ok(Plan {
             recipe,
             old: live,
-            surge: config.surge_count() as usize,
+            surge: config.surge as usize,
         })
     }
 
@@ -96,31 +96,31 @@ impl Registry {
 
     /// A replacement by `recipe` and `config` is done: they are pool
     /// `name`'s from now on.
-    pub(in crate::daemon) fn commit_pool(&self, name: &str, recipe: Recipe, config: WorkerConfig) {
+    pub(in crate::daemon) fn commit_pool(&self, name: &str, recipe: Recipe, config: PoolConfig) {
         if let Some(pool) = self.lock().pools.get_mut(name) {
             pool.recipe = recipe;
             pool.config = config;
         }
     }
 
-    /// What a changed `[[pool]]` means for pool `config.name`: the recipe
+    /// What a changed `[[pool]]` means for its pool: the recipe
     /// and configuration to roll in, or `None` when only the replica count
     /// may have changed. A changed socket waits for the next start.
     pub(in crate::daemon) fn pool_change(
         &self,
-        config: &WorkerConfig,
-    ) -> Result<Option<(Recipe, WorkerConfig)>, ControlError> {
+        config: &PoolConfig,
+    ) -> Result<Option<(Recipe, PoolConfig)>, ControlError> {
         let state = self.lock();
         let pool = state
             .pools
-            .get(&config.name)
-            .ok_or_else(|| ControlError::NoSuchPool(config.name.clone()))?;
-        if pool.config.socket != config.socket {
-            tracing::warn!(pool = %config.name, "socket changes take effect at the next start");
+            .get(&config.worker.name)
+            .ok_or_else(|| ControlError::NoSuchPool(config.worker.name.clone()))?;
+        if pool.config.sockets != config.sockets {
+            tracing::warn!(pool = %config.worker.name, "socket changes take effect at the next start");
         }
         let recipe = Recipe::for_pool(config, &pool.runtime);
-        let config = WorkerConfig {
-            socket: pool.config.socket.clone(),
+        let config = PoolConfig {
+            sockets: pool.config.sockets.clone(),
             ..config.clone()
         };
         let changed = recipe != pool.recipe || pool.config.surge != config.surge;
@@ -132,7 +132,7 @@ impl Registry {
     }
 
     /// The configuration of every pool.
-    pub(in crate::daemon) fn pool_configs(&self) -> BTreeMap<String, WorkerConfig> {
+    pub(in crate::daemon) fn pool_configs(&self) -> BTreeMap<String, PoolConfig> {
         self.lock()
             .pools
             .iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::Registry;
-use crate::config::WorkerConfig;
+use crate::config::SharedConfig;
 use crate::daemon::error::ControlError;
 use crate::daemon::recipe::Recipe;
 use crate::Worker;
@@ -126,7 +126,7 @@ impl Registry {
     /// next attach starts the new recipe).
     pub(in crate::daemon) fn reload_shared(
         &self,
-        configs: &[WorkerConfig],
+        configs: &[SharedConfig],
     ) -> Vec<(Arc<Worker>, Duration)> {
         let mut state = self.lock();
         let state = &mut *state;
@@ -134,7 +134,7 @@ impl Registry {
         let removed: Vec<String> = state
             .shared
             .iter()
-            .filter(|(name, s)| s.from_config && !configs.iter().any(|c| &c.name == *name))
+            .filter(|(name, s)| s.from_config && !configs.iter().any(|c| &c.worker.name == *name))
             .map(|(name, _)| name.clone())
             .collect();
         let mut ending = Vec::new();
@@ -149,7 +149,7 @@ impl Registry {
                 ending.push((id, recipe.close_grace()));
             }
         }
-        for config in configs {
+        for SharedConfig { worker: config } in configs {
             let recipe = Recipe::from_config(config);
             match state.shared.get_mut(&config.name) {
                 Some(shared) if shared.from_config => {

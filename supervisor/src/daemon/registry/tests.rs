@@ -6,13 +6,17 @@ use std::sync::Arc;
 use arbor_protocol::control::{Event, EventKind, WorkerState};
 
 use super::{Registry, KEEP_EXITED};
-use crate::config::WorkerConfig;
+use crate::config::Config;
 use crate::daemon::error::ControlError;
 use crate::daemon::pools::{Pool, PoolRuntime};
 use crate::daemon::recipe::Recipe;
 
 fn registry() -> Registry {
     Registry::new([])
+}
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, std::path::Path::new("arbord.toml")).unwrap()
 }
 
 fn recipe(name: &str) -> Recipe {
@@ -148,9 +152,8 @@ fn a_shared_name_is_taken_once_and_freed_when_its_start_fails() {
 fn a_shared_worker_declared_while_a_spawn_of_its_name_starts_survives_that_starts_failure() {
     let registry = registry();
     let held = registry.reserve_shared(recipe("counter")).unwrap();
-    let declared: WorkerConfig =
-        toml::from_str("name = \"counter\"\nprogram = \"/bin/true\"").unwrap();
-    assert!(registry.reload_shared(&[declared]).is_empty());
+    let declared = parse("[[shared]]\nname = \"counter\"\nprogram = \"/bin/true\"").shared;
+    assert!(registry.reload_shared(&declared).is_empty());
     drop(held);
     registry.unreserve_shared("counter");
     let (recipe, current) = registry.shared_run("counter").unwrap();
@@ -161,7 +164,7 @@ fn a_shared_worker_declared_while_a_spawn_of_its_name_starts_survives_that_start
 #[test]
 fn a_scale_forgets_replicas_that_are_gone_or_stopped() {
     let registry = registry();
-    let config: WorkerConfig = toml::from_str("name = \"web\"\nprogram = \"/bin/true\"").unwrap();
+    let config = parse("[[pool]]\nname = \"web\"\nprogram = \"/bin/true\"").pools[0].clone();
     let runtime = Arc::new(PoolRuntime::default());
     let replicas: Vec<u64> = (0..3).map(|_| insert(&registry, "web")).collect();
     registry.insert_pool(
