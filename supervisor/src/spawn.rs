@@ -28,11 +28,26 @@
 //!
 //! A failure in the child is reported through a close-on-exec pipe (the
 //! step and errno); end of file on that pipe means `execve` succeeded.
+//!
+//! # nix and libc here
+//!
+//! The child's calls go through nix where its wrapper is the bare syscall
+//! (it allocates nothing and takes no lock): sigprocmask, signal, setpgid,
+//! prctl, getppid, chdir (on a `CStr`, which nix passes through as it is),
+//! getpid, write. These stay on libc: `execve`, because nix's builds a `Vec`
+//! of pointers (an allocation after fork); `dup2`, because nix's takes the
+//! target as an `OwnedFd` (an fd that must already be open) and its
+//! `dup2_raw` does not check the call's result; `_exit`, `close_range` and
+//! `clone3`, which nix does not have.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::mpsc;
+
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::{chdir, getpid, getppid, setpgid, write, ForkResult, Pid};
 
 use tokio::sync::oneshot;
 
@@ -236,8 +251,7 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         .and_then(|(read, write)| Ok((read, sys::dup_at_least(write.as_fd(), floor.max(10))?)))
         .map_err(StartError::Parent)?;
     let error_fd = error_write.as_raw_fd();
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let parent = nix::unistd::getpid().as_raw();
 
     let child = ChildPlan {
         path: prepared.path.as_ptr(),
@@ -267,10 +281,11 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
     if pid < 0 {
         // SAFETY: after fork the child runs only `child.run`, which makes
         // async-signal-safe calls on memory prepared above and never returns.
-        pid = unsafe { libc::fork() };
-    }
-    if pid < 0 {
-        return Err(StartError::Parent(io::Error::last_os_error()));
+        pid = match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => 0,
+            Ok(ForkResult::Parent { child }) => child.as_raw(),
+            Err(errno) => return Err(StartError::Parent(errno.into())),
+        };
     }
     if pid == 0 {
         // SAFETY: we are the child of a fork; see ChildPlan::run.
@@ -392,39 +407,22 @@ impl ChildPlan<'_> {
     unsafe fn run(&self) -> ! {
         // Signal state: the runtime may block or ignore signals (Rust ignores
         // SIGPIPE); a worker starts with an empty mask and SIGPIPE default.
-        // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-        let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `empty` is a valid sigset_t.
-        unsafe { libc::sigemptyset(&mut empty) };
-        // SAFETY: sets this (only) thread's mask from a valid set.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
-        // SAFETY: restores the default disposition.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        // SAFETY: restores the default disposition (no handler is installed).
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 
         // Its own process group, so a signal to the group reaches what it forks.
-        // SAFETY: setpgid on ourselves.
-        if unsafe { libc::setpgid(0, 0) } != 0 {
+        if setpgid(Pid::from_raw(0), Pid::from_raw(0)).is_err() {
             // SAFETY: async-signal-safe failure path.
             unsafe { self.fail(0) };
         }
         // Die with the spawner thread; then close the race where the parent
         // died before the prctl took effect.
-        // SAFETY: prctl with integer arguments.
-        if unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        } != 0
-        {
+        if set_pdeathsig(Signal::SIGKILL).is_err() {
             // SAFETY: async-signal-safe failure path.
             unsafe { self.fail(1) };
         }
-        // SAFETY: getppid has no preconditions.
-        if unsafe { libc::getppid() } != self.parent {
+        if getppid().as_raw() != self.parent {
             // SAFETY: _exit is async-signal-safe.
             unsafe { libc::_exit(127) };
         }
@@ -456,15 +454,15 @@ impl ChildPlan<'_> {
             unsafe { self.fail(5) };
         }
         if let Some(cwd) = self.cwd {
-            // SAFETY: `cwd` is a NUL-terminated string prepared before fork.
-            if unsafe { libc::chdir(cwd) } != 0 {
+            // SAFETY: `cwd` is a NUL-terminated string prepared before fork
+            // (from_ptr only measures it).
+            if chdir(unsafe { CStr::from_ptr(cwd) }).is_err() {
                 // SAFETY: async-signal-safe failure path.
                 unsafe { self.fail(3) };
             }
         }
         if !self.slot_digits.is_null() {
-            // SAFETY: getpid has no preconditions.
-            let pid = unsafe { libc::getpid() };
+            let pid = getpid().as_raw();
             // SAFETY: the slot has 24 writable bytes, enough for any pid and a NUL.
             unsafe { write_decimal(self.slot_digits, pid as u32) };
         }
@@ -486,8 +484,8 @@ impl ChildPlan<'_> {
         let mut report = [0u8; 8];
         report[..4].copy_from_slice(&step.to_ne_bytes());
         report[4..].copy_from_slice(&errno.to_ne_bytes());
-        // SAFETY: write of a stack buffer to an open fd.
-        unsafe { libc::write(self.error_fd, report.as_ptr().cast(), report.len()) };
+        // SAFETY: the error pipe's write end is open until exec succeeds.
+        let _ = write(unsafe { BorrowedFd::borrow_raw(self.error_fd) }, &report);
         // SAFETY: _exit is async-signal-safe and does not run atexit handlers.
         unsafe { libc::_exit(127) }
     }

@@ -1,12 +1,19 @@
-//! The supervisor's raw process syscalls: pidfds, signals, reaping, fd moves.
+//! The supervisor's process syscalls: pidfds, signals, reaping, fd moves.
 //!
 //! One of the two modules of arbor-supervisor with `unsafe` (the other is
 //! [`crate::spawn`]). Every call here is a thin wrapper with its errno
-//! turned into `io::Error`.
+//! turned into `io::Error`; nix makes the call wherever it has it. What is
+//! left hand-written, nix lacks: `pidfd_open` and `pidfd_send_signal`, and
+//! `wait4` (nix's waits give no resource usage).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
@@ -41,13 +48,14 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Resul
     .map(drop)
 }
 
-/// Sends `signal` to every process of process group `pgid`.
+/// Sends `signal` (a standard signal: the close escalation's SIGTERM or
+/// SIGKILL) to every process of process group `pgid`.
 ///
 /// Only called while the group's leader (our worker) is not yet reaped, so
 /// the group id cannot have been reused.
 pub(crate) fn killpg(pgid: libc::pid_t, signal: i32) -> io::Result<()> {
-    // SAFETY: killpg takes plain integers.
-    check(unsafe { libc::killpg(pgid, signal) }.into()).map(drop)
+    let signal = Signal::try_from(signal)?;
+    Ok(nix::sys::signal::killpg(Pid::from_raw(pgid), signal)?)
 }
 
 /// How a reaped child ended, with its resource usage.
@@ -99,38 +107,30 @@ fn timeval(tv: libc::timeval) -> Duration {
     Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
 }
 
-/// Sends `signal` to process `pid`.
+/// Sends `signal` (a standard one) to process `pid`.
 pub(crate) fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
-    // SAFETY: kill takes plain integers.
-    check(unsafe { libc::kill(pid, signal) }.into()).map(drop)
+    let signal = Signal::try_from(signal)?;
+    Ok(nix::sys::signal::kill(Pid::from_raw(pid), signal)?)
 }
 
 /// Makes this process the reaper of its orphaned descendants
 /// (`PR_SET_CHILD_SUBREAPER`): a process a worker leaves behind is
 /// re-parented here instead of to init.
 pub(crate) fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes plain integers.
-    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }.into()).map(drop)
+    Ok(nix::sys::prctl::set_child_subreaper(true)?)
 }
 
 /// A close-on-exec duplicate of `fd` numbered at least `min`.
 pub(crate) fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
-    let new = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) }.into())?;
-    // SAFETY: the new fd was just created and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+    let new = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC just created this fd and nothing else owns it
+    // (nix's fcntl returns it as a plain number).
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// A close-on-exec pipe: (read end, write end).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
-    // SAFETY: pipe2 just created this fd and nothing else owns it.
-    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    // SAFETY: as above, for the write end.
-    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    Ok((read, write))
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// Registers a pidfd with tokio's reactor (readable when the process exits).
@@ -146,24 +146,9 @@ pub(crate) fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft
 /// limit (or the error, leaving the limit as it was).
 pub(crate) fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads one rlimit from the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
-    }
-    Ok(limit.rlim_cur)
+    Ok(hard.max(soft))
 }
