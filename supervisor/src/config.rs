@@ -49,7 +49,8 @@
 //! A bad file is a [`ConfigError`] naming the file, the line and column, and
 //! the key (`worker[1].restart`); nothing is started.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -501,119 +502,24 @@ impl Config {
 
     /// Parses `text`, reporting errors against `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let error = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
-            let (line, column) = span.map(|s| line_column(text, s.start)).unwrap_or((0, 0));
-            ConfigError {
-                path: path.to_path_buf(),
-                line,
-                column,
-                key,
-                message,
-            }
-        };
+        let checker = Checker { text, path };
         let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| error(".".into(), e.message().to_string(), e.span()))?;
+            .map_err(|e| checker.error(".".into(), e.message().to_string(), e.span()))?;
         let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            error(key, inner.message().to_string(), inner.span())
+            checker.error(key, inner.message().to_string(), inner.span())
         })?;
-        let mut names = std::collections::HashSet::new();
-        let mut socket_names = std::collections::HashSet::new();
+        let mut names = HashSet::new();
+        let mut socket_names = HashSet::new();
         let entries = file.worker.iter().map(|w| ("worker", w));
         let entries = entries
             .enumerate()
             .chain(file.pool.iter().map(|p| ("pool", p)).enumerate())
             .chain(file.shared.iter().map(|p| ("shared", p)).enumerate());
         for (i, (table, worker)) in entries {
-            let at = || text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
-            let is_pool = table == "pool";
-            let pool_only = [
-                ("replicas", worker.replicas.is_some()),
-                ("ready_timeout", worker.ready_timeout.is_some()),
-                ("surge", worker.surge.is_some()),
-                ("socket", !worker.socket.is_empty()),
-            ];
-            if let Some((key, _)) = pool_only.iter().find(|(_, set)| *set && !is_pool) {
-                return Err(error(
-                    format!("{table}[{i}].{key}"),
-                    format!("`{key}` belongs in a [[pool]]"),
-                    at(),
-                ));
-            }
-            if worker.replicas.is_some_and(|n| n > MAX_REPLICAS) {
-                return Err(error(
-                    format!("{table}[{i}].replicas"),
-                    format!("at most {MAX_REPLICAS} replicas"),
-                    at(),
-                ));
-            }
-            for (j, socket) in worker.socket.iter().enumerate() {
-                let at = text.find(&format!("\"{}\"", socket.name)).map(|s| s..s);
-                if socket.name.is_empty()
-                    || socket.name.contains([':', ' ', '\t', '\n'])
-                    || socket.name.len() > 255
-                {
-                    return Err(error(
-                        format!("{table}[{i}].socket[{j}].name"),
-                        format!("socket name {:?} must be 1-255 characters without `:` or spaces (it goes into LISTEN_FDNAMES)", socket.name),
-                        at,
-                    ));
-                }
-                if socket.name == "control" || !socket_names.insert(socket.name.as_str()) {
-                    return Err(error(
-                        format!("{table}[{i}].socket[{j}].name"),
-                        format!(
-                            "socket name {:?} is taken (socket names are unique across pools; `control` is arbord's)",
-                            socket.name
-                        ),
-                        at,
-                    ));
-                }
-                if socket.mode == SocketMode::Reuseport
-                    && !matches!(socket.listen, ListenAddr::Tcp(_))
-                {
-                    return Err(error(
-                        format!("{table}[{i}].socket[{j}].mode"),
-                        "reuseport needs a TCP address".into(),
-                        at,
-                    ));
-                }
-            }
-            if !(1.0..=100.0).contains(&worker.restart_factor) {
-                return Err(error(
-                    format!("{table}[{i}].restart_factor"),
-                    format!("{} is not between 1 and 100", worker.restart_factor),
-                    at(),
-                ));
-            }
-            let day = Duration::from_secs(86_400);
-            if worker.restart_delay > day
-                || worker.restart_max_delay > day
-                || worker.close_grace > day
-            {
-                return Err(error(
-                    format!("{table}[{i}]"),
-                    "restart delays and close_grace are limited to a day".into(),
-                    at(),
-                ));
-            }
-            if worker.program.is_some() == worker.entry.is_some() {
-                let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
-                return Err(error(
-                    format!("{table}[{i}]"),
-                    "needs exactly one of `program` and `entry`".into(),
-                    at,
-                ));
-            }
-            if !names.insert(worker.name.as_str()) {
-                let at = text.find(&format!("\"{}\"", worker.name)).map(|s| s..s);
-                return Err(error(
-                    format!("{table}[{i}].name"),
-                    format!("duplicate name {:?}", worker.name),
-                    at,
-                ));
-            }
+            checker.table(table, i, worker, &mut names)?;
+            checker.sockets(table, i, worker, &mut socket_names)?;
         }
         Ok(Config {
             workers: file.worker.iter().map(Table::worker).collect(),
@@ -627,6 +533,141 @@ impl Config {
                 .collect(),
             daemon: file.daemon,
         })
+    }
+}
+
+/// What [`Config::parse`] checks beyond serde, with the file's text to
+/// point each error at its line.
+struct Checker<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn error(&self, key: String, message: String, span: Option<Range<usize>>) -> ConfigError {
+        let (line, column) = span
+            .map(|s| line_column(self.text, s.start))
+            .unwrap_or((0, 0));
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            key,
+            message,
+        }
+    }
+
+    /// Table `i` of kind `table` (`worker`, `pool`, `shared`), but its sockets.
+    fn table<'t>(
+        &self,
+        table: &str,
+        i: usize,
+        worker: &'t Table,
+        names: &mut HashSet<&'t str>,
+    ) -> Result<(), ConfigError> {
+        let at = || {
+            self.text
+                .find(&format!("\"{}\"", worker.name))
+                .map(|s| s..s)
+        };
+        let is_pool = table == "pool";
+        let pool_only = [
+            ("replicas", worker.replicas.is_some()),
+            ("ready_timeout", worker.ready_timeout.is_some()),
+            ("surge", worker.surge.is_some()),
+            ("socket", !worker.socket.is_empty()),
+        ];
+        if let Some((key, _)) = pool_only.iter().find(|(_, set)| *set && !is_pool) {
+            return Err(self.error(
+                format!("{table}[{i}].{key}"),
+                format!("`{key}` belongs in a [[pool]]"),
+                at(),
+            ));
+        }
+        if worker.replicas.is_some_and(|n| n > MAX_REPLICAS) {
+            return Err(self.error(
+                format!("{table}[{i}].replicas"),
+                format!("at most {MAX_REPLICAS} replicas"),
+                at(),
+            ));
+        }
+        if !(1.0..=100.0).contains(&worker.restart_factor) {
+            return Err(self.error(
+                format!("{table}[{i}].restart_factor"),
+                format!("{} is not between 1 and 100", worker.restart_factor),
+                at(),
+            ));
+        }
+        let day = Duration::from_secs(86_400);
+        if worker.restart_delay > day || worker.restart_max_delay > day || worker.close_grace > day
+        {
+            return Err(self.error(
+                format!("{table}[{i}]"),
+                "restart delays and close_grace are limited to a day".into(),
+                at(),
+            ));
+        }
+        if worker.program.is_some() == worker.entry.is_some() {
+            return Err(self.error(
+                format!("{table}[{i}]"),
+                "needs exactly one of `program` and `entry`".into(),
+                at(),
+            ));
+        }
+        if !names.insert(worker.name.as_str()) {
+            return Err(self.error(
+                format!("{table}[{i}].name"),
+                format!("duplicate name {:?}", worker.name),
+                at(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sockets of table `i` (a pool's): names unique across pools and
+    /// fit for `LISTEN_FDNAMES`, `reuseport` only on TCP.
+    fn sockets<'t>(
+        &self,
+        table: &str,
+        i: usize,
+        worker: &'t Table,
+        socket_names: &mut HashSet<&'t str>,
+    ) -> Result<(), ConfigError> {
+        for (j, socket) in worker.socket.iter().enumerate() {
+            let at = self
+                .text
+                .find(&format!("\"{}\"", socket.name))
+                .map(|s| s..s);
+            if socket.name.is_empty()
+                || socket.name.contains([':', ' ', '\t', '\n'])
+                || socket.name.len() > 255
+            {
+                return Err(self.error(
+                    format!("{table}[{i}].socket[{j}].name"),
+                    format!("socket name {:?} must be 1-255 characters without `:` or spaces (it goes into LISTEN_FDNAMES)", socket.name),
+                    at,
+                ));
+            }
+            if socket.name == "control" || !socket_names.insert(socket.name.as_str()) {
+                return Err(self.error(
+                    format!("{table}[{i}].socket[{j}].name"),
+                    format!(
+                        "socket name {:?} is taken (socket names are unique across pools; `control` is arbord's)",
+                        socket.name
+                    ),
+                    at,
+                ));
+            }
+            if socket.mode == SocketMode::Reuseport && !matches!(socket.listen, ListenAddr::Tcp(_))
+            {
+                return Err(self.error(
+                    format!("{table}[{i}].socket[{j}].mode"),
+                    "reuseport needs a TCP address".into(),
+                    at,
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -266,27 +266,10 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
     // The orphan reaper must never take a worker's status: the pid is
     // registered as managed under the same lock the reaper checks it under.
     let mut managed = crate::reap::managed();
-    // Born in its cgroup where there is one (no migration afterwards, whose
-    // lock can stall for seconds under load); else, or where the kernel
-    // refuses, an ordinary fork.
-    let mut cgroup_refused = None;
-    let mut pid = -1;
-    if let Some(cgroup) = &prepared.cgroup {
-        // SAFETY: as for fork below: the child runs only `child.run`.
-        pid = unsafe { clone_into_cgroup(cgroup.as_raw_fd()) };
-        if pid < 0 {
-            cgroup_refused = io::Error::last_os_error().raw_os_error();
-        }
-    }
-    if pid < 0 {
-        // SAFETY: after fork the child runs only `child.run`, which makes
-        // async-signal-safe calls on memory prepared above and never returns.
-        pid = match unsafe { nix::unistd::fork() } {
-            Ok(ForkResult::Child) => 0,
-            Ok(ForkResult::Parent { child }) => child.as_raw(),
-            Err(errno) => return Err(StartError::Parent(errno.into())),
-        };
-    }
+    let cgroup = prepared.cgroup.as_ref().map(AsRawFd::as_raw_fd);
+    // SAFETY: the child runs only `child.run`, which makes async-signal-safe
+    // calls on memory prepared above and never returns.
+    let (pid, cgroup_refused) = unsafe { fork(cgroup) }.map_err(StartError::Parent)?;
     if pid == 0 {
         // SAFETY: we are the child of a fork; see ChildPlan::run.
         unsafe { child.run() }
@@ -304,6 +287,33 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         reports: error_read,
         cgroup_refused,
     })
+}
+
+/// Forks, the child born in the cgroup whose directory is `cgroup` where
+/// there is one (no migration afterwards, whose lock can stall for seconds
+/// under load); else, or where the kernel refuses (the errno is returned
+/// beside the pid), an ordinary fork. The child's pid in the parent, 0 in
+/// the child.
+///
+/// # Safety
+///
+/// As `fork`: the child of a multi-threaded process may only make
+/// async-signal-safe calls until it execs.
+unsafe fn fork(cgroup: Option<RawFd>) -> io::Result<(libc::pid_t, Option<i32>)> {
+    let mut cgroup_refused = None;
+    if let Some(cgroup) = cgroup {
+        // SAFETY: the caller's promise, as for the fork below.
+        let pid = unsafe { clone_into_cgroup(cgroup) };
+        if pid >= 0 {
+            return Ok((pid, None));
+        }
+        cgroup_refused = io::Error::last_os_error().raw_os_error();
+    }
+    // SAFETY: the caller's promise: the child makes async-signal-safe calls only.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => Ok((0, cgroup_refused)),
+        ForkResult::Parent { child } => Ok((child.as_raw(), cgroup_refused)),
+    }
 }
 
 /// `clone3`'s arguments (`struct clone_args`, its version 2 with `cgroup`).

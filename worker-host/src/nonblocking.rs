@@ -342,39 +342,12 @@ impl AsyncWorker {
                         .await?
                     }
                 }
-                Ok((Frame::Connection(connection), mut fds)) => {
-                    let taken = match (&on_connection, fds.len()) {
-                        (Some(handler), 1) => {
-                            load.open.fetch_add(1, Ordering::SeqCst);
-                            let connection = Connection {
-                                stream: fds.remove(0),
-                                socket: connection.socket,
-                                guard: OpenGuard {
-                                    load: Arc::clone(&load),
-                                },
-                            };
-                            tokio::spawn(handler(connection));
-                            true
-                        }
-                        _ => false,
-                    };
-                    acknowledge(&poster, connection.id, taken, &load).await?;
+                Ok((Frame::Connection(connection), fds)) => {
+                    let id = connection.id;
+                    let taken = serve_connection(on_connection.as_ref(), connection, fds, &load);
+                    acknowledge(&poster, id, taken, &load).await?;
                 }
-                Ok((Frame::Port(open), mut fds)) => {
-                    if let (Some(handler), 1) = (&on_connect, fds.len()) {
-                        // A peer's fd that is not a port is dropped with the frame.
-                        let port = arbor_protocol::MessagePort::from_fd(fds.remove(0))
-                            .ok()
-                            .and_then(|port| port.into_async(Limits::default()).ok());
-                        if let Some(port) = port {
-                            tokio::spawn(handler(ConnectedPort {
-                                id: open.id,
-                                origin: open.origin,
-                                port,
-                            }));
-                        }
-                    }
-                }
+                Ok((Frame::Port(open), fds)) => serve_port(on_connect.as_ref(), open, fds),
                 Ok((Frame::Close, _)) => break,
                 Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
                 Ok(_) => {}
@@ -382,34 +355,88 @@ impl AsyncWorker {
                 Err(e) => return Err(e.into()),
             }
         }
-        // onclose runs while the channel is still read: a connection handed
-        // over meanwhile goes back at once instead of waiting for the exit.
-        let mut closing: HandlerFuture<Result<()>> = match on_close {
+        let closing: HandlerFuture<Result<()>> = match on_close {
             Some(handler) => handler(),
             None => Box::pin(async { Ok(()) }),
         };
-        let mut reading = true;
-        loop {
-            tokio::select! {
-                done = &mut closing => {
-                    done?;
-                    break;
-                }
-                received = next(&mut receiver), if reading => match received {
-                    Ok((Frame::Connection(connection), _fds)) => {
-                        acknowledge(&poster, connection.id, false, &load).await?;
-                    }
-                    Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
-                    Ok(_) => {}
-                    Err(_) => reading = false,
-                },
-                _ = load.changed.notified(), if reading => {
-                    poster.send(&Frame::Load(load.open.load(Ordering::SeqCst))).await?;
-                }
-            }
-        }
+        run_on_close(closing, &mut receiver, &poster, &load).await?;
         poster.flush().await?;
         Ok(())
+    }
+}
+
+/// Hands a Connection frame's socket to the `on_connection` handler, in a
+/// task of its own, counted open until its guard drops; whether it was taken
+/// (not without a handler, or without exactly one fd).
+fn serve_connection(
+    handler: Option<&ConnectionHandler>,
+    connection: arbor_protocol::Connection,
+    mut fds: Vec<OwnedFd>,
+    load: &Arc<LoadCounter>,
+) -> bool {
+    let (Some(handler), 1) = (handler, fds.len()) else {
+        return false;
+    };
+    load.open.fetch_add(1, Ordering::SeqCst);
+    let connection = Connection {
+        stream: fds.remove(0),
+        socket: connection.socket,
+        guard: OpenGuard {
+            load: Arc::clone(load),
+        },
+    };
+    tokio::spawn(handler(connection));
+    true
+}
+
+/// Hands a Port frame's port to the `on_connect` handler, in a task of its
+/// own; without a handler the port is closed (the client sees it close). A
+/// peer's fd that is not a port is dropped with the frame.
+fn serve_port(
+    handler: Option<&PortHandler>,
+    open: arbor_protocol::PortOpen,
+    mut fds: Vec<OwnedFd>,
+) {
+    let (Some(handler), 1) = (handler, fds.len()) else {
+        return;
+    };
+    let port = arbor_protocol::MessagePort::from_fd(fds.remove(0))
+        .ok()
+        .and_then(|port| port.into_async(Limits::default()).ok());
+    if let Some(port) = port {
+        tokio::spawn(handler(ConnectedPort {
+            id: open.id,
+            origin: open.origin,
+            port,
+        }));
+    }
+}
+
+/// Runs onclose to completion while the channel is still read: a
+/// connection handed over meanwhile goes back at once instead of waiting
+/// for the exit, and pings are answered.
+async fn run_on_close(
+    mut closing: HandlerFuture<Result<()>>,
+    receiver: &mut mpsc::Receiver<Received>,
+    poster: &Poster,
+    load: &LoadCounter,
+) -> Result<()> {
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            done = &mut closing => return done,
+            received = next(receiver), if reading => match received {
+                Ok((Frame::Connection(connection), _fds)) => {
+                    acknowledge(poster, connection.id, false, load).await?;
+                }
+                Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
+                Ok(_) => {}
+                Err(_) => reading = false,
+            },
+            _ = load.changed.notified(), if reading => {
+                poster.send(&Frame::Load(load.open.load(Ordering::SeqCst))).await?;
+            }
+        }
     }
 }
 

@@ -163,6 +163,29 @@ fn payload(data: &str) -> Result<Vec<u8>, String> {
 }
 
 fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
+    let Some(request) = request_for(args, socket)? else {
+        return Ok(());
+    };
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach arbord at {}: {e}", socket.display()))?;
+    let mut channel = Channel::new(stream).map_err(|e| e.to_string())?;
+    let files = files_to_send(&args.command)?;
+    let fds: Vec<_> = files.iter().map(std::os::fd::AsFd::as_fd).collect();
+    // A refused client may find the connection closed while it writes: the
+    // daemon's answer (the refusal) is still there to read.
+    let sent = channel.send_value(&request, &fds);
+    let streaming = matches!(
+        request,
+        ControlRequest::Watch { .. }
+            | ControlRequest::Events { .. }
+            | ControlRequest::Logs { follow: true, .. }
+    );
+    answers(args, socket, &mut channel, sent, streaming)
+}
+
+/// The request `args` make, or `None` for a command done here
+/// (completions) or on a connection of its own (attach).
+fn request_for(args: &Args, socket: &std::path::Path) -> Result<Option<ControlRequest>, String> {
     let request = match &args.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -172,7 +195,7 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
                 "arborctl",
                 &mut std::io::stdout(),
             );
-            return Ok(());
+            return Ok(None);
         }
         Command::Spawn {
             name,
@@ -198,7 +221,8 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
         }),
         Command::Attach { name } => {
             let port = crate::client::connect(socket, name).map_err(|e| e.to_string())?;
-            return attach(port, args.json);
+            attach(port, args.json)?;
+            return Ok(None);
         }
         Command::Ps => ControlRequest::List,
         Command::Scale { pool, replicas } => ControlRequest::Scale {
@@ -233,10 +257,13 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
         Command::Status => ControlRequest::Status,
         Command::Shutdown => ControlRequest::Shutdown,
     };
-    let stream = std::os::unix::net::UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach arbord at {}: {e}", socket.display()))?;
-    let mut channel = Channel::new(stream).map_err(|e| e.to_string())?;
-    let files = match &args.command {
+    Ok(Some(request))
+}
+
+/// The files `send --fd` passes with the message, opened read-write where
+/// they allow it.
+fn files_to_send(command: &Command) -> Result<Vec<std::fs::File>, String> {
+    let files = match command {
         Command::Send { fds, .. } => fds
             .iter()
             .map(|path| {
@@ -250,16 +277,17 @@ fn run(args: &Args, socket: &std::path::Path) -> Result<(), String> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => Vec::new(),
     };
-    let fds: Vec<_> = files.iter().map(std::os::fd::AsFd::as_fd).collect();
-    // A refused client may find the connection closed while it writes: the
-    // daemon's answer (the refusal) is still there to read.
-    let sent = channel.send_value(&request, &fds);
-    let streaming = matches!(
-        request,
-        ControlRequest::Watch { .. }
-            | ControlRequest::Events { .. }
-            | ControlRequest::Logs { follow: true, .. }
-    );
+    Ok(files)
+}
+
+/// Reads and prints arbord's answers: one, or a stream until arbord ends it.
+fn answers(
+    args: &Args,
+    socket: &std::path::Path,
+    channel: &mut Channel,
+    sent: arbor_protocol::Result<()>,
+    streaming: bool,
+) -> Result<(), String> {
     let mut announced = false;
     loop {
         let received = channel.recv();
@@ -347,6 +375,48 @@ fn attach(port: arbor_protocol::MessagePort, json: bool) -> Result<(), String> {
 /// started them), then each pool with its sockets and replicas. With
 /// `--json`, one array of workers, each with its `parent` (null for a
 /// top-level worker); a pool's replicas carry `pool` and `connections`.
+/// One pool below `ps`: its replicas, sockets and connections.
+fn print_pool(pool: &PoolInfo) {
+    let running = pool
+        .replicas
+        .iter()
+        .filter(|r| r.state == WorkerState::Running.name())
+        .count();
+    say!("");
+    say!(
+        "pool {}: {running}/{} replicas running",
+        pool.name,
+        pool.replicas_wanted
+    );
+    for socket in &pool.sockets {
+        let policy = if socket.policy.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", socket.policy)
+        };
+        let from = if socket.activated {
+            ", from systemd"
+        } else {
+            ""
+        };
+        say!(
+            "  socket {} {} ({}{policy}{from})",
+            socket.name,
+            socket.listen,
+            socket.mode
+        );
+    }
+    for r in &pool.replicas {
+        say!(
+            "  replica {:>4} pid {:>8}  {:<10} {} connections",
+            r.id,
+            r.pid,
+            r.state,
+            r.connections
+        );
+    }
+}
+
 fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
     let replica = |id: u64| {
         pools.iter().find_map(|pool| {
@@ -397,44 +467,7 @@ fn print_ps(json: bool, workers: &[WorkerInfo], pools: &[PoolInfo]) {
         );
     }
     for pool in pools {
-        let running = pool
-            .replicas
-            .iter()
-            .filter(|r| r.state == WorkerState::Running.name())
-            .count();
-        say!("");
-        say!(
-            "pool {}: {running}/{} replicas running",
-            pool.name,
-            pool.replicas_wanted
-        );
-        for socket in &pool.sockets {
-            let policy = if socket.policy.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", socket.policy)
-            };
-            let from = if socket.activated {
-                ", from systemd"
-            } else {
-                ""
-            };
-            say!(
-                "  socket {} {} ({}{policy}{from})",
-                socket.name,
-                socket.listen,
-                socket.mode
-            );
-        }
-        for r in &pool.replicas {
-            say!(
-                "  replica {:>4} pid {:>8}  {:<10} {} connections",
-                r.id,
-                r.pid,
-                r.state,
-                r.connections
-            );
-        }
+        print_pool(pool);
     }
 }
 

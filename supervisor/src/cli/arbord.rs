@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::client::default_socket_path;
 use crate::config::Config;
-use crate::daemon::{self, DaemonError, DaemonSignal};
+use crate::daemon::{self, DaemonSignal};
 use clap::{Parser, ValueEnum};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -35,17 +35,11 @@ enum LogFormat {
 pub fn main() -> ExitCode {
     // Started as one of the built-in workers (`entry = "echo"` in a config)?
     if let Some(entry) = arbor_worker::entry_point() {
-        return match crate::cli::demo::run(&entry) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("arbord worker {entry}: {e}");
-                ExitCode::from(1)
-            }
-        };
+        return run_entry(&entry);
     }
     // Before any thread exists: the activated socket and the signal handlers.
     let activated = crate::systemd::take_activated();
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    let signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
             eprintln!("arbord: cannot register signal handlers: {e}");
@@ -66,17 +60,7 @@ pub fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    use std::io::IsTerminal;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    init_logs(args.log_format);
     match fd_limit {
         Ok(limit) => tracing::debug!("fd limit {limit}"),
         Err(e) => tracing::warn!("could not raise the fd limit: {e}"),
@@ -87,25 +71,13 @@ pub fn main() -> ExitCode {
         .or_else(|| config.daemon.socket.clone())
         .unwrap_or_else(default_socket_path);
 
-    let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
-    let forwarder = std::thread::Builder::new()
-        .name("arbord-signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                let forwarded = match signal {
-                    SIGHUP => DaemonSignal::Reload,
-                    _ => DaemonSignal::Shutdown,
-                };
-                if signal_tx.send(forwarded).is_err() {
-                    return;
-                }
-            }
-        });
-    if let Err(e) = forwarder {
-        eprintln!("arbord: cannot start the signal thread: {e}");
-        return ExitCode::from(1);
-    }
-
+    let signal_rx = match forward_signals(signals) {
+        Ok(signal_rx) => signal_rx,
+        Err(e) => {
+            eprintln!("arbord: cannot start the signal thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,34 +89,85 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Whatever a worker leaves behind is re-parented to arbord, reaped when
-    // it exits, and killed once the workers are gone (crate::reap). Here and
-    // not in daemon::run: it takes every child that is not a worker.
-    if let Err(e) = crate::reap::become_subreaper() {
-        tracing::warn!("cannot become the subreaper of the workers' descendants: {e}");
-    }
-    let orphan_reaper = runtime.spawn(crate::reap::reap_orphans_forever());
-    let result = runtime.block_on(daemon::run(
-        config,
-        args.config.clone(),
-        socket,
-        activated,
-        signal_rx,
-    ));
-    orphan_reaper.abort();
-    let outlived = crate::reap::kill_orphans(std::time::Duration::from_secs(5));
-    if outlived > 0 {
-        tracing::info!("killed {outlived} descendants that outlived their workers");
-    }
+    let result = as_subreaper(
+        &runtime,
+        daemon::run(config, args.config.clone(), socket, activated, signal_rx),
+    );
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ DaemonError::AlreadyRunning(_)) => {
-            eprintln!("arbord: {e}");
-            ExitCode::from(1)
-        }
         Err(e) => {
             eprintln!("arbord: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// One of the built-in workers (`entry = "echo"` in a configuration).
+fn run_entry(entry: &str) -> ExitCode {
+    match crate::cli::demo::run(entry) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("arbord worker {entry}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs `daemon` as the subreaper of whatever its workers leave behind:
+/// re-parented to arbord, reaped when it exits, and killed once the
+/// workers are gone (`crate::reap`). Here and not in `daemon::run`: it
+/// takes every child that is not a worker.
+fn as_subreaper<T>(
+    runtime: &tokio::runtime::Runtime,
+    daemon: impl std::future::Future<Output = T>,
+) -> T {
+    if let Err(e) = crate::reap::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the workers' descendants: {e}");
+    }
+    let orphan_reaper = runtime.spawn(crate::reap::reap_orphans_forever());
+    let result = runtime.block_on(daemon);
+    orphan_reaper.abort();
+    let outlived = crate::reap::kill_orphans(std::time::Duration::from_secs(5));
+    if outlived > 0 {
+        tracing::info!("killed {outlived} descendants that outlived their workers");
+    }
+    result
+}
+
+/// Logs to stderr (where systemd's journal takes them), as text or JSON,
+/// filtered by `RUST_LOG` (default `info`).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// A thread that turns the signals into the daemon's: SIGHUP a reload,
+/// SIGTERM and SIGINT a shutdown.
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+) -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<DaemonSignal>> {
+    let (signal_tx, signal_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("arbord-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let forwarded = match signal {
+                    SIGHUP => DaemonSignal::Reload,
+                    _ => DaemonSignal::Shutdown,
+                };
+                if signal_tx.send(forwarded).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(signal_rx)
 }

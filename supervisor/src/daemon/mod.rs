@@ -31,6 +31,5 @@ mod serve;
 mod shutdown;
 mod signals;
 
-pub use error::DaemonError;
 pub use run::run;
 pub use signals::DaemonSignal;
