@@ -129,3 +129,70 @@ fn a_sighup_during_a_reload_waits_for_it_and_starts_nothing_twice() {
         .count();
     assert_eq!(reloading, 1, "{:?}", notifications.seen);
 }
+
+/// `(state, pid)` of every worker named `name` that `arborctl ps --json` lists.
+fn runs_of(daemon: &Daemon, name: &str) -> Vec<(String, u64)> {
+    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == name)
+        .map(|w| {
+            (
+                w["state"].as_str().unwrap().to_string(),
+                w["pid"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Two SIGHUPs `apart` from each other, while a changed `[[worker]]` (its
+/// old run takes 2 s to close) is replaced: exactly one new run of it.
+fn two_sighups_replace_a_changed_worker_once(apart: std::time::Duration) {
+    let dir = TempDir::new("reload-changed");
+    let path = dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let daemon = Daemon::start_with(&worker("changing", "stubborn"), |command| {
+        command.env("NOTIFY_SOCKET", &path);
+    });
+    let mut notifications = Notifications {
+        socket,
+        seen: Vec::new(),
+    };
+    notifications.until("READY=1");
+    let mut old_pid = 0;
+    wait_until("running", || {
+        let runs = runs_of(&daemon, "changing");
+        old_pid = runs.first().map_or(0, |r| r.1);
+        runs.len() == 1 && runs[0].0 == "running"
+    });
+    let config = daemon.socket.with_file_name("arbord.toml");
+    std::fs::write(&config, worker("changing", "echo")).unwrap();
+    sighup(&daemon);
+    // The stimulus's timing, not a wait for anything.
+    std::thread::sleep(apart);
+    sighup(&daemon);
+    wait_until("the new run running", || {
+        let runs = runs_of(&daemon, "changing");
+        runs.iter().any(|r| r.0 == "running" && r.1 != old_pid)
+    });
+    notifications.until("READY=1");
+    let runs = runs_of(&daemon, "changing");
+    let live: Vec<_> = runs
+        .iter()
+        .filter(|r| r.0 == "running" || r.0 == "starting")
+        .collect();
+    assert_eq!(live.len(), 1, "exactly one run of `changing`: {runs:?}");
+    assert_ne!(live[0].1, old_pid, "the new one: {runs:?}");
+}
+
+#[test]
+fn two_sighups_5ms_apart_replace_a_changed_worker_exactly_once() {
+    two_sighups_replace_a_changed_worker_once(std::time::Duration::from_millis(5));
+}
+
+#[test]
+fn two_sighups_1s_apart_replace_a_changed_worker_exactly_once() {
+    two_sighups_replace_a_changed_worker_once(std::time::Duration::from_secs(1));
+}

@@ -37,6 +37,11 @@ const FIRST_READ_CHUNK: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// A receive buffer larger than this is freed once it is drained.
 const KEEP_BUFFER: usize = 4 * 1024 * 1024;
+/// Room made for a frame ahead of its bytes: its whole length up to this
+/// (a 1 MiB message is read into room made once), beyond it twice what has
+/// arrived. A header that announces a large frame and then stalls costs
+/// its sender's peer at most this much, not the announced length.
+const RESERVE_AHEAD: usize = 1024 * 1024 + HEADER_LEN;
 
 /// A frame's header, payload and fds, before its payload is interpreted.
 #[derive(Debug)]
@@ -112,9 +117,13 @@ impl FrameDecoder {
             self.tail = 0;
         }
         // A header that fails its checks is reported by next_frame before the
-        // caller reads again, so a bad length never sizes the buffer.
+        // caller reads again, so a bad length never sizes the buffer; a good
+        // one sizes it only as far as its bytes come (RESERVE_AHEAD).
         let wanted = match self.peek_header() {
-            Some(Ok(header)) => header.frame_len().max(self.chunk),
+            Some(Ok(header)) => header
+                .frame_len()
+                .min(RESERVE_AHEAD.max(2 * buffered))
+                .max(self.chunk),
             _ => self.chunk,
         };
         if self.buf.len() - self.head < wanted {
@@ -280,6 +289,7 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::DEFAULT_MAX_PAYLOAD;
     use crate::message::{encode_frame, Frame, Outgoing};
 
     fn frame_bytes(payload: &[u8], fd_count: usize) -> Vec<u8> {
@@ -460,6 +470,33 @@ mod tests {
         assert!(
             matches!(decoder.finish(), Error::Truncated { buffered } if buffered == bytes.len() - 1)
         );
+    }
+
+    #[test]
+    fn a_large_frame_gets_room_as_its_bytes_come_not_all_at_once() {
+        // The largest message the default limits allow (a Message payload is
+        // the data's u64 length, then the data).
+        let data = vec![7u8; DEFAULT_MAX_PAYLOAD as usize - 8];
+        let bytes = frame_bytes(&data, 0);
+        let mut decoder = FrameDecoder::new(Limits::default());
+        let spare = decoder.spare();
+        spare[..HEADER_LEN].copy_from_slice(&bytes[..HEADER_LEN]);
+        decoder.commit(HEADER_LEN, vec![]);
+        assert!(decoder.next_frame().unwrap().is_none());
+        // The header alone makes room for RESERVE_AHEAD, not 16 MiB.
+        decoder.spare();
+        assert!(decoder.buf.len() <= RESERVE_AHEAD, "{}", decoder.buf.len());
+        // As the bytes come the room grows with them, and the frame completes.
+        let mut fed = HEADER_LEN;
+        while fed < bytes.len() {
+            let spare = decoder.spare();
+            let n = spare.len().min(bytes.len() - fed);
+            spare[..n].copy_from_slice(&bytes[fed..fed + n]);
+            decoder.commit(n, vec![]);
+            fed += n;
+            assert!(decoder.buf.len() <= (2 * fed).max(RESERVE_AHEAD) + READ_CHUNK);
+        }
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, data);
     }
 
     #[test]

@@ -242,6 +242,22 @@ pub struct DaemonConfig {
     /// descendant it left, escaped ones included (see `arbor_supervisor::cgroup`).
     #[serde(default = "default_cgroups")]
     pub cgroups: bool,
+    /// How long a control client may take to send a complete request, from
+    /// its connection or its last answer (default 60s); then it is told so
+    /// and disconnected. A stream it asked for (`watch`, `logs -f`) is not
+    /// idle.
+    #[serde(
+        default = "default_control_idle_timeout",
+        deserialize_with = "duration"
+    )]
+    pub control_idle_timeout: Duration,
+}
+
+/// [`DaemonConfig::control_idle_timeout`] when none is set.
+pub const DEFAULT_CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_control_idle_timeout() -> Duration {
+    DEFAULT_CONTROL_IDLE_TIMEOUT
 }
 
 fn default_cgroups() -> bool {
@@ -283,6 +299,7 @@ impl Default for DaemonConfig {
             max_children: default_max_children(),
             max_workers: default_max_workers(),
             cgroups: default_cgroups(),
+            control_idle_timeout: DEFAULT_CONTROL_IDLE_TIMEOUT,
         }
     }
 }

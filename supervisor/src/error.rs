@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::exit::ExitRecord;
+
 /// Errors of the supervisor library.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,6 +59,15 @@ pub enum Error {
     WorkerGone {
         /// The worker's id.
         id: u64,
+    },
+
+    /// A request's worker exited, or closed its channel, before it replied.
+    #[error("request to worker {id}: no reply, the worker is gone{}", exit.map(|e| format!(" ({e})")).unwrap_or_default())]
+    RequestUnanswered {
+        /// The worker's id.
+        id: u64,
+        /// Its exit, when it was known as the request ended.
+        exit: Option<ExitRecord>,
     },
 
     /// A request got no reply in time.

@@ -53,6 +53,8 @@ pub(super) enum ControlError {
     TooManyClients(usize),
     #[error("uid {0} is not allowed on this control socket")]
     NotAllowed(u32),
+    #[error("no complete request within {0:?}; connection closed")]
+    Idle(Duration),
     #[error("{0}")]
     BadRequest(String),
     #[error("unknown signal {0:?}")]
@@ -133,7 +135,7 @@ impl ControlError {
             Self::BadRequest(_) | Self::UnknownSignal(_) => ErrorKind::BadRequest,
             Self::TooManyReplicas(_) => ErrorKind::Limit,
             Self::ReplicaNotReady { .. } | Self::ReplicaGone(_) => ErrorKind::NotReady,
-            Self::ReplicaTimeout { .. } => ErrorKind::Timeout,
+            Self::ReplicaTimeout { .. } | Self::Idle(_) => ErrorKind::Timeout,
             Self::Pool { source, .. } => source.kind(),
             Self::PoolSocket { .. } | Self::Port { .. } | Self::Internal(_) => ErrorKind::Internal,
             Self::SharedStart { source, .. } => match source {
@@ -162,7 +164,9 @@ fn library_kind(error: &crate::Error) -> ErrorKind {
         | Error::Exec { .. }
         | Error::Nul { .. } => ErrorKind::SpawnFailed,
         Error::QueueFull { .. } => ErrorKind::Busy,
-        Error::WorkerGone { .. } | Error::ParentGone { .. } => ErrorKind::NotRunning,
+        Error::WorkerGone { .. } | Error::ParentGone { .. } | Error::RequestUnanswered { .. } => {
+            ErrorKind::NotRunning
+        }
         Error::RequestTimeout { .. } => ErrorKind::Timeout,
         Error::ChannelHeldByParent { .. } | Error::NoChannel { .. } => ErrorKind::Unsupported,
         Error::ShutDown => ErrorKind::ShuttingDown,

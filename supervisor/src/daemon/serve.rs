@@ -53,8 +53,22 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
         let _ = channel.send_value(&refusal, &[]).await;
         return;
     }
-    while let Some((request, fds)) = next_request(&mut channel).await {
-        match dispatch(&daemon, request, fds, &origin).await {
+    let idle = daemon.config.daemon.control_idle_timeout;
+    let mut ahead = None;
+    while let Some((request, fds)) = next_request(&mut channel, ahead.take(), idle).await {
+        let reply = if matches!(request, ControlRequest::Request { .. }) {
+            // A request only waits for a worker's reply: a client that hangs
+            // up meanwhile takes it with it (its fd, task and permit go now,
+            // not when the timeout runs out).
+            let waiting = dispatch(&daemon, request, fds, &origin);
+            match unless_hung_up(&mut channel, waiting, &mut ahead).await {
+                Some(reply) => reply,
+                None => return,
+            }
+        } else {
+            dispatch(&daemon, request, fds, &origin).await
+        };
+        match reply {
             Reply::One(response) => {
                 if channel.send_value(&response, &[]).await.is_err() {
                     return;
@@ -90,13 +104,57 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
     }
 }
 
-/// The client's next request with its fds; `None` once it hung up or sent
-/// something else (it is told what, when it can be).
+/// What reading the client's channel gave.
+type Received = arbor_protocol::Result<(Frame, Vec<std::os::fd::OwnedFd>)>;
+
+/// `work`, unless the client hangs up first (`None`). What the client sends
+/// meanwhile (a next request) is kept in `ahead`, to be read after.
+async fn unless_hung_up<F: std::future::Future>(
+    channel: &mut AsyncChannel,
+    work: F,
+    ahead: &mut Option<Received>,
+) -> Option<F::Output> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            // Cancel-safe: a frame half read stays buffered for the next call.
+            received = channel.recv(), if ahead.is_none() => match received {
+                Err(arbor_protocol::Error::Closed) => return None,
+                other => *ahead = Some(other),
+            },
+        }
+    }
+}
+
+/// The client's next request with its fds (`ahead`, if already read);
+/// `None` once it hung up, sent something else, or sent no complete request
+/// within `idle` (it is told which, when it can be).
 async fn next_request(
     channel: &mut AsyncChannel,
+    mut ahead: Option<Received>,
+    idle: Duration,
 ) -> Option<(ControlRequest, Vec<std::os::fd::OwnedFd>)> {
+    // One deadline for the whole request, however slowly its bytes come.
+    let deadline = tokio::time::Instant::now() + idle;
     loop {
-        let refusal = match channel.recv().await {
+        let received = match ahead.take() {
+            Some(received) => received,
+            None => match tokio::time::timeout_at(deadline, channel.recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    let idle = ControlError::Idle(idle).response();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        channel.send_value(&idle, &[]),
+                    )
+                    .await;
+                    return None;
+                }
+            },
+        };
+        let refusal = match received {
             Ok((Frame::Message(message), fds)) => match message.decode::<ControlRequest>() {
                 Ok(request) => return Some((request, fds)),
                 Err(e) => ControlError::BadRequest(e.to_string()),

@@ -186,6 +186,8 @@ impl Driver {
             }
         }
         drop(receiver);
+        // Replies sent before the exit were read above; none can come now.
+        state.requests.end();
         while let Ok(sub) = subs.try_recv() {
             state.queued.push_back(WorkerEvent::SubWorker(sub));
         }
@@ -208,6 +210,13 @@ impl Driver {
 }
 
 impl DriverState {
+    /// The channel closed (or broke): nothing more will be read from it, so
+    /// no request can be answered any more.
+    fn channel_closed(&mut self) {
+        self.channel_open = false;
+        self.requests.end();
+    }
+
     fn reap(&mut self) -> Option<sys::Reaped> {
         // The worker is a zombie: its process group id is still ours, so
         // clean up whatever it left running in its group before reaping,
@@ -270,9 +279,9 @@ impl DriverState {
                 }
             }
             Received::Nothing => {}
-            Received::Closed => self.channel_open = false,
+            Received::Closed => self.channel_closed(),
             Received::Broken(error) => {
-                self.channel_open = false;
+                self.channel_closed();
                 self.queued.push_back(WorkerEvent::ChannelError { error });
             }
         }

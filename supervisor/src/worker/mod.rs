@@ -303,7 +303,9 @@ impl Worker {
 
     /// Sends `data` as a Request and waits up to `timeout` for the worker's
     /// Reply to it. Many requests may be in flight at once: each reply is
-    /// matched by its id, never by its order.
+    /// matched by its id, never by its order. A worker that exits (or closes
+    /// its channel) first ends the wait at once with
+    /// [`Error::RequestUnanswered`], its exit in it when known.
     pub async fn request(&self, data: impl Into<Vec<u8>>, timeout: Duration) -> Result<Vec<u8>> {
         let (id, reply) = self.requests.open();
         let outcome = async {
@@ -311,7 +313,10 @@ impl Worker {
                 .await?;
             match tokio::time::timeout(timeout, reply).await {
                 Ok(Ok(data)) => Ok(data),
-                Ok(Err(_)) => Err(self.gone()),
+                Ok(Err(_)) => Err(Error::RequestUnanswered {
+                    id: self.id,
+                    exit: self.try_exit(),
+                }),
                 Err(_) => Err(Error::RequestTimeout {
                     id: self.id,
                     timeout,

@@ -2,6 +2,11 @@
 //! opens one and waits for the reply with its id; the driver hands each
 //! Reply frame to the request it answers, so many can be in flight at once
 //! and replies may come in any order.
+//!
+//! Once no reply can come (the worker's channel closed, or the worker
+//! exited and what it sent before was read), the driver ends every request
+//! still waiting, and any opened later ends at once: none waits out its
+//! timeout for a worker that is gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +14,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-type Waiting = HashMap<u64, oneshot::Sender<Vec<u8>>>;
+/// The requests waiting, by id; `ended` once no reply can come.
+#[derive(Debug, Default)]
+struct Waiting {
+    map: HashMap<u64, oneshot::Sender<Vec<u8>>>,
+    ended: bool,
+}
 
 /// Requests in flight to one worker, by id.
 #[derive(Debug, Default)]
@@ -19,23 +29,35 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// A new request: its id, and where its reply will come.
+    /// A new request: its id, and where its reply will come. After
+    /// [`Pending::end`] the receiver is closed at once (its sender dropped).
     pub(super) fn open(&self) -> (u64, oneshot::Receiver<Vec<u8>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, reply) = oneshot::channel();
-        self.lock().insert(id, answer);
+        let mut waiting = self.lock();
+        if !waiting.ended {
+            waiting.map.insert(id, answer);
+        }
         (id, reply)
+    }
+
+    /// No reply can come any more: every request waiting ends now (its
+    /// receiver sees its sender dropped), and so does any opened later.
+    pub(super) fn end(&self) {
+        let mut waiting = self.lock();
+        waiting.ended = true;
+        waiting.map.clear();
     }
 
     /// Request `id` is over, answered or not.
     pub(super) fn close(&self, id: u64) {
-        self.lock().remove(&id);
+        self.lock().map.remove(&id);
     }
 
     /// The worker's reply to request `id`. A reply nobody waits for any
     /// more (timed out) is dropped.
     pub(super) fn answer(&self, id: u64, data: Vec<u8>) {
-        if let Some(waiter) = self.lock().remove(&id) {
+        if let Some(waiter) = self.lock().map.remove(&id) {
             let _ = waiter.send(data);
         }
     }
@@ -71,6 +93,19 @@ mod tests {
         pending.close(id);
         pending.answer(id, b"late".to_vec());
         assert!(reply.try_recv().is_err());
-        assert!(pending.lock().is_empty());
+        assert!(pending.lock().map.is_empty());
+    }
+
+    #[test]
+    fn end_fails_every_waiting_request_and_every_later_one_at_once() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let pending = Pending::default();
+        let (_, mut waiting) = pending.open();
+        pending.end();
+        assert_eq!(waiting.try_recv(), Err(TryRecvError::Closed));
+        let (late, mut later) = pending.open();
+        assert_eq!(later.try_recv(), Err(TryRecvError::Closed));
+        pending.answer(late, b"never".to_vec());
+        assert!(pending.lock().map.is_empty());
     }
 }
