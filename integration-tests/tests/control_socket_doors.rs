@@ -1,8 +1,10 @@
-//! The control socket's doors against clients that never finish: one that
-//! connects and says nothing, and one that announces a 16 MiB request and
-//! stalls, are answered `timeout` and disconnected after arbord's
-//! `control_idle_timeout`, and the announced lengths cost arbord about
-//! 1 MiB each, not 16.
+//! The control socket's doors against clients that never finish or break
+//! the rules: one that connects and says nothing, and one that announces a
+//! 16 MiB request and stalls, are answered `timeout` and disconnected after
+//! arbord's `control_idle_timeout` (the announced lengths cost arbord about
+//! 1 MiB each, not 16); a watch of an unknown id, and spawn requests with bad
+//! names or environments, are refused with their kind and field; a boot
+//! worker that never sends Ready does not keep clients waiting.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arbor_integration_tests::arbord::{Daemon, LIMIT};
 use arbor_protocol::blocking::Channel;
-use arbor_protocol::control::{ControlResponse, ErrorKind};
+use arbor_protocol::control::{ControlRequest, ControlResponse, ErrorKind, SpawnRequest};
 use arbor_protocol::frame::{FrameKind, Header, DEFAULT_MAX_PAYLOAD};
 use arbor_protocol::Frame;
 
@@ -86,4 +88,94 @@ fn clients_that_announce_16_mib_and_stall_cost_about_1_mib_each_and_are_cut_off(
     // 10 x 16 MiB announced; about 1 MiB of room each is what may be spent.
     assert!(grew < 40 * 1024, "arbord's peak RSS grew by {grew} KiB");
     daemon.ok(&["status"]);
+}
+
+/// A control connection with a deadline on every answer.
+fn client(daemon: &Daemon) -> Channel {
+    let stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    Channel::new(stream).unwrap()
+}
+
+fn ask(client: &mut Channel, request: &ControlRequest) -> ControlResponse {
+    client.send_value(request, &[]).unwrap();
+    let (Frame::Message(message), _) = client.recv().expect("an answer within the limit") else {
+        panic!("not a Message frame")
+    };
+    message.decode().unwrap()
+}
+
+fn refusal(answer: ControlResponse) -> (ErrorKind, String) {
+    match answer {
+        ControlResponse::Failed { kind, message } => (kind, message),
+        other => panic!("expected a typed failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn watching_an_id_that_never_existed_is_answered_no_such_worker() {
+    let daemon = Daemon::start("");
+    for request in [
+        ControlRequest::Watch { id: Some(4242) },
+        ControlRequest::Events { id: Some(4242) },
+    ] {
+        let (kind, message) = refusal(ask(&mut client(&daemon), &request));
+        assert_eq!(kind, ErrorKind::NoSuchWorker, "{message}");
+    }
+}
+
+#[test]
+fn spawn_requests_with_bad_names_or_environments_are_refused_naming_the_field() {
+    let daemon = Daemon::start("");
+    let spawn = |name: &str, env: Vec<(String, String)>| {
+        ControlRequest::Spawn(SpawnRequest {
+            name: Some(name.into()),
+            program: "/bin/sleep".into(),
+            args: vec!["600".into()],
+            env,
+            cwd: None,
+            restart: "never".into(),
+            close_grace_ms: 1000,
+            speaks_protocol: false,
+            shared: false,
+        })
+    };
+    let env = |key: &str| vec![(key.to_string(), "v".to_string())];
+    let cases = [
+        (spawn("two\nlines", vec![]), "control character"),
+        (spawn("nul\0name", vec![]), "control character"),
+        (spawn(&"x".repeat(100_000), vec![]), "at most 255"),
+        (spawn("", vec![]), "empty"),
+        (spawn("ok", env("A=B")), "environment name"),
+        (spawn("ok", env("")), "environment name"),
+    ];
+    let mut control = client(&daemon);
+    for (request, says) in cases {
+        let (kind, message) = refusal(ask(&mut control, &request));
+        assert_eq!(kind, ErrorKind::BadRequest, "{message}");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    let ControlResponse::Workers(listed) = ask(&mut control, &ControlRequest::List) else {
+        panic!("no list")
+    };
+    assert!(listed.is_empty(), "nothing was started: {listed:?}");
+}
+
+#[test]
+fn a_boot_worker_that_never_sends_ready_does_not_hold_up_the_control_socket() {
+    // A protocol worker that never speaks: arbord's boot waits up to 30 s
+    // for its Ready before READY=1, but serves clients meanwhile.
+    let started = Instant::now();
+    let daemon =
+        Daemon::start("[[worker]]\nname = \"mute\"\nprogram = \"/bin/sleep\"\nargs = [\"600\"]\n");
+    let status = daemon.ok_within(&["status"], Duration::from_secs(10));
+    assert!(
+        status.contains("1 workers") || status.contains("workers"),
+        "{status}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
 }

@@ -51,6 +51,30 @@ pub const CONTRACT_VARIABLES: [&str; 7] = [
     "LISTEN_PID",
 ];
 
+/// Longest worker name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Whether `name` may name a worker: 1 to [`MAX_NAME_LEN`] bytes, no
+/// control characters (a newline in a name would forge a line of a text
+/// log; a NUL cannot go into the environment). The error says which rule.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "the name is {} bytes long (at most {MAX_NAME_LEN})",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the name {name:?} contains the control character {c:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Most listen fds a Spawn frame may hand a sub-worker: a worker asking for
 /// many sub-workers at once must not make its supervisor hold thousands of
 /// fds for it.
@@ -328,10 +352,59 @@ impl WorkerSpec {
         built.speaks_protocol = spec.speaks_protocol;
         built.stdout = spec.stdout;
         built.stderr = spec.stderr;
+        built.check()?;
         let listen = ListenFds {
             fds: spec.listen_names.into_iter().zip(fds).collect(),
         };
         Ok((built, listen))
+    }
+
+    /// Checks what a program may not be given: a name (the spec's, or the
+    /// program's file name) of 1 to [`MAX_NAME_LEN`] bytes without control
+    /// characters (it goes into logs and `ps` lines), environment names
+    /// that are not empty and hold no `=`, and no NUL byte anywhere (the
+    /// program, an argument, a variable, the directory). The error names
+    /// the field.
+    pub fn check(&self) -> Result<(), String> {
+        use std::os::unix::ffi::OsStrExt;
+        let nul = |bytes: &[u8]| bytes.contains(&0);
+        match &self.program {
+            Program::Path(path) if path.as_os_str().is_empty() => {
+                return Err("an empty program path".into())
+            }
+            Program::Path(path) if nul(path.as_os_str().as_bytes()) => {
+                return Err("the program path contains a NUL byte".into())
+            }
+            Program::Entry(entry) => check_name(entry).map_err(|e| format!("entry point: {e}"))?,
+            Program::Path(_) => {}
+        }
+        check_name(&self.display_name())?;
+        if let Some(i) = self.args.iter().position(|a| nul(a.as_bytes())) {
+            return Err(format!("argument {} contains a NUL byte", i + 1));
+        }
+        for (key, value) in &self.env {
+            let key = key.as_bytes();
+            if key.is_empty() || key.contains(&b'=') || nul(key) {
+                return Err(format!(
+                    "environment name {:?} is empty or holds `=` or NUL",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+            if value.as_ref().is_some_and(|v| nul(v.as_bytes())) {
+                return Err(format!(
+                    "the value of {} contains a NUL byte",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+        }
+        if self
+            .cwd
+            .as_ref()
+            .is_some_and(|c| nul(c.as_os_str().as_bytes()))
+        {
+            return Err("the working directory contains a NUL byte".into());
+        }
+        Ok(())
     }
 
     /// The name the worker will carry.
@@ -609,6 +682,24 @@ mod tests {
     }
 
     #[test]
+    fn check_names_the_field_a_bad_spec_gets_wrong() {
+        let ok = || WorkerSpec::program("/bin/true");
+        assert_eq!(ok().check(), Ok(()));
+        let bad = |spec: WorkerSpec| spec.check().unwrap_err();
+        assert!(bad(ok().name("two\nlines")).contains("control character"));
+        assert!(bad(ok().name("")).contains("empty"));
+        assert!(bad(ok().name("x".repeat(MAX_NAME_LEN + 1))).contains("at most 255"));
+        assert!(bad(ok().name("a\0b")).contains("control character"));
+        assert!(bad(ok().env("A=B", "v")).contains("environment name"));
+        assert!(bad(ok().env("", "v")).contains("environment name"));
+        assert!(bad(ok().env("K", "a\0b")).contains("value of K"));
+        assert!(bad(ok().arg("a\0b")).contains("argument 1"));
+        assert!(bad(ok().cwd("/tmp/\0")).contains("working directory"));
+        assert!(bad(WorkerSpec::program("")).contains("empty program"));
+        assert_eq!(ok().name("x".repeat(MAX_NAME_LEN)).check(), Ok(()));
+    }
+
+    #[test]
     fn a_peer_spec_that_does_not_add_up_is_refused() {
         let (mut wire, _) = WorkerSpec::program("/bin/true")
             .to_wire(ListenFds::new())
@@ -618,6 +709,11 @@ mod tests {
             .unwrap_err()
             .contains("1 listen names for 0 fds"));
         wire.listen_names.clear();
+        let mut forged = wire.clone();
+        forged.name = "a\nforged log line".into();
+        assert!(WorkerSpec::from_wire(forged, Vec::new())
+            .unwrap_err()
+            .contains("control character"));
         wire.program.clear();
         assert!(WorkerSpec::from_wire(wire, Vec::new()).is_err());
     }

@@ -587,6 +587,9 @@ impl Checker<'_> {
                 .find(&format!("\"{}\"", worker.name))
                 .map(|s| s..s)
         };
+        if let Err(reason) = crate::spec::check_name(&worker.name) {
+            return Err(self.error(format!("{table}[{i}].name"), reason, at()));
+        }
         let is_pool = table == "pool";
         let pool_only = [
             ("replicas", worker.replicas.is_some()),
@@ -776,6 +779,10 @@ close_grace = "250ms"
             parse("[[worker]]\nname=\"a\"\nprogram=\"x\"\n[[worker]]\nname=\"a\"\nprogram=\"y\"\n")
                 .unwrap_err();
         assert!(err.message.contains("duplicate"), "{err}");
+
+        let err = parse("[[worker]]\nname = \"a\\nb\"\nprogram = \"x\"\n").unwrap_err();
+        assert_eq!(err.key, "worker[0].name", "{err}");
+        assert!(err.message.contains("control character"), "{err}");
     }
 
     #[test]

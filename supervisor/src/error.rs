@@ -45,6 +45,14 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// The spec asks for what a program may not be given (a name with a
+    /// newline, an environment name with `=`, a NUL byte, ...).
+    #[error("bad worker spec: {reason}")]
+    BadSpec {
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+
     /// The message queue for the worker is full and its spec says not to wait.
     #[error("message queue of worker {id} is full ({limit} messages)")]
     QueueFull {

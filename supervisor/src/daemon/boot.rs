@@ -20,9 +20,10 @@ use crate::Supervisor;
 /// How long READY=1 waits for the boot workers' Ready.
 const BOOT_READY_LIMIT: Duration = Duration::from_secs(30);
 
-/// Builds the daemon and starts what `config` declares; returns once the
-/// boot workers are Ready (or gone), or after [`BOOT_READY_LIMIT`].
-/// `activated` are the pool sockets systemd passed, by name.
+/// Builds the daemon and starts what `config` declares; returns once they
+/// are started (their Ready is [`wait_for_boot_workers`]'s, which the
+/// control socket does not wait for). `activated` are the pool sockets
+/// systemd passed, by name.
 pub(super) async fn boot(
     config: Config,
     mut activated: Vec<(String, OwnedFd)>,
@@ -43,7 +44,6 @@ pub(super) async fn boot(
         tracing::warn!("socket {name:?} from systemd matches no pool socket; closed");
     }
     drop(activated);
-    wait_for_boot_workers(&daemon).await;
     Ok(daemon)
 }
 
@@ -73,8 +73,9 @@ fn supervisor(config: &Config) -> Result<Supervisor, crate::Error> {
 
 /// Waits until no worker is starting (each is Ready, or already gone;
 /// sub-workers the boot workers start meanwhile included), or a generous
-/// bound passed, so that one hung worker cannot stall the boot.
-async fn wait_for_boot_workers(daemon: &Daemon) {
+/// bound passed ([`BOOT_READY_LIMIT`]), so that one hung worker cannot
+/// stall the boot: what `READY=1` waits for.
+pub(super) async fn wait_for_boot_workers(daemon: &Daemon) {
     let all_started = async {
         loop {
             let starting = daemon.registry.starting();

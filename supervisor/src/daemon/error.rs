@@ -164,6 +164,7 @@ fn library_kind(error: &crate::Error) -> ErrorKind {
         | Error::Exec { .. }
         | Error::Nul { .. } => ErrorKind::SpawnFailed,
         Error::QueueFull { .. } => ErrorKind::Busy,
+        Error::BadSpec { .. } => ErrorKind::BadRequest,
         Error::WorkerGone { .. } | Error::ParentGone { .. } | Error::RequestUnanswered { .. } => {
             ErrorKind::NotRunning
         }

@@ -67,7 +67,10 @@ impl Recipe {
         if let Some(cwd) = request.cwd {
             spec = spec.cwd(cwd);
         }
-        Ok(Self::new(&name, spec, restart))
+        let recipe = Self::new(&name, spec, restart);
+        // Refused before anything logs or lists the name.
+        recipe.spec.check()?;
+        Ok(recipe)
     }
 
     /// A recipe named `name` for `spec`, its output captured (arbord keeps

@@ -55,8 +55,6 @@ pub async fn run(
     let listener = UnixListener::from_std(listener).map_err(socket_error)?;
     let daemon = boot::boot(config, activated_sockets).await?;
     tracing::info!("arbord listening on {}", socket_path.display());
-    notify("READY=1");
-    notify(&daemon.registry.status_line());
     serve(&daemon, &listener, config_path, &mut signals).await;
     shutdown::shutdown(&daemon, &mut signals).await;
     if let Some(path) = owned_path {
@@ -66,6 +64,8 @@ pub async fn run(
 }
 
 /// Accepts control clients and takes signals until a shutdown is asked for.
+/// Clients are served from the start; `READY=1` waits for the boot
+/// workers' Ready, and a SIGHUP before it waits with it.
 async fn serve(
     daemon: &Arc<Daemon>,
     listener: &UnixListener,
@@ -74,8 +74,19 @@ async fn serve(
 ) {
     let mut watchdog = watchdog_interval().map(tokio::time::interval);
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let booting = boot::wait_for_boot_workers(daemon);
+    tokio::pin!(booting);
+    let (mut booted, mut reload_after_boot) = (false, false);
     loop {
         tokio::select! {
+            () = &mut booting, if !booted => {
+                booted = true;
+                notify("READY=1");
+                notify(&daemon.registry.status_line());
+                if std::mem::take(&mut reload_after_boot) {
+                    begin_reload(daemon, &config_path);
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match Arc::clone(&connections).try_acquire_owned() {
                     Ok(permit) => {
@@ -100,20 +111,33 @@ async fn serve(
             },
             signal = signals.recv() => match signal {
                 Some(DaemonSignal::Shutdown) | None => return,
-                Some(DaemonSignal::Reload) => {
-                    if daemon.registry.begin_reload() {
-                        notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::systemd::monotonic_usec()));
-                        // In its own task: closing workers takes their grace,
-                        // and the accept loop, signals and watchdog go on.
-                        tokio::spawn(reload::reload_on_signal(Arc::clone(daemon), config_path.clone()));
-                    } else {
-                        tracing::info!("SIGHUP during a reload: the configuration is read again once it is done");
-                    }
+                Some(DaemonSignal::Reload) if !booted => {
+                    tracing::info!("SIGHUP while booting: the configuration is read again once booted");
+                    reload_after_boot = true;
                 }
+                Some(DaemonSignal::Reload) => begin_reload(daemon, &config_path),
             },
             _ = tick(&mut watchdog) => notify("WATCHDOG=1"),
             _ = daemon.shutdown.notified() => return,
         }
+    }
+}
+
+/// A SIGHUP's reload: in a task of its own (closing workers takes their
+/// grace, and the accept loop, signals and watchdog go on), or, during one,
+/// a note for it to read the configuration again when it is done.
+fn begin_reload(daemon: &Arc<Daemon>, config_path: &Option<PathBuf>) {
+    if daemon.registry.begin_reload() {
+        notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            crate::systemd::monotonic_usec()
+        ));
+        tokio::spawn(reload::reload_on_signal(
+            Arc::clone(daemon),
+            config_path.clone(),
+        ));
+    } else {
+        tracing::info!("SIGHUP during a reload: the configuration is read again once it is done");
     }
 }
 

@@ -2,8 +2,11 @@
 //! another and each answered as [`super::control::dispatch`] says: one
 //! answer, a stream of events, a port, or the end of arbord.
 //!
-//! Garbage, a frame other than a request, or a request that does not decode
-//! gets an error and a closed connection; nothing else is affected.
+//! A frame other than a request, or a request that does not decode, gets a
+//! `bad-request` answer and a closed connection; a client that sends no
+//! complete request within the idle timeout gets `timeout` and the same; a
+//! broken frame (garbage, a bad header) closes the connection at once.
+//! Nothing else is affected.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -168,6 +171,8 @@ async fn next_request(
                 other.kind().name()
             )),
             Err(arbor_protocol::Error::Closed) => return None,
+            // A broken frame cannot be answered: the stream is out of step,
+            // and the channel has already shut the socket down (WIRE.md §7).
             Err(e) => {
                 tracing::warn!("control client dropped: {e}");
                 return None;

@@ -145,6 +145,7 @@ impl Supervisor {
         listen: ListenFds,
         sub: Option<SpawnFor>,
     ) -> Result<Worker> {
+        spec.check().map_err(|reason| Error::BadSpec { reason })?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut spec = spec.into_parts();
         if let Some(sub) = &sub {

@@ -49,8 +49,14 @@ pub(super) async fn dispatch(
         ControlRequest::Scale { pool, replicas } => pools::scale(daemon, &pool, replicas).await,
         ControlRequest::Reload { pool } => pools::reload(daemon, pool).await,
         // The requests answered otherwise than with one answer.
-        ControlRequest::Watch { id } => return watch::watch(daemon, id, StreamForm::Flat),
-        ControlRequest::Events { id } => return watch::watch(daemon, id, StreamForm::Typed),
+        ControlRequest::Watch { id } => {
+            return watch::watch(daemon, id, StreamForm::Flat)
+                .unwrap_or_else(|failed| Reply::End(failed.response()))
+        }
+        ControlRequest::Events { id } => {
+            return watch::watch(daemon, id, StreamForm::Typed)
+                .unwrap_or_else(|failed| Reply::End(failed.response()))
+        }
         ControlRequest::Logs {
             id,
             lines,

@@ -52,7 +52,7 @@ impl Registry {
         self.lock()
             .workers
             .iter()
-            .filter(|(_, e)| e.from_config && e.recipe.pool.is_none())
+            .filter(|(_, e)| e.is_declared())
             .map(|(id, e)| (*id, e.recipe.clone()))
             .collect()
     }

@@ -75,6 +75,11 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// A `[[worker]]` of the configuration (not a pool's replica).
+    pub(super) fn is_declared(&self) -> bool {
+        self.from_config && self.recipe.pool.is_none()
+    }
+
     /// Tells its waiters what they can see now.
     fn changed(&self) {
         self.seen.send_replace(Seen {
@@ -371,12 +376,15 @@ impl State {
 
     /// Beyond KEEP_EXITED workers that are gone for good, the oldest are
     /// dropped (a client spawning in a loop cannot grow arbord without
-    /// bound).
+    /// bound). A `[[worker]]` of the configuration is never dropped: an
+    /// operator's stop of one holds across SIGHUPs whatever the churn (the
+    /// file bounds how many there are; a pool's replicas come and go and
+    /// are dropped like any other).
     fn forget_old_exits(&mut self) {
         let gone: Vec<u64> = self
             .workers
             .iter()
-            .filter(|(_, e)| e.worker.is_none() && e.state.is_final())
+            .filter(|(_, e)| e.worker.is_none() && e.state.is_final() && !e.is_declared())
             .map(|(id, _)| *id)
             .collect();
         for id in gone.iter().take(gone.len().saturating_sub(KEEP_EXITED)) {

@@ -37,6 +37,34 @@ fn output(id: u64, line: String) -> Event {
 }
 
 #[test]
+fn a_stopped_config_worker_outlives_any_number_of_other_exits() {
+    let registry = registry();
+    let boot = registry.insert(recipe("boot"), None, true, None).unwrap();
+    registry.request_stop(boot).unwrap();
+    registry.set_state(boot, WorkerState::Exited);
+    // Spawned workers and a pool's replicas (declared too, but coming and
+    // going) churn past the bound.
+    let pool = parse("[[pool]]\nname = \"web\"\nprogram = \"/bin/true\"").pools[0].clone();
+    let runtime = Arc::new(PoolRuntime::default());
+    for i in 0..2 * KEEP_EXITED {
+        let id = match i % 2 {
+            0 => insert(&registry, "churn"),
+            _ => registry
+                .insert(Recipe::for_pool(&pool, &runtime), None, true, None)
+                .unwrap(),
+        };
+        registry.set_state(id, WorkerState::Exited);
+    }
+    registry.forget_old_exits();
+    let kept = registry.config_workers();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].0, boot);
+    assert!(registry.stop_requested(boot));
+    // The others are bounded as before.
+    assert_eq!(registry.counts().0, KEEP_EXITED + 1);
+}
+
+#[test]
 fn ids_are_handed_out_in_order_from_1() {
     let registry = registry();
     assert_eq!([insert(&registry, "a"), insert(&registry, "b")], [1, 2]);
