@@ -4,13 +4,15 @@
 //! arbord's `control_idle_timeout` (the announced lengths cost arbord about
 //! 1 MiB each, not 16); a watch of an unknown id, and spawn requests with bad
 //! names or environments, are refused with their kind and field; a boot
-//! worker that never sends Ready does not keep clients waiting.
+//! worker that never sends Ready does not keep clients waiting; a watcher
+//! that never reads is dropped after the answer deadline.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use arbor_integration_tests::arbord::{Daemon, LIMIT};
+use arbor_integration_tests::arbord::{wait_until, wait_until_within, Daemon, LIMIT};
+use arbor_integration_tests::fd_count_of;
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse, ErrorKind, SpawnRequest};
 use arbor_protocol::frame::{FrameKind, Header, DEFAULT_MAX_PAYLOAD};
@@ -178,4 +180,94 @@ fn a_boot_worker_that_never_sends_ready_does_not_hold_up_the_control_socket() {
         "answered after {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_watcher_that_never_reads_is_dropped_after_the_answer_deadline() {
+    // About 500 KiB of output events a second.
+    let daemon = Daemon::start(
+        "[[worker]]\nname = \"flood\"\nprogram = \"/bin/sh\"\n\
+         args = [\"-c\", \"x=$(printf '%01000d' 0); while :; do echo $x; sleep 0.001; done\"]\n\
+         speaks_protocol = false\n",
+    );
+    wait_until("the flood running", || {
+        daemon.ok(&["ps"]).contains("running")
+    });
+    let fds_before = fd_count_of(daemon.pid());
+    let mut watcher = client(&daemon);
+    watcher
+        .send_value(&ControlRequest::Watch { id: None }, &[])
+        .unwrap();
+    wait_until("arbord holding the watcher's connection", || {
+        fd_count_of(daemon.pid()) > fds_before
+    });
+    // It never reads. arbord's sends to it stall once its socket is full,
+    // and after the 10 s deadline arbord lets go of it.
+    wait_until_within(
+        "arbord's fds back where they were",
+        Duration::from_secs(40),
+        || fd_count_of(daemon.pid()) <= fds_before,
+    );
+    // Reading now drains what was sent, then finds the end.
+    let deadline = Instant::now() + LIMIT;
+    let mut events = 0;
+    while watcher.recv().is_ok() {
+        events += 1;
+        assert!(Instant::now() < deadline, "still streaming after the drop");
+    }
+    assert!(events > 0, "events were sent before the drop");
+    daemon.ok(&["status"]);
+}
+
+#[test]
+fn absurd_graces_timeouts_and_a_directory_as_program_are_refused_naming_the_field() {
+    let daemon = Daemon::start("");
+    let mut control = client(&daemon);
+    let spawn = |program: &str, close_grace_ms: u64| {
+        ControlRequest::Spawn(SpawnRequest {
+            name: Some("w".into()),
+            program: program.into(),
+            args: vec!["600".into()],
+            env: vec![],
+            cwd: None,
+            restart: "never".into(),
+            close_grace_ms,
+            speaks_protocol: false,
+            shared: false,
+        })
+    };
+    for (request, says) in [
+        (spawn("/bin/sleep", u64::MAX), "close_grace_ms"),
+        (spawn("/tmp", 1000), "is a directory"),
+    ] {
+        let (kind, message) = refusal(ask(&mut control, &request));
+        assert_eq!(kind, ErrorKind::BadRequest, "{message}");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    let ControlResponse::Spawned { id } = ask(&mut control, &spawn("/bin/sleep", 1000)) else {
+        panic!("no spawn")
+    };
+    for (request, says) in [
+        (
+            ControlRequest::Close {
+                id,
+                grace_ms: Some(u64::MAX),
+            },
+            "grace_ms",
+        ),
+        (
+            ControlRequest::Request {
+                id,
+                data: vec![],
+                timeout_ms: u64::MAX,
+            },
+            "timeout_ms",
+        ),
+    ] {
+        let (kind, message) = refusal(ask(&mut control, &request));
+        assert_eq!(kind, ErrorKind::BadRequest, "{message}");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    // The worker was left alone by the refused close.
+    assert!(daemon.ok(&["ps"]).contains("running"));
 }

@@ -224,6 +224,37 @@ fn the_depth_limit_refuses_a_spawn_with_a_typed_reason() {
 }
 
 #[test]
+fn a_tree_at_max_tree_workers_is_refused_with_a_typed_reason_while_another_grows() {
+    let daemon = Daemon::start("[daemon]\nmax_tree_workers = 2\n");
+    let dir = TempDir::new("tree-quota");
+    // 3 sub-workers wanted below the root; 2 are allowed.
+    let root = spawn_tree(
+        &daemon,
+        "root",
+        &["tree", "1", "3", dir.0.to_str().unwrap()],
+    );
+    wait_until("the root says its third spawn was refused", || {
+        daemon
+            .ok(&["logs", &root.to_string()])
+            .contains("one worker tree may have at most 2 sub-workers")
+    });
+    // (Its two sub-workers end with its failed grow, which drops them.)
+    // Another tree still gets its places.
+    let other = spawn_tree(
+        &daemon,
+        "other",
+        &["tree", "1", "2", dir.0.to_str().unwrap()],
+    );
+    wait_until("the other tree's 2 sub-workers running", || {
+        running(&daemon)
+            .iter()
+            .filter(|w| w.parent == Some(other))
+            .count()
+            == 2
+    });
+}
+
+#[test]
 fn a_spawn_flood_gets_one_answer_per_spawn_and_costs_nobody_else() {
     let config = format!(
         "[daemon]\nmax_children = 4\n\n[[worker]]\nname = \"echo\"\nprogram = {:?}\nargs = [\"echo\"]\n",

@@ -217,6 +217,13 @@ pub enum SpawnRefusal {
         /// What went wrong.
         reason: String,
     },
+    /// The top-level worker's tree has as many sub-workers (all levels,
+    /// running or starting) as allowed.
+    #[error("one worker tree may have at most {limit} sub-workers")]
+    Tree {
+        /// The configured limit.
+        limit: u32,
+    },
 }
 
 /// The payload of a ChildExit frame: a sub-worker's exit as the supervisor

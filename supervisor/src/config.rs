@@ -237,6 +237,10 @@ pub struct DaemonConfig {
     /// Most workers in all; a Spawn beyond it is refused.
     #[serde(default = "default_max_workers")]
     pub max_workers: u32,
+    /// Most sub-workers below one top-level worker (all levels); set below
+    /// `max_workers`, one tree cannot starve the others' spawns.
+    #[serde(default = "default_max_tree_workers")]
+    pub max_tree_workers: u32,
     /// A cgroup per worker where arbord has a writable cgroup v2 subtree
     /// (`Delegate=yes` under systemd), so that a worker's exit kills every
     /// descendant it left, escaped ones included (see `arbor_supervisor::cgroup`).
@@ -271,6 +275,7 @@ impl DaemonConfig {
             max_depth: self.max_depth,
             max_children: self.max_children,
             max_workers: self.max_workers,
+            max_tree_workers: self.max_tree_workers,
         }
     }
 }
@@ -287,6 +292,10 @@ fn default_max_workers() -> u32 {
     crate::TreeLimits::default().max_workers
 }
 
+fn default_max_tree_workers() -> u32 {
+    crate::TreeLimits::default().max_tree_workers
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
@@ -298,6 +307,7 @@ impl Default for DaemonConfig {
             max_depth: default_max_depth(),
             max_children: default_max_children(),
             max_workers: default_max_workers(),
+            max_tree_workers: default_max_tree_workers(),
             cgroups: default_cgroups(),
             control_idle_timeout: DEFAULT_CONTROL_IDLE_TIMEOUT,
         }

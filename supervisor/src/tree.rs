@@ -49,6 +49,10 @@ pub struct TreeLimits {
     /// Most workers the supervisor runs in all before it refuses a Spawn
     /// (default 1024).
     pub max_workers: u32,
+    /// Most sub-workers below one top-level worker, all levels together,
+    /// running or starting (default 1024, as `max_workers`): set lower, one
+    /// tree cannot take every place and starve the others' spawns.
+    pub max_tree_workers: u32,
 }
 
 impl Default for TreeLimits {
@@ -57,6 +61,7 @@ impl Default for TreeLimits {
             max_depth: 8,
             max_children: 64,
             max_workers: 1024,
+            max_tree_workers: 1024,
         }
     }
 }
@@ -90,6 +95,8 @@ impl ControlRef {
 #[derive(Debug)]
 struct Node {
     parent: Option<u64>,
+    /// The top-level worker of its tree (itself for a top-level worker).
+    root: u64,
     depth: u32,
     children: BTreeSet<u64>,
     /// Spawns this worker asked for that are still starting.
@@ -107,6 +114,17 @@ struct Nodes {
     map: HashMap<u64, Node>,
     /// Spawns in flight, counted against `max_workers` before they exist.
     starting: u32,
+}
+
+impl Nodes {
+    /// Sub-workers below top-level worker `root`, running or starting.
+    fn tree_size(&self, root: u64) -> u64 {
+        self.map
+            .iter()
+            .filter(|(_, node)| node.root == root)
+            .map(|(id, node)| u64::from(*id != root) + u64::from(node.starting))
+            .sum()
+    }
 }
 
 /// Every worker of one supervisor, by id.
@@ -143,15 +161,15 @@ impl Tree {
     /// exited or is closing is refused: the caller kills it.
     pub(crate) fn insert(&self, node: NewNode) -> Result<(), SpawnRefusal> {
         let mut nodes = self.lock();
-        let depth = match node.parent {
+        let (depth, root) = match node.parent {
             Some(parent) => match nodes.map.get_mut(&parent) {
                 Some(parent_node) if !parent_node.closing => {
                     parent_node.children.insert(node.id);
-                    parent_node.depth + 1
+                    (parent_node.depth + 1, parent_node.root)
                 }
                 _ => return Err(SpawnRefusal::Closing),
             },
-            None => 0,
+            None => (0, node.id),
         };
         let control = match node.parent {
             Some(_) => ControlRef::Strong(node.control),
@@ -161,6 +179,7 @@ impl Tree {
             node.id,
             Node {
                 parent: node.parent,
+                root,
                 depth,
                 children: BTreeSet::new(),
                 starting: 0,
@@ -198,6 +217,13 @@ impl Tree {
                 limit: limits.max_workers,
             });
         }
+        let root = node.root;
+        if nodes.tree_size(root) >= u64::from(limits.max_tree_workers) {
+            return Err(SpawnRefusal::Tree {
+                limit: limits.max_tree_workers,
+            });
+        }
+        let node = nodes.map.get_mut(&parent).ok_or(SpawnRefusal::Closing)?;
         node.starting += 1;
         nodes.starting += 1;
         Ok(())
@@ -347,11 +373,39 @@ mod tests {
     }
 
     #[test]
+    fn one_tree_at_its_quota_is_refused_while_another_still_spawns() {
+        let tree = Tree::new(TreeLimits {
+            max_depth: 8,
+            max_children: 8,
+            max_workers: 100,
+            max_tree_workers: 3,
+        });
+        let _greedy = node(&tree, 1, None);
+        let _other = node(&tree, 2, None);
+        // Two running below the greedy root (one of them nested), one starting.
+        tree.reserve(1).unwrap();
+        let _a = node(&tree, 3, Some(1));
+        tree.release(1);
+        tree.reserve(3).unwrap();
+        let _b = node(&tree, 4, Some(3));
+        tree.release(3);
+        tree.reserve(4).unwrap();
+        assert_eq!(tree.reserve(1), Err(SpawnRefusal::Tree { limit: 3 }));
+        assert_eq!(tree.reserve(3), Err(SpawnRefusal::Tree { limit: 3 }));
+        // The other tree is not held back.
+        tree.reserve(2).unwrap();
+        // The starting one's place comes back with its release.
+        tree.release(4);
+        tree.reserve(1).unwrap();
+    }
+
+    #[test]
     fn limits_refuse_with_their_reason_and_release_gives_places_back() {
         let tree = Tree::new(TreeLimits {
             max_depth: 2,
             max_children: 2,
             max_workers: 5,
+            max_tree_workers: 1024,
         });
         let _root = node(&tree, 1, None);
         tree.reserve(1).unwrap();

@@ -28,6 +28,23 @@ pub enum DaemonError {
     Supervisor(#[from] crate::Error),
 }
 
+/// The longest grace or timeout a control request may ask for (a longer
+/// one is surely a mistake, and a sum with the clock could overflow).
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// `ms` milliseconds for the request field `field`, or a `bad-request`
+/// naming it when above [`MAX_WAIT`].
+pub(super) fn wait_field(field: &str, ms: u64) -> Result<Duration, ControlError> {
+    let wait = Duration::from_millis(ms);
+    if wait > MAX_WAIT {
+        return Err(ControlError::BadRequest(format!(
+            "{field} {ms} is above a day ({} ms)",
+            MAX_WAIT.as_millis()
+        )));
+    }
+    Ok(wait)
+}
+
 /// A failed control request.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ControlError {

@@ -57,9 +57,19 @@ impl Recipe {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| request.program.clone())
         });
+        if std::path::Path::new(&request.program).is_dir() {
+            return Err(format!("program {:?} is a directory", request.program));
+        }
+        let grace = Duration::from_millis(request.close_grace_ms);
+        if grace > super::error::MAX_WAIT {
+            return Err(format!(
+                "close_grace_ms {} is above a day",
+                request.close_grace_ms
+            ));
+        }
         let mut spec = WorkerSpec::program(request.program)
             .args(request.args)
-            .close_grace(Duration::from_millis(request.close_grace_ms))
+            .close_grace(grace)
             .speaks_protocol(request.speaks_protocol);
         for (key, value) in request.env {
             spec = spec.env(key, value);

@@ -25,6 +25,19 @@ use super::error::ControlError;
 /// Control connections served at once; one more is told arbord is busy.
 pub(super) const MAX_CLIENTS: usize = 4096;
 
+/// How long a client has to take an answer, or a streamed event, off its
+/// socket: one that does not read is dropped, so that no task, fd or
+/// buffer of arbord waits on it for longer.
+pub(super) const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether `sending` completed within [`ANSWER_DEADLINE`].
+async fn taken<T>(sending: impl std::future::Future<Output = arbor_protocol::Result<T>>) -> bool {
+    matches!(
+        tokio::time::timeout(ANSWER_DEADLINE, sending).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Answers a client over the connection cap with an error, then hangs up.
 pub(super) async fn refuse_busy(stream: UnixStream) {
     let mut channel = AsyncChannel::new(stream);
@@ -73,12 +86,12 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
         };
         match reply {
             Reply::One(response) => {
-                if channel.send_value(&response, &[]).await.is_err() {
+                if !taken(channel.send_value(&response, &[])).await {
                     return;
                 }
             }
             Reply::End(response) => {
-                let _ = channel.send_value(&response, &[]).await;
+                taken(channel.send_value(&response, &[])).await;
                 return;
             }
             Reply::Stream {
@@ -87,7 +100,7 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
                 worker,
                 form,
             } => {
-                if channel.send_value(&first, &[]).await.is_ok() {
+                if taken(channel.send_value(&first, &[])).await {
                     stream_events(channel, events, worker, form).await;
                 }
                 return;
@@ -95,11 +108,11 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
             Reply::Port { worker, port } => {
                 // The client talks to the worker on its port from here on.
                 let attached = ControlResponse::Attached { worker };
-                let _ = channel.send_value(&attached, &[port.as_fd()]).await;
+                taken(channel.send_value(&attached, &[port.as_fd()])).await;
                 return;
             }
             Reply::Shutdown => {
-                let _ = channel.send_value(&ControlResponse::Ok, &[]).await;
+                taken(channel.send_value(&ControlResponse::Ok, &[])).await;
                 daemon.shutdown.notify_one();
                 return;
             }
@@ -184,7 +197,8 @@ async fn next_request(
 }
 
 /// Streams events to a watcher until it hangs up. A watcher that falls
-/// behind gets a `missed` event with the count and carries on.
+/// behind gets a `missed` event with the count and carries on; one that
+/// stops reading is dropped after [`ANSWER_DEADLINE`].
 async fn stream_events(
     channel: AsyncChannel,
     mut events: broadcast::Receiver<Event>,
@@ -220,7 +234,7 @@ async fn stream_events(
                 ControlResponse::Event(DaemonEvent::from(&event))
             }
         };
-        if sender.send_value(&answer, &[]).await.is_err() {
+        if !taken(sender.send_value(&answer, &[])).await {
             return;
         }
     }

@@ -1,12 +1,10 @@
 //! `request`: a message to a worker and its reply, within the client's
 //! timeout.
 
-use std::time::Duration;
-
 use arbor_protocol::control::ControlResponse;
 
 use crate::daemon::context::Daemon;
-use crate::daemon::error::ControlError;
+use crate::daemon::error::{wait_field, ControlError};
 
 pub(super) async fn request(
     daemon: &Daemon,
@@ -14,9 +12,8 @@ pub(super) async fn request(
     data: Vec<u8>,
     timeout_ms: u64,
 ) -> Result<ControlResponse, ControlError> {
+    let timeout = wait_field("timeout_ms", timeout_ms)?;
     let worker = daemon.registry.running(id)?;
-    let reply = worker
-        .request(data, Duration::from_millis(timeout_ms))
-        .await?;
+    let reply = worker.request(data, timeout).await?;
     Ok(ControlResponse::Reply(reply))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arbor_protocol::control::{ControlResponse, Exit};
 
 use crate::daemon::context::Daemon;
-use crate::daemon::error::ControlError;
+use crate::daemon::error::{wait_field, ControlError};
 use crate::daemon::monitor::exit_of;
 
 /// Closes worker `id` with `grace_ms`, or its recipe's grace.
@@ -17,7 +17,8 @@ pub(super) async fn close(
     id: u64,
     grace_ms: Option<u64>,
 ) -> Result<ControlResponse, ControlError> {
-    stop(daemon, id, Some(grace_ms.map(Duration::from_millis))).await
+    let grace = grace_ms.map(|ms| wait_field("grace_ms", ms)).transpose()?;
+    stop(daemon, id, Some(grace)).await
 }
 
 /// Kills worker `id` (and its subtree) at once.
