@@ -1,6 +1,7 @@
 //! Helpers for arbor's integration tests: bounded waits and /proc checks.
 
 pub mod arbord;
+pub mod control;
 pub mod http;
 pub mod pools;
 pub mod python;

@@ -3,11 +3,11 @@
 //! wait for the whole timeout), and in arbord when the client that asked
 //! hangs up (its connection, task and permit go with it).
 
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
+use arbor_integration_tests::control::{ask, client, spawn_request};
 use arbor_integration_tests::{fd_count_of, test_worker, within};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{
@@ -65,21 +65,6 @@ async fn a_request_in_flight_when_its_worker_is_killed_fails_at_once_as_unanswer
     assert!(late.is_err());
 }
 
-/// A control connection with a deadline on every answer.
-fn client(daemon: &Daemon) -> Channel {
-    let channel = Channel::new(UnixStream::connect(&daemon.socket).unwrap()).unwrap();
-    channel.socket().set_read_timeout(Some(LIMIT)).unwrap();
-    channel
-}
-
-fn ask(client: &mut Channel, request: &ControlRequest) -> ControlResponse {
-    client.send_value(request, &[]).unwrap();
-    let (Frame::Message(message), _) = client.recv().expect("an answer within the limit") else {
-        panic!("not a Message frame")
-    };
-    message.decode().unwrap()
-}
-
 /// Worker `id`'s typed event stream.
 fn events(daemon: &Daemon, id: u64) -> Channel {
     let mut events = client(daemon);
@@ -113,16 +98,10 @@ fn wait_for_messages(events: &mut Channel, text: &str, count: usize) {
 /// Spawns the env worker (a message for each request, never a reply) and
 /// waits until it runs.
 fn spawn_silent_worker(daemon: &Daemon, client: &mut Channel) -> u64 {
+    let program = test_worker().to_string_lossy().into_owned();
     let request = ControlRequest::Spawn(SpawnRequest {
         name: Some("silent".into()),
-        program: test_worker().to_string_lossy().into_owned(),
-        args: vec!["env".into(), "x".into()],
-        env: vec![],
-        cwd: None,
-        restart: "never".into(),
-        close_grace_ms: 1000,
-        speaks_protocol: true,
-        shared: false,
+        ..spawn_request(&program, &["env", "x"], false)
     });
     let ControlResponse::Spawned { id } = ask(client, &request) else {
         panic!("no spawn")

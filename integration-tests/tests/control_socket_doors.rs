@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use arbor_integration_tests::arbord::{wait_until, wait_until_within, Daemon, LIMIT};
+use arbor_integration_tests::control::{ask, client, refusal, spawn_request};
 use arbor_integration_tests::fd_count_of;
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse, ErrorKind, SpawnRequest};
@@ -92,28 +93,6 @@ fn clients_that_announce_16_mib_and_stall_cost_about_1_mib_each_and_are_cut_off(
     daemon.ok(&["status"]);
 }
 
-/// A control connection with a deadline on every answer.
-fn client(daemon: &Daemon) -> Channel {
-    let stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    Channel::new(stream).unwrap()
-}
-
-fn ask(client: &mut Channel, request: &ControlRequest) -> ControlResponse {
-    client.send_value(request, &[]).unwrap();
-    let (Frame::Message(message), _) = client.recv().expect("an answer within the limit") else {
-        panic!("not a Message frame")
-    };
-    message.decode().unwrap()
-}
-
-fn refusal(answer: ControlResponse) -> (ErrorKind, String) {
-    match answer {
-        ControlResponse::Failed { kind, message } => (kind, message),
-        other => panic!("expected a typed failure, got {other:?}"),
-    }
-}
-
 #[test]
 fn watching_an_id_that_never_existed_is_answered_no_such_worker() {
     let daemon = Daemon::start("");
@@ -132,14 +111,8 @@ fn spawn_requests_with_bad_names_or_environments_are_refused_naming_the_field() 
     let spawn = |name: &str, env: Vec<(String, String)>| {
         ControlRequest::Spawn(SpawnRequest {
             name: Some(name.into()),
-            program: "/bin/sleep".into(),
-            args: vec!["600".into()],
             env,
-            cwd: None,
-            restart: "never".into(),
-            close_grace_ms: 1000,
-            speaks_protocol: false,
-            shared: false,
+            ..spawn_request("/bin/sleep", &["600"], true)
         })
     };
     let env = |key: &str| vec![(key.to_string(), "v".to_string())];
@@ -226,14 +199,8 @@ fn absurd_graces_timeouts_and_a_directory_as_program_are_refused_naming_the_fiel
     let spawn = |program: &str, close_grace_ms: u64| {
         ControlRequest::Spawn(SpawnRequest {
             name: Some("w".into()),
-            program: program.into(),
-            args: vec!["600".into()],
-            env: vec![],
-            cwd: None,
-            restart: "never".into(),
             close_grace_ms,
-            speaks_protocol: false,
-            shared: false,
+            ..spawn_request(program, &["600"], true)
         })
     };
     for (request, says) in [

@@ -6,29 +6,14 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 
 use arbor_integration_tests::arbord::{Daemon, LIMIT};
+use arbor_integration_tests::control::{ask, spawn_request};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse, ErrorKind, SpawnRequest};
-use arbor_protocol::Frame;
-
-fn ask(client: &mut Channel, request: &ControlRequest) -> ControlResponse {
-    client.send_value(request, &[]).unwrap();
-    let (Frame::Message(message), _) = client.recv().expect("an answer within the limit") else {
-        panic!("not a Message frame")
-    };
-    message.decode().unwrap()
-}
 
 fn sleeper() -> ControlRequest {
     ControlRequest::Spawn(SpawnRequest {
         name: Some("sleeper".into()),
-        program: "/bin/sleep".into(),
-        args: vec!["600".into()],
-        env: vec![],
-        cwd: None,
-        restart: "never".into(),
-        close_grace_ms: 1000,
-        speaks_protocol: false,
-        shared: false,
+        ..spawn_request("/bin/sleep", &["600"], true)
     })
 }
 

@@ -4,49 +4,14 @@
 //! flag (`Ended`), and the typed event stream (`Events`) names a
 //! sub-worker's parent. arborctl prints the same.
 
-use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use arbor_integration_tests::arbord::{wait_until, Daemon, LIMIT};
+use arbor_integration_tests::control::{ask, client, next, spawn_request};
 use arbor_integration_tests::{binary, TempDir};
-use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{
     ControlRequest, ControlResponse, ErrorKind, EventKind, Exit, SignalInfo, SpawnRequest,
 };
-use arbor_protocol::Frame;
-
-/// A control connection with a deadline on every answer.
-fn client(daemon: &Daemon) -> Channel {
-    let channel = Channel::new(UnixStream::connect(&daemon.socket).unwrap()).unwrap();
-    channel.socket().set_read_timeout(Some(LIMIT)).unwrap();
-    channel
-}
-
-fn ask(client: &mut Channel, request: &ControlRequest) -> ControlResponse {
-    client.send_value(request, &[]).unwrap();
-    next(client)
-}
-
-fn next(client: &mut Channel) -> ControlResponse {
-    let (Frame::Message(message), _) = client.recv().expect("an answer within the limit") else {
-        panic!("not a Message frame")
-    };
-    message.decode().unwrap()
-}
-
-fn spawn_request(program: &str, args: &[&str], plain: bool) -> SpawnRequest {
-    SpawnRequest {
-        name: None,
-        program: program.into(),
-        args: args.iter().map(|a| a.to_string()).collect(),
-        env: vec![],
-        cwd: None,
-        restart: "never".into(),
-        close_grace_ms: 1000,
-        speaks_protocol: !plain,
-        shared: false,
-    }
-}
 
 fn kind_of(answer: ControlResponse) -> ErrorKind {
     match answer {
