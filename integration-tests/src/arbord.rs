@@ -58,6 +58,14 @@ impl Daemon {
         daemon
     }
 
+    /// The workers `arborctl --json ps` lists, as JSON objects.
+    pub fn ps_json(&self) -> Vec<serde_json::Value> {
+        match serde_json::from_str(&self.ok(&["--json", "ps"])) {
+            Ok(serde_json::Value::Array(workers)) => workers,
+            other => panic!("ps --json is not a list: {other:?}"),
+        }
+    }
+
     /// Runs arborctl against it.
     pub fn ctl(&self, args: &[&str]) -> Output {
         ctl_at(&self.socket, args)

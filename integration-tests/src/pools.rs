@@ -50,10 +50,9 @@ pub fn tcp(port: u16) -> (String, Target) {
 
 /// The pool's replicas from `arborctl ps --json`: (id, pid, state, connections).
 pub fn replicas(daemon: &Daemon, pool: &str) -> Vec<(u64, u32, String, u64)> {
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
+    daemon
+        .ps_json()
+        .into_iter()
         .filter(|w| w["pool"] == pool)
         .map(|w| {
             (

@@ -34,10 +34,9 @@ fn ask(channel: &mut Channel, what: &str) -> String {
 }
 
 fn worker_ids(daemon: &Daemon, name: &str) -> Vec<(u64, String)> {
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
+    daemon
+        .ps_json()
+        .into_iter()
         .filter(|w| w["name"] == name)
         .map(|w| {
             (
@@ -222,7 +221,7 @@ fn an_attach_while_a_shared_worker_restarts_joins_the_restarted_one() {
     let daemon = Daemon::start(&config);
     let mut port = client(&daemon, "counter");
     assert_eq!(ask(&mut port, "inc"), "count 1");
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    let json = daemon.ps_json();
     let pid = json[0]["pid"].as_u64().unwrap() as i32;
     // SAFETY: kill(2) on the worker arbord reported.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -231,7 +230,7 @@ fn an_attach_while_a_shared_worker_restarts_joins_the_restarted_one() {
     // the instant of its death dies with it, as any connection would), in
     // its restart backoff: the attach waits for the restart.
     wait_until("the exit seen", || {
-        let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+        let json = daemon.ps_json();
         json[0]["state"] != "running" || json[0]["restarts"] == 1
     });
     let mut again = client(&daemon, "counter");
@@ -242,6 +241,6 @@ fn an_attach_while_a_shared_worker_restarts_joins_the_restarted_one() {
         1,
         "one entry, restarted, not a second worker: {runs:?}"
     );
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
+    let json = daemon.ps_json();
     assert_eq!(json[0]["restarts"], 1);
 }

@@ -17,10 +17,9 @@ fn worker(name: &str, mode: &str) -> String {
 
 /// `(name, state)` of every worker `arborctl ps --json` lists.
 fn listed(daemon: &Daemon) -> Vec<(String, String)> {
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
+    daemon
+        .ps_json()
+        .into_iter()
         .map(|w| {
             (
                 w["name"].as_str().unwrap().to_string(),
@@ -132,10 +131,9 @@ fn a_sighup_during_a_reload_waits_for_it_and_starts_nothing_twice() {
 
 /// `(state, pid)` of every worker named `name` that `arborctl ps --json` lists.
 fn runs_of(daemon: &Daemon, name: &str) -> Vec<(String, u64)> {
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
+    daemon
+        .ps_json()
+        .into_iter()
         .filter(|w| w["name"] == name)
         .map(|w| {
             (

@@ -22,10 +22,9 @@ struct Listed {
 }
 
 fn listed(daemon: &Daemon) -> Vec<Listed> {
-    let json: serde_json::Value = serde_json::from_str(&daemon.ok(&["--json", "ps"])).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
+    daemon
+        .ps_json()
+        .into_iter()
         .map(|w| Listed {
             id: w["id"].as_u64().unwrap(),
             name: w["name"].as_str().unwrap().to_string(),
