@@ -25,7 +25,9 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(dat
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the decoder, so both get every shape of input.
-    let Some((&which, rest)) = data.split_first() else { return };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
     if which & 1 == 0 {
         round_trip::<ControlRequest>(rest);
     } else {

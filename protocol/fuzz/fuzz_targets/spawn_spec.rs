@@ -18,7 +18,9 @@ fn devnull() -> OwnedFd {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&fd_count, rest)) = data.split_first() else { return };
+    let Some((&fd_count, rest)) = data.split_first() else {
+        return;
+    };
     let Ok(wire) = Message::new(rest.to_vec()).decode::<SpawnSpec>() else {
         return;
     };
