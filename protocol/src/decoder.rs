@@ -304,6 +304,24 @@ mod tests {
         out
     }
 
+    /// Feeds `bytes` in reads as large as `spare` offers, calling `after`
+    /// with the decoder and the bytes fed so far after each.
+    fn feed_as_room_allows(
+        decoder: &mut FrameDecoder,
+        bytes: &[u8],
+        mut after: impl FnMut(&FrameDecoder, usize),
+    ) {
+        let mut fed = 0;
+        while fed < bytes.len() {
+            let spare = decoder.spare();
+            let n = spare.len().min(bytes.len() - fed);
+            spare[..n].copy_from_slice(&bytes[fed..fed + n]);
+            decoder.commit(n, vec![]);
+            fed += n;
+            after(decoder, fed);
+        }
+    }
+
     fn devnull() -> OwnedFd {
         std::fs::File::open("/dev/null").unwrap().into()
     }
@@ -487,15 +505,10 @@ mod tests {
         decoder.spare();
         assert!(decoder.buf.len() <= RESERVE_AHEAD, "{}", decoder.buf.len());
         // As the bytes come the room grows with them, and the frame completes.
-        let mut fed = HEADER_LEN;
-        while fed < bytes.len() {
-            let spare = decoder.spare();
-            let n = spare.len().min(bytes.len() - fed);
-            spare[..n].copy_from_slice(&bytes[fed..fed + n]);
-            decoder.commit(n, vec![]);
-            fed += n;
+        feed_as_room_allows(&mut decoder, &bytes[HEADER_LEN..], |decoder, fed| {
+            let fed = HEADER_LEN + fed;
             assert!(decoder.buf.len() <= (2 * fed).max(RESERVE_AHEAD) + READ_CHUNK);
-        }
+        });
         assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, data);
     }
 
@@ -504,14 +517,7 @@ mod tests {
         let mut decoder = FrameDecoder::new(Limits::default());
         let payload = vec![9u8; 3 * READ_CHUNK];
         let bytes = frame_bytes(&payload, 0);
-        let mut fed = 0;
-        while fed < bytes.len() {
-            let spare = decoder.spare();
-            let n = spare.len().min(bytes.len() - fed);
-            spare[..n].copy_from_slice(&bytes[fed..fed + n]);
-            decoder.commit(n, vec![]);
-            fed += n;
-        }
+        feed_as_room_allows(&mut decoder, &bytes, |_, _| {});
         assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, payload);
     }
 }
