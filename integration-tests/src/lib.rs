@@ -5,6 +5,7 @@ pub mod control;
 pub mod http;
 pub mod pools;
 pub mod python;
+pub mod soak;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -244,3 +244,41 @@ fn an_attach_while_a_shared_worker_restarts_joins_the_restarted_one() {
     let json = daemon.ps_json();
     assert_eq!(json[0]["restarts"], 1);
 }
+
+#[test]
+fn an_attach_just_after_the_shared_worker_is_killed_is_never_refused() {
+    // Found by the chaos soak: an attach between a shared worker's SIGKILL
+    // and arbord seeing its exit was refused ("worker is gone"). Each round
+    // kills the worker and attaches at once: the attach is answered with a
+    // port, which reaches the next run, or (handed to the dying run just
+    // before it died) is closed, and then the next attach reaches it.
+    let daemon = Daemon::start(&counter_config("counter"));
+    for round in 0..10 {
+        let mut port = client(&daemon, "counter");
+        assert!(ask(&mut port, "inc").starts_with("count "), "round {round}");
+        let pid = daemon
+            .ps_json()
+            .into_iter()
+            .find(|w| w["name"] == "counter" && w["state"] == "running")
+            .and_then(|w| w["pid"].as_u64())
+            .expect("the counter runs") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        drop(port);
+        let mut next = client(&daemon, "counter");
+        let inc = next.send_bytes(b"inc", &[]).and_then(|()| next.recv());
+        let answer = match inc {
+            Ok((Frame::Message(message), _)) => String::from_utf8(message.data).unwrap(),
+            Ok((other, _)) => panic!("round {round}: {other:?}"),
+            // The dying run's port: closed with it.
+            Err(_) => ask(&mut client(&daemon, "counter"), "inc"),
+        };
+        assert_eq!(answer, "count 1", "round {round}: a fresh run");
+        wait_until("the round's worker gone", || {
+            !arbor_integration_tests::is_alive(pid as u32)
+        });
+    }
+}

@@ -183,3 +183,61 @@ fn the_typed_event_stream_names_a_sub_workers_parent() {
             .contains(&format!("\"parent\":{root}"))
     });
 }
+
+#[test]
+fn a_watcher_hears_every_workers_exit_at_shutdown() {
+    // Found by the chaos soak: arbord exited as soon as its workers were
+    // gone, before their monitors' exit events reached watchers, so a
+    // watcher missed some of the last exits.
+    let worker = arbor_integration_tests::test_worker().display().to_string();
+    let config: String = (0..12)
+        .map(|i| {
+            format!("[[worker]]\nname = \"w{i}\"\nprogram = {worker:?}\nargs = [\"echo\"]\n\n")
+        })
+        .collect();
+    let daemon = Daemon::start(&config);
+    let mut watcher = client(&daemon);
+    assert_eq!(
+        ask(&mut watcher, &ControlRequest::Events { id: None }),
+        ControlResponse::Ok
+    );
+    wait_until("twelve workers running", || {
+        daemon
+            .ps_json()
+            .iter()
+            .filter(|w| w["state"] == "running")
+            .count()
+            == 12
+    });
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Read to the stream's end (arbord's exit), within the read limit.
+    let mut exits = std::collections::BTreeMap::new();
+    loop {
+        match watcher.recv() {
+            Ok((arbor_protocol::Frame::Message(message), _)) => {
+                if let ControlResponse::Notice(event) = message.decode().unwrap() {
+                    if let EventKind::Exit(exit) = event.kind {
+                        assert!(
+                            exits.insert(event.name, exit).is_none(),
+                            "an exit told twice"
+                        );
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(arbor_protocol::Error::Closed) => break,
+            Err(e) => panic!("the stream did not end with arbord: {e}"),
+        }
+    }
+    assert_eq!(exits.len(), 12, "exits heard: {exits:?}");
+    let closed = Exit {
+        code: Some(0),
+        signal: None,
+        core_dumped: false,
+    };
+    assert!(
+        exits.values().all(|exit| exit.as_ref() == Some(&closed)),
+        "{exits:?}"
+    );
+}

@@ -27,6 +27,14 @@
 //!   ("EXITED ESCAPED GROUPED") and closes itself.
 //! - `unsealed`: to the message "unsealed" it answers with an unsealed
 //!   memfd (a hostile transfer); anything else is echoed.
+//! - `ledger`: checks delivery. Each message is "SENDER SEQ"; a sender's
+//!   first SEQ is 1 and each next one must be one more (anything else is
+//!   a violation: a gap, a duplicate, a reordering). The message is written
+//!   as "SENDER SEQ\n" into every fd that came with it. To the request
+//!   "tally" it answers "SENDER=COUNT ..." per sender, then "bad=N" and the
+//!   first violations.
+//! - `flood N`: prints N lines to stdout and posts N messages at once,
+//!   then echoes.
 
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -241,6 +249,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
         }
+        "ledger" => {
+            let mut ledger = Ledger::default();
+            worker.on_message(move |ctx, message, fds| {
+                if message.data == b"tally" {
+                    return ctx.reply(ledger.tally().as_bytes(), &[]);
+                }
+                let entry = ledger.take(&message.data);
+                for fd in fds {
+                    std::fs::File::from(fd)
+                        .write_all(entry.as_bytes())
+                        .expect("write through a passed fd");
+                }
+                Ok(())
+            });
+        }
+        "flood" => {
+            let count: u64 = arg.parse().unwrap_or(0);
+            let mut out = std::io::stdout().lock();
+            for n in 0..count {
+                writeln!(out, "flood line {n}")?;
+            }
+            out.flush()?;
+            drop(out);
+            for n in 0..count {
+                worker.post_message(format!("flood message {n}").as_bytes(), &[])?;
+            }
+            worker.on_message(|ctx, message, _| ctx.reply(&message.data, &[]));
+        }
         other => return Err(format!("unknown mode {other:?}").into()),
     }
     worker.run()?;
@@ -268,6 +304,51 @@ fn fd_report(inherited: &[u32]) -> String {
         var("LISTEN_PID"),
         std::process::id()
     )
+}
+
+/// What the `ledger` mode saw: per sender, the messages taken in order
+/// and the next sequence number due; and every violation.
+#[derive(Default)]
+struct Ledger {
+    senders: std::collections::BTreeMap<String, (u64, u64)>,
+    violations: Vec<String>,
+}
+
+impl Ledger {
+    /// Takes one "SENDER SEQ" message; returns its line for the fds.
+    fn take(&mut self, data: &[u8]) -> String {
+        let text = String::from_utf8_lossy(data).into_owned();
+        let parsed = text
+            .split_once(' ')
+            .and_then(|(sender, seq)| Some((sender.to_string(), seq.parse::<u64>().ok()?)));
+        match parsed {
+            Some((sender, seq)) => {
+                let (count, due) = self.senders.entry(sender.clone()).or_insert((0, 1));
+                if seq == *due {
+                    *count += 1;
+                    *due += 1;
+                } else {
+                    self.violations
+                        .push(format!("{sender}: got {seq}, {due} was due"));
+                }
+            }
+            None => self
+                .violations
+                .push(format!("not a ledger entry: {text:?}")),
+        }
+        format!("{text}\n")
+    }
+
+    fn tally(&self) -> String {
+        let mut out: Vec<String> = self
+            .senders
+            .iter()
+            .map(|(sender, (count, _))| format!("{sender}={count}"))
+            .collect();
+        out.push(format!("bad={}", self.violations.len()));
+        out.extend(self.violations.iter().take(5).cloned());
+        out.join(" ")
+    }
 }
 
 /// Whether `fd` is a socket in the listening state (SO_ACCEPTCONN).

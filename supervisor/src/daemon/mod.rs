@@ -19,6 +19,7 @@ mod boot;
 mod context;
 mod control;
 mod error;
+mod events;
 mod lifecycle;
 mod monitor;
 mod pools;

@@ -16,11 +16,11 @@ use arbor_protocol::control::{ControlRequest, ControlResponse, DaemonEvent, Even
 use arbor_protocol::nonblocking::AsyncChannel;
 use arbor_protocol::{Frame, Limits};
 use tokio::net::UnixStream;
-use tokio::sync::broadcast;
 
 use super::context::Daemon;
 use super::control::{dispatch, Reply, StreamForm};
 use super::error::ControlError;
+use super::events::{Next, Subscription};
 
 /// Control connections served at once; one more is told arbord is busy.
 pub(super) const MAX_CLIENTS: usize = 4096;
@@ -201,7 +201,7 @@ async fn next_request(
 /// stops reading is dropped after [`ANSWER_DEADLINE`].
 async fn stream_events(
     channel: AsyncChannel,
-    mut events: broadcast::Receiver<Event>,
+    mut events: Subscription,
     worker: Option<u64>,
     form: StreamForm,
 ) {
@@ -209,24 +209,24 @@ async fn stream_events(
     let (mut sender, mut receiver) = channel.into_split();
     loop {
         let event = tokio::select! {
-            event = events.recv() => event,
+            event = events.next() => event,
             _ = receiver.recv() => return, // the client sent something or hung up
         };
         let event = match event {
-            Ok(event) if worker.is_some_and(|id| id != event.worker) => continue,
-            Ok(event)
+            Next::Event(event) if worker.is_some_and(|id| id != event.worker) => continue,
+            Next::Event(event)
                 if form == StreamForm::Output && !matches!(event.kind, EventKind::Output(_)) =>
             {
                 continue
             }
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(missed)) => Event {
+            Next::Event(event) => event,
+            Next::Missed(missed) => Event {
                 worker: 0,
                 name: String::new(),
                 parent: None,
                 kind: EventKind::Missed(missed),
             },
-            Err(broadcast::error::RecvError::Closed) => return,
+            Next::End => return,
         };
         let answer = match form {
             StreamForm::Typed => ControlResponse::Notice(event),

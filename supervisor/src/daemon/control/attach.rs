@@ -23,53 +23,70 @@ pub(super) async fn attach(daemon: &Arc<Daemon>, name: &str, origin: &str) -> Re
     }
 }
 
+/// How many runs an attach tries: a shared worker that dies as its port is
+/// handed over is met again on its next run.
+const ATTEMPTS: usize = 3;
+/// How long an attach waits for the exit of a worker that died under it.
+const GONE_WAIT: Duration = Duration::from_secs(5);
+
 /// The worker's id and the client's end of its new port.
 async fn connect(
     daemon: &Arc<Daemon>,
     name: &str,
     origin: &str,
 ) -> Result<(u64, arbor_protocol::MessagePort), ControlError> {
-    if daemon.registry.is_stopping() {
-        return Err(ControlError::ShuttingDown);
+    let mut attempt = 1;
+    loop {
+        if daemon.registry.is_stopping() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let (id, worker) = current_run(daemon, name).await?;
+        let (ours, theirs) =
+            arbor_protocol::MessagePort::pair().map_err(|source| ControlError::Port {
+                name: name.into(),
+                source,
+            })?;
+        let port = daemon.registry.next_port();
+        match worker.connect_port(port, origin, theirs).await {
+            Ok(()) => {
+                tracing::info!(worker = name, id, port, "{origin} attached");
+                return Ok((id, ours));
+            }
+            // Killed, its exit not in yet: once it is, the next run (a
+            // restart, or a start of ours) takes the port.
+            Err(crate::Error::WorkerGone { .. }) if attempt < ATTEMPTS => {
+                attempt += 1;
+                let _ = tokio::time::timeout(GONE_WAIT, worker.wait()).await;
+            }
+            Err(source) => {
+                return Err(ControlError::Shared {
+                    name: name.into(),
+                    source,
+                })
+            }
+        }
     }
+}
+
+/// The shared worker's running run, started when there is none.
+async fn current_run(daemon: &Arc<Daemon>, name: &str) -> Result<(u64, Arc<Worker>), ControlError> {
     // One start per name at a time; other names are not held.
     let gate = daemon.registry.shared_gate(name)?;
-    let starting = gate.lock().await;
+    let _starting = gate.lock().await;
     let (recipe, current) = daemon.registry.shared_run(name)?;
-    let running = match current {
-        Some(id) => live_handle(daemon, id).await?.map(|worker| (id, worker)),
-        None => None,
-    };
-    let (id, worker) = match running {
-        Some(running) => running,
-        None => {
-            let id =
-                start(daemon, recipe, false)
-                    .await
-                    .map_err(|source| ControlError::SharedStart {
-                        name: name.into(),
-                        source,
-                    })?;
-            daemon.registry.set_shared_run(name, id);
-            (id, daemon.registry.running(id)?)
+    if let Some(id) = current {
+        if let Some(worker) = live_handle(daemon, id).await? {
+            return Ok((id, worker));
         }
-    };
-    drop(starting);
-    let (ours, theirs) =
-        arbor_protocol::MessagePort::pair().map_err(|source| ControlError::Port {
-            name: name.into(),
-            source,
-        })?;
-    let port = daemon.registry.next_port();
-    worker
-        .connect_port(port, origin, theirs)
+    }
+    let id = start(daemon, recipe, false)
         .await
-        .map_err(|source| ControlError::Shared {
+        .map_err(|source| ControlError::SharedStart {
             name: name.into(),
             source,
         })?;
-    tracing::info!(worker = name, id, port, "{origin} attached");
-    Ok((id, ours))
+    daemon.registry.set_shared_run(name, id);
+    Ok((id, daemon.registry.running(id)?))
 }
 
 /// The running worker of entry `id`, or `None` when it is gone for good

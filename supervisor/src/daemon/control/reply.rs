@@ -2,8 +2,9 @@
 
 use std::os::fd::OwnedFd;
 
-use arbor_protocol::control::{ControlResponse, Event};
-use tokio::sync::broadcast;
+use arbor_protocol::control::ControlResponse;
+
+use crate::daemon::events::Subscription;
 
 /// How a request is answered.
 #[derive(Debug)]
@@ -19,7 +20,7 @@ pub(in crate::daemon) enum Reply {
     /// event falls in between.
     Stream {
         first: ControlResponse,
-        events: broadcast::Receiver<Event>,
+        events: Subscription,
         worker: Option<u64>,
         form: StreamForm,
     },

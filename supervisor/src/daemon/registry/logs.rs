@@ -4,10 +4,10 @@
 use std::collections::VecDeque;
 
 use arbor_protocol::control::Event;
-use tokio::sync::broadcast;
 
 use super::{Registry, LOG_LINES};
 use crate::daemon::error::ControlError;
+use crate::daemon::events::Subscription;
 
 impl Registry {
     /// A line worker `id` printed: into its ring and out to followers
@@ -44,7 +44,7 @@ impl Registry {
         &self,
         id: u64,
         lines: u32,
-    ) -> Result<(Vec<String>, broadcast::Receiver<Event>), ControlError> {
+    ) -> Result<(Vec<String>, Subscription), ControlError> {
         let state = self.lock();
         let entry = state
             .workers

@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arbor_protocol::control::{Event, WorkerState};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{watch, Notify};
 
 use super::error::ControlError;
+use super::events::{EventHub, Subscription};
 use super::pools::Pool;
 use super::recipe::Recipe;
 use super::reload_gate::ReloadGate;
@@ -39,9 +40,6 @@ pub(super) use self::shared::SharedWorker;
 const KEEP_EXITED: usize = 256;
 /// Lines of captured output kept per worker.
 const LOG_LINES: usize = 1000;
-/// Events buffered for watchers; one that falls further behind is told how
-/// many it missed, and never slows a worker or another client.
-const WATCH_BUFFER: usize = 1024;
 
 /// What a waiter can wait for on one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +104,10 @@ pub(super) struct State {
 #[derive(Debug)]
 pub(super) struct Registry {
     state: Mutex<State>,
-    events: broadcast::Sender<Event>,
+    events: EventHub,
     stopping: watch::Sender<bool>,
+    /// Told whenever a run ends, for shutdown to wait for the last.
+    run_over: Notify,
 }
 
 impl Registry {
@@ -128,8 +128,9 @@ impl Registry {
                 next_port: 1,
                 reload_gate: ReloadGate::default(),
             }),
-            events: broadcast::channel(WATCH_BUFFER).0,
+            events: EventHub::new(),
             stopping: watch::channel(false).0,
+            run_over: Notify::new(),
         }
     }
 
@@ -142,12 +143,17 @@ impl Registry {
 
     /// Tells watchers; nobody watching is fine.
     pub(super) fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+        self.events.emit(event);
     }
 
     /// Every event from now on.
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(super) fn subscribe(&self) -> Subscription {
         self.events.subscribe()
+    }
+
+    /// The watchers' hub, for shutdown to close and drain.
+    pub(super) fn events(&self) -> &EventHub {
+        &self.events
     }
 
     /// Enters a started worker and returns its id; refused once arbord is
@@ -254,6 +260,18 @@ impl Registry {
             entry.worker = None;
             entry.pid = 0;
             entry.last_exit = Some(description);
+        }
+        self.run_over.notify_waiters();
+    }
+
+    /// Waits until no run is left (every monitor has told its exit).
+    pub(super) async fn runs_over(&self) {
+        loop {
+            let over = self.run_over.notified();
+            if self.live_handles().is_empty() {
+                return;
+            }
+            over.await;
         }
     }
 

@@ -143,17 +143,21 @@ fn only_the_oldest_exits_beyond_the_bound_are_forgotten() {
     assert!(gone[10..].iter().all(|id| registry.watch(*id).is_some()));
 }
 
-#[test]
-fn a_follower_sees_every_line_once_the_snapshot_then_the_stream() {
+#[tokio::test]
+async fn a_follower_sees_every_line_once_the_snapshot_then_the_stream() {
+    use crate::daemon::events::Next;
     let registry = registry();
     let id = insert(&registry, "w");
     registry.output(id, "one".into(), |l| output(id, l));
     let (snapshot, mut events) = registry.follow(id, 10).unwrap();
     registry.output(id, "two".into(), |l| output(id, l));
     assert_eq!(snapshot, ["one"]);
-    let next = events.try_recv().unwrap();
-    assert_eq!(next.kind, EventKind::Output("two".into()));
-    assert!(events.try_recv().is_err());
+    // Closed: what the stream holds, then its end.
+    registry.events().close();
+    assert!(
+        matches!(events.next().await, Next::Event(e) if e.kind == EventKind::Output("two".into()))
+    );
+    assert!(matches!(events.next().await, Next::End));
     assert_eq!(registry.tail(id, 1).unwrap(), ["two"]);
 }
 

@@ -1,0 +1,532 @@
+//! A seeded chaos soak against the real arbord. For a given time, random
+//! operations run against one arbord that holds every kind of worker at
+//! once: plain workers (restart always, on failure, never), a worker tree,
+//! a shared worker with clients, a pool in each socket mode under HTTP
+//! load, and a `ledger` worker that checks delivery. The operations:
+//! spawns, requests, posts (some with fds), SIGKILL, SIGSTOP and SIGCONT of
+//! workers, sub-workers and replicas, close, terminate, a request whose
+//! worker dies under it, pool reloads and scales, SIGHUP with a changed
+//! configuration, attaches and detaches, workers that flood output and
+//! messages, and hostile control clients.
+//!
+//! The invariants, checked all along and at the end:
+//! - `status` is answered within [`ANSWER_BOUND`];
+//! - arbord leaves no zombie, and a killed tree's sub-workers end;
+//! - arbord's fds and RSS stay within a margin of where they started (the
+//!   fd margin grows with the workers running, which are bounded);
+//! - every acknowledged message reaches its worker exactly once and in its
+//!   sender's order, and an fd posted with one reaches it and is not kept
+//!   ([`ledger`]);
+//! - every exit is reported exactly once, with its exact (code, signal)
+//!   where the soak decided it ([`exits`]);
+//! - no request waits past its worker's exit;
+//! - no HTTP request fails unless a replica's SIGKILL explains it, each
+//!   listed in the report ([`load`]);
+//! - after SIGTERM arbord exits 0 within a bound and no process it
+//!   started is left.
+//!
+//! A failure prints the seed and the last operations; the seed replays the
+//! same choices (which process each one meets depends on timing).
+
+mod control;
+mod exits;
+mod hostile;
+mod ledger;
+mod load;
+mod ops;
+mod shared;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use arbor_protocol::control::{ControlRequest, ControlResponse, WorkerInfo};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::arbord::{wait_until_within, Daemon, LIMIT};
+use crate::{binary, children_of, fd_count_of, is_alive, process_state, test_worker, TempDir};
+use control::{rss_kib, start_time, Chance, Control};
+use exits::Exits;
+use hostile::Hostile;
+use ledger::Ledger;
+use load::Load;
+use shared::Shared;
+
+/// How long `status` (and any other plain answer) may take at any moment.
+pub const ANSWER_BOUND: Duration = Duration::from_secs(5);
+/// arbord's idle timeout for control connections in the soak.
+const IDLE: Duration = Duration::from_secs(2);
+/// Most workers the soak itself keeps running at once.
+const MAX_SPAWNED: usize = 16;
+/// How far arbord's fds may rise above the start, besides 8 per worker
+/// and one per hostile client.
+const FD_MARGIN: usize = 64;
+/// How far arbord's RSS may rise above the start.
+const RSS_MARGIN_KIB: u64 = 64 * 1024;
+/// How long a killed tree's sub-workers may take to end (their close
+/// grace, then SIGTERM and SIGKILL).
+const SUBTREE_END: Duration = Duration::from_secs(30);
+
+/// What a soak did and saw.
+#[derive(Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub seconds: f64,
+    pub operations: u64,
+    pub worker_processes: usize,
+    pub http_answered: u64,
+    /// Failed HTTP requests, each with the operation that explains it.
+    pub http_explained: Vec<String>,
+    pub messages_delivered: u64,
+    pub fds_delivered: u64,
+    pub events: u64,
+    pub exits: u64,
+    pub shared_answers: u64,
+    pub max_fds_over_start: usize,
+    pub max_rss_over_start_kib: u64,
+    /// The slowest answer to the soak's own requests, and its request.
+    pub slowest_answer: (Duration, String),
+    /// The slowest operation, and what it was.
+    pub slowest_operation: (Duration, String),
+    /// How long the end took: the load's stop, the ledger's last tally,
+    /// arbord's shutdown and the watcher's last events.
+    pub finish: Duration,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "chaos soak, seed {}: {} operations in {:.0} s ({:.1}/s), {} worker processes, invariants held",
+            self.seed,
+            self.operations,
+            self.seconds,
+            self.operations as f64 / self.seconds,
+            self.worker_processes
+        )?;
+        writeln!(
+            f,
+            "  {} HTTP requests answered, {} failed (each explained by a replica's SIGKILL)",
+            self.http_answered,
+            self.http_explained.len()
+        )?;
+        for failure in &self.http_explained {
+            writeln!(f, "    {failure}")?;
+        }
+        writeln!(
+            f,
+            "  {} messages delivered exactly once in order ({} with an fd), {} shared-worker answers",
+            self.messages_delivered, self.fds_delivered, self.shared_answers
+        )?;
+        writeln!(
+            f,
+            "  {} events, {} exits each reported once; arbord at most {} fds and {} KiB RSS above its start",
+            self.events, self.exits, self.max_fds_over_start, self.max_rss_over_start_kib
+        )?;
+        write!(
+            f,
+            "  slowest answer {:.1?} (to {}), slowest operation {:.1?} ({}), the end {:.1?}",
+            self.slowest_answer.0,
+            self.slowest_answer.1,
+            self.slowest_operation.0,
+            self.slowest_operation.1,
+            self.finish
+        )
+    }
+}
+
+/// Runs the soak for `seconds` with `seed`; panics with the seed and the
+/// last operations at the first broken invariant.
+pub fn run(seconds: u64, seed: u64) -> Report {
+    let started = Instant::now();
+    let mut soak = Soak::start(seed);
+    let until = started + Duration::from_secs(seconds);
+    while Instant::now() < until {
+        let step = Instant::now();
+        soak.step();
+        let took = step.elapsed();
+        if took > soak.slowest_step.0 {
+            soak.slowest_step = (took, soak.log.back().cloned().unwrap_or_default());
+        }
+        soak.operations += 1;
+        if soak.operations.is_multiple_of(20) {
+            soak.check();
+        }
+    }
+    soak.check();
+    soak.finish(started)
+}
+
+/// The soak's state and its log of operations.
+struct Soak {
+    daemon: Daemon,
+    /// Where the tree's nodes write their onclose files.
+    tree_dir: TempDir,
+    control: Control,
+    chance: Chance,
+    seed: u64,
+    operations: u64,
+    log: VecDeque<String>,
+    /// Every worker process the soak has seen (pid, start time), to check
+    /// none outlives arbord.
+    pids: BTreeSet<(u32, u64)>,
+    /// Workers stopped with SIGSTOP (id, pid), to continue later.
+    stopped: Vec<(u64, u32)>,
+    /// Workers whose end the soak does not decide: ever stopped (a close
+    /// or its escalation ends them, a race), or told to end themselves and
+    /// not seen to in time.
+    undecided: BTreeSet<u64>,
+    /// Workers the soak spawned with restart `never`, and their mode.
+    never: std::collections::BTreeMap<u64, &'static str>,
+    /// Processes that must be gone by a deadline (a killed tree's nodes).
+    must_end: Vec<(u32, u64, Instant)>,
+    config_turn: bool,
+    /// arbord's log (its stderr), removed when the soak passes.
+    log_path: std::path::PathBuf,
+    fds_at_start: usize,
+    rss_at_start: u64,
+    max_fds_over: usize,
+    max_rss_over: u64,
+    /// The slowest answer on the soak's own connection, and its request.
+    slowest: (Duration, String),
+    /// The slowest operation, and what it was.
+    slowest_step: (Duration, String),
+    ledger: Ledger,
+    exits: Exits,
+    load: Load,
+    shared: Shared,
+    hostile: Hostile,
+}
+
+impl Soak {
+    fn start(seed: u64) -> Self {
+        // Replicas come and go under load: in reuseport mode the kernel
+        // must hand a closing listener's queued connections on.
+        crate::own_network_with_request_migration();
+        let load = Load::new();
+        let tree_dir = TempDir::new("soak-tree");
+        // arbord's log goes to a file, kept when the soak fails.
+        let log_path = std::env::temp_dir().join(format!("arbor-soak-{seed}.log"));
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", log_path.display()));
+        let daemon = Daemon::start_with(&config(false, &load, &tree_dir), |command| {
+            command.stderr(log);
+        });
+        let exits = Exits::watch(&daemon.socket, ANSWER_BOUND)
+            .unwrap_or_else(|e| panic!("the soak's watcher: {e}"));
+        let pid = daemon.pid();
+        let mut soak = Self {
+            control: Control::new(&daemon.socket, ANSWER_BOUND, IDLE / 2),
+            daemon,
+            tree_dir,
+            chance: Chance::new(seed),
+            seed,
+            operations: 0,
+            log: VecDeque::new(),
+            pids: BTreeSet::new(),
+            stopped: Vec::new(),
+            undecided: BTreeSet::new(),
+            never: Default::default(),
+            must_end: Vec::new(),
+            config_turn: false,
+            log_path,
+            fds_at_start: 0,
+            rss_at_start: 0,
+            max_fds_over: 0,
+            max_rss_over: 0,
+            slowest: (Duration::ZERO, String::new()),
+            slowest_step: (Duration::ZERO, String::new()),
+            ledger: Ledger::new(),
+            exits,
+            load,
+            shared: Shared::default(),
+            hostile: Hostile::default(),
+        };
+        soak.await_boot();
+        soak.fds_at_start = fd_count_of(pid);
+        soak.rss_at_start = rss_kib(pid).unwrap_or(0);
+        soak.load.start();
+        soak
+    }
+
+    /// Waits until every pool's replicas and the tree's nodes run.
+    fn await_boot(&mut self) {
+        let pools = self.load.names();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let workers = self.running();
+            let replicas = workers.iter().filter(|w| pools.contains(&w.name)).count();
+            let nodes = workers.iter().filter(|w| w.parent.is_some()).count();
+            let ledger = workers.iter().any(|w| w.name == "ledger");
+            if replicas == 2 * pools.len() && nodes == TREE_WIDTH && ledger {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "not booted within {LIMIT:?}: {replicas} replicas, {nodes} tree nodes, ledger {ledger}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn note(&mut self, op: String) {
+        if self.log.len() == 60 {
+            self.log.pop_front();
+        }
+        self.log.push_back(op);
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "soak invariant broken: {what}\nreplay with ARBOR_SOAK_SEED={}\nlast operations:\n  {}\narbord's log: {}",
+            self.seed,
+            self.log.iter().cloned().collect::<Vec<_>>().join("\n  "),
+            self.log_path.display()
+        )
+    }
+
+    /// One control request on the soak's own connection, answered within
+    /// [`ANSWER_BOUND`].
+    fn ask(&mut self, request: &ControlRequest) -> ControlResponse {
+        let started = Instant::now();
+        let answer = match self.control.ask(request) {
+            Ok(answer) => answer,
+            Err(e) => self.fail(&e),
+        };
+        let took = started.elapsed();
+        if took > Duration::from_secs(1) {
+            self.note(format!("(answered in {took:?})"));
+        }
+        if took > self.slowest.0 {
+            self.slowest = (took, format!("{request:?}").chars().take(60).collect());
+        }
+        answer
+    }
+
+    fn workers(&mut self) -> Vec<WorkerInfo> {
+        match self.ask(&ControlRequest::List) {
+            ControlResponse::Workers(workers) => {
+                let seen = workers
+                    .iter()
+                    .filter(|w| w.pid != 0)
+                    .filter_map(|w| Some((w.pid, start_time(w.pid)?)));
+                self.pids.extend(seen);
+                workers
+            }
+            other => self.fail(&format!("List answered {other:?}")),
+        }
+    }
+
+    fn running(&mut self) -> Vec<WorkerInfo> {
+        self.workers()
+            .into_iter()
+            .filter(|w| w.state == "running" && w.pid != 0)
+            .collect()
+    }
+
+    /// A running worker that `fits`, at random.
+    fn pick_where(&mut self, fits: impl Fn(&WorkerInfo) -> bool) -> Option<WorkerInfo> {
+        let running: Vec<WorkerInfo> = self.running().into_iter().filter(|w| fits(w)).collect();
+        (!running.is_empty()).then(|| running[self.chance.below(running.len())].clone())
+    }
+
+    fn signal(&mut self, pid: u32, signal: Signal) {
+        // The worker may have exited meanwhile: that is fine.
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+    }
+
+    /// Records how never-restarted worker `id` must end, if the soak alone
+    /// decides it.
+    fn expect(&mut self, id: u64, how: exits::Expected) {
+        if self.never.contains_key(&id) && !self.undecided.contains(&id) {
+            self.exits.expect(id, how);
+        }
+    }
+
+    /// The invariants that hold at any moment.
+    fn check(&mut self) {
+        let pid = self.daemon.pid();
+        let started = Instant::now();
+        if !matches!(
+            self.ask(&ControlRequest::Status),
+            ControlResponse::Status { .. }
+        ) {
+            self.fail("Status was not answered with a status");
+        }
+        if started.elapsed() > ANSWER_BOUND {
+            self.fail(&format!("status took {:?}", started.elapsed()));
+        }
+        if let Some(violation) = self.exits.violations().first() {
+            self.fail(violation);
+        }
+        self.check_zombies(pid);
+        self.check_ended();
+        let live = self.running().len();
+        let fds = fd_count_of(pid);
+        if fds == 0 {
+            self.fail("arbord is gone");
+        }
+        let over = fds.saturating_sub(self.fds_at_start);
+        self.max_fds_over = self.max_fds_over.max(over);
+        if over > FD_MARGIN + 8 * live + self.hostile.open() {
+            self.fail(&format!(
+                "arbord holds {fds} fds (started with {}, {live} workers, {} hostile clients)",
+                self.fds_at_start,
+                self.hostile.open()
+            ));
+        }
+        let rss = rss_kib(pid).unwrap_or_else(|| self.fail("arbord's RSS is unreadable"));
+        let over = rss.saturating_sub(self.rss_at_start);
+        self.max_rss_over = self.max_rss_over.max(over);
+        if over > RSS_MARGIN_KIB {
+            self.fail(&format!(
+                "arbord's RSS is {rss} KiB (started at {})",
+                self.rss_at_start
+            ));
+        }
+    }
+
+    /// A zombie may be seen between a worker's exit and its reap: only one
+    /// that stays is a leak.
+    fn check_zombies(&mut self, pid: u32) {
+        let zombies: Vec<u32> = children_of(pid)
+            .into_iter()
+            .filter(|child| process_state(*child) == Some('Z'))
+            .collect();
+        for zombie in zombies {
+            let reaped = Instant::now() + ANSWER_BOUND;
+            while process_state(zombie) == Some('Z') {
+                if Instant::now() > reaped {
+                    self.fail(&format!(
+                        "zombie {zombie} not reaped within {ANSWER_BOUND:?}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Processes that had to end by now have.
+    fn check_ended(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u32> = self
+            .must_end
+            .iter()
+            .filter(|(pid, started, by)| *by < now && start_time(*pid) == Some(*started))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        if !late.is_empty() {
+            self.fail(&format!(
+                "a killed tree's nodes {late:?} outlived it by {SUBTREE_END:?}"
+            ));
+        }
+        self.must_end.retain(|(_, _, by)| *by >= now);
+    }
+
+    /// The ledger's tally: every acknowledged message delivered once, in order.
+    fn check_ledger(&mut self) {
+        let workers = self.workers();
+        let Some(id) = workers
+            .iter()
+            .find(|w| w.name == "ledger" && w.state == "running")
+            .map(|w| w.id)
+        else {
+            let all: Vec<String> = workers
+                .iter()
+                .map(|w| format!("{} {} {}", w.id, w.name, w.state))
+                .collect();
+            self.fail(&format!("the ledger is not running; workers: {all:?}"));
+        };
+        if let Err(e) = self.ledger.verify(&mut self.control, id, ANSWER_BOUND) {
+            self.fail(&e);
+        }
+    }
+
+    /// Stops the load, checks the ledger, then SIGTERM: arbord exits 0
+    /// within a bound, nothing it started is left, every exit was
+    /// reported once.
+    fn finish(mut self, started: Instant) -> Report {
+        let finishing = Instant::now();
+        let load = std::mem::replace(&mut self.load, Load::new());
+        let verdict = load.stop(started).unwrap_or_else(|e| self.fail(&e));
+        self.check_ledger();
+        for (_, pid) in std::mem::take(&mut self.stopped) {
+            self.signal(pid, Signal::SIGCONT);
+        }
+        self.workers();
+        let pid = self.daemon.pid();
+        self.signal(pid, Signal::SIGTERM);
+        wait_until_within("arbord's exit after SIGTERM", LIMIT, || !is_alive(pid));
+        match self.daemon.child.wait() {
+            Ok(status) if status.success() => {}
+            other => self.fail(&format!("arbord ended with {other:?} after SIGTERM")),
+        }
+        let left: Vec<u32> = self
+            .pids
+            .iter()
+            .filter(|(pid, started)| is_alive(*pid) && start_time(*pid) == Some(*started))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if !left.is_empty() {
+            self.fail(&format!("processes left after arbord's exit: {left:?}"));
+        }
+        let exits = std::mem::take(&mut self.exits);
+        let (events, exits) = exits.verify_at_end().unwrap_or_else(|e| self.fail(&e));
+        let _ = std::fs::remove_file(&self.log_path);
+        Report {
+            seed: self.seed,
+            seconds: started.elapsed().as_secs_f64(),
+            operations: self.operations,
+            worker_processes: self.pids.len(),
+            http_answered: verdict.ok,
+            http_explained: verdict.explained,
+            messages_delivered: self.ledger.confirmed,
+            fds_delivered: self.ledger.pipes_read,
+            events,
+            exits,
+            shared_answers: self.shared.answers,
+            max_fds_over_start: self.max_fds_over,
+            max_rss_over_start_kib: self.max_rss_over,
+            slowest_answer: self.slowest.clone(),
+            slowest_operation: self.slowest_step.clone(),
+            finish: finishing.elapsed(),
+        }
+    }
+}
+
+/// The tree root's sub-workers.
+const TREE_WIDTH: usize = 3;
+
+/// arbord's configuration; `turn` changes the `turning` worker's mode (a
+/// SIGHUP then replaces it).
+fn config(turn: bool, load: &Load, tree_dir: &TempDir) -> String {
+    let worker = test_worker().display().to_string();
+    let tree = binary("test-tree").display().to_string();
+    let declared = |name: &str, program: &str, args: &[&str], restart: &str| {
+        format!(
+            "[[worker]]\nname = {name:?}\nprogram = {program:?}\nargs = {args:?}\nrestart = {restart:?}\nclose_grace = \"200ms\"\n\n"
+        )
+    };
+    let tree_args = [
+        "tree",
+        "1",
+        &TREE_WIDTH.to_string(),
+        &tree_dir.0.display().to_string(),
+    ];
+    [
+        "[daemon]\ncontrol_idle_timeout = \"2s\"\n\n".to_string(),
+        declared("steady", &worker, &["echo"], "always"),
+        declared(
+            "turning",
+            &worker,
+            &[if turn { "echo" } else { "chatty" }],
+            "on-failure",
+        ),
+        declared("ledger", &worker, &["ledger"], "always"),
+        declared("tree", &tree, &tree_args, "always"),
+        Shared::config(&tree),
+        load.config(&binary("http-hello").display().to_string()),
+    ]
+    .concat()
+}
