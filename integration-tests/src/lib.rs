@@ -164,20 +164,23 @@ pub fn is_alive(pid: u32) -> bool {
     matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X')
 }
 
-/// Number of fds process `pid` has open (0 when it is gone). A census
-/// taken just after a control connection may still count it: compare with
-/// "no more than before".
+/// Number of fds process `pid` has open; fails the test when the process
+/// is gone (a census of a dead process would pass any "no more than
+/// before"). A census taken just after a control connection may still
+/// count it: compare with "no more than before".
 pub fn fd_count_of(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(dir) if is_alive(pid) => dir.count(),
+        Ok(_) => panic!("fd census of process {pid}: it has exited"),
+        Err(e) => panic!("fd census of process {pid}: {e} (is it gone?)"),
+    }
 }
 
 /// Number of fds this process has open.
 pub fn open_fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
-        .unwrap_or(0)
+        .expect("/proc/self/fd")
 }
 
 /// Moves the calling thread (and every thread and process it starts from

@@ -674,8 +674,15 @@ fn the_registry_forgets_the_oldest_exits_beyond_a_bound() {
             panic!("no list")
         };
         if listed.iter().all(|w| w.state == "exited") {
-            assert!(listed.len() <= 256, "{} entries kept", listed.len());
-            assert!(listed.len() >= 200);
+            // The bound (KEEP_EXITED), checked at every exit: exactly
+            // the 256 most recent of the 300.
+            assert_eq!(listed.len(), 256, "entries kept");
+            let ids: Vec<u64> = listed.iter().map(|w| w.id).collect();
+            let newest = *ids.iter().max().unwrap();
+            assert!(
+                ids.iter().all(|id| *id > newest - 256),
+                "not the newest kept: {ids:?}"
+            );
             break;
         }
         assert!(

@@ -44,18 +44,45 @@ async fn sigkill_is_sigkill() {
     assert_eq!(exit.signal.unwrap().name(), "SIGKILL");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_segfault_is_sigsegv_and_a_crash() {
+/// A `test-worker segv CORE` in `dir`, crashed: its exit record.
+async fn segfault(core: &str, dir: &std::path::Path) -> arbor_supervisor::ExitRecord {
     let supervisor = Supervisor::new().unwrap();
-    let worker = spawn(&supervisor, WorkerSpec::program(test_worker()).arg("segv")).await;
+    let spec = WorkerSpec::program(test_worker())
+        .args(["segv", core])
+        .cwd(dir);
+    let worker = spawn(&supervisor, spec).await;
     worker.post_message(b"go".to_vec(), vec![]).await.unwrap();
     let exit = within(LIMIT, "exit", worker.wait()).await.unwrap();
     assert_eq!((exit.code, exit.signal), (None, Some(Signal::SEGV)));
     assert_eq!(exit.initiated_by, Initiator::Crash);
-    // Whether a core was dumped depends on RLIMIT_CORE and core_pattern;
-    // the record must say what the kernel said.
-    let dumps = std::fs::read_to_string("/proc/sys/kernel/core_pattern").is_ok();
-    assert!(dumps || !exit.core_dumped);
+    exit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segfault_with_rlimit_core_0_is_sigsegv_a_crash_and_no_core() {
+    let dir = arbor_integration_tests::TempDir::new("no-core");
+    let exit = segfault("nocore", &dir.0).await;
+    assert!(!exit.core_dumped, "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segfault_with_a_core_allowed_is_reported_as_dumped() {
+    let dir = arbor_integration_tests::TempDir::new("core");
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let exit = segfault("core", &dir.0).await;
+    // The kernel dumps to the pattern (a file, relative to the worker's
+    // directory, or a helper's pipe) and says so in the wait status.
+    assert!(
+        exit.core_dumped,
+        "no core dumped with core_pattern {pattern:?}: {exit:?}"
+    );
+    if !pattern.starts_with('|') && !pattern.starts_with('/') {
+        let files = std::fs::read_dir(&dir.0).unwrap().count();
+        assert!(
+            files > 0,
+            "no core file in the worker's directory (core_pattern {pattern:?})"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,17 +13,21 @@ const LIMIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_posted_before_ready_arrive_in_order() {
     let supervisor = Supervisor::new().unwrap();
-    let mut worker = supervisor
-        .spawn(WorkerSpec::program(test_worker()).arg("echo"))
-        .await
-        .unwrap();
-    // Posted at once: the worker cannot have sent Ready yet for most of them.
+    let dir = arbor_integration_tests::TempDir::new("gate");
+    let gate = dir.0.join("open");
+    let spec = WorkerSpec::program(test_worker())
+        .arg("gated-echo")
+        .arg(&gate);
+    let mut worker = supervisor.spawn(spec).await.unwrap();
+    // The worker sends Ready only once the gate opens: every one of these
+    // is posted before it, every time.
     for i in 0..500u32 {
         worker
             .post_message(i.to_le_bytes().to_vec(), vec![])
             .await
             .unwrap();
     }
+    std::fs::write(&gate, b"").unwrap();
     let mut got = Vec::new();
     let mut saw_ready_first = None;
     within(LIMIT, "500 echoes", async {

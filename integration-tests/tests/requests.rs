@@ -46,10 +46,17 @@ async fn a_request_nobody_answers_times_out() {
         .spawn(WorkerSpec::program(test_worker()).args(["env", "x"]))
         .await
         .unwrap();
-    let err = worker
-        .request(b"anyone?".to_vec(), Duration::from_millis(300))
+    let started = std::time::Instant::now();
+    let asked = worker.request(b"anyone?".to_vec(), Duration::from_millis(300));
+    // Bounded: a request that ignored its timeout fails here, not hangs.
+    let err = within(Duration::from_secs(10), "the request's timeout", asked)
         .await
         .unwrap_err();
+    let took = started.elapsed();
     assert!(matches!(err, Error::RequestTimeout { .. }), "{err}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "a 300 ms timeout took {took:?}"
+    );
     worker.close(Duration::from_secs(5)).await.unwrap();
 }

@@ -11,6 +11,29 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 use arbor_integration_tests::system_tool as tool;
 
+/// `systemd-analyze verify` on `units` in `dir`: its exit status and what
+/// it said about the unit files themselves.
+fn verify(dir: &std::path::Path, units: &[&str]) -> (std::process::ExitStatus, Vec<String>) {
+    let mut child = Command::new(tool("systemd-analyze"))
+        .arg("verify")
+        .args(units.iter().map(|u| dir.join(u)))
+        .env("SYSTEMD_LOG_LEVEL", "notice")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, LIMIT, "systemd-analyze verify");
+    let output = child.wait_with_output().unwrap();
+    // Complaints about the unit files name them; messages about the host
+    // (no systemd running in this container) do not.
+    let about_units = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| units.iter().any(|u| l.contains(u)))
+        .map(String::from)
+        .collect();
+    (status, about_units)
+}
+
 #[test]
 fn the_unit_files_pass_systemd_analyze_verify() {
     let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
@@ -22,24 +45,20 @@ fn the_unit_files_pass_systemd_analyze_verify() {
         let text = text.replace("/usr/bin/arbord", &arbord.display().to_string());
         std::fs::write(dir.0.join(unit), text).unwrap();
     }
-    let mut child = Command::new(tool("systemd-analyze"))
-        .arg("verify")
-        .arg(dir.0.join("arbord.service"))
-        .arg(dir.0.join("arbord.socket"))
-        .env("SYSTEMD_LOG_LEVEL", "notice")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_or_kill(&mut child, LIMIT, "systemd-analyze verify");
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // Complaints about the unit files themselves name them; messages about
-    // the host (no systemd running in this container) do not.
-    let about_ours: Vec<&str> = stderr.lines().filter(|l| l.contains("arbord.")).collect();
+    let (status, complaints) = verify(&dir.0, &["arbord.service", "arbord.socket"]);
     assert!(
-        about_ours.is_empty(),
-        "systemd-analyze verify: {status}\n{stderr}"
+        status.success() && complaints.is_empty(),
+        "systemd-analyze verify: {status}\n{}",
+        complaints.join("\n")
+    );
+    // The same check fails a broken copy: an ExecStart that does not exist.
+    let text = std::fs::read_to_string(dir.0.join("arbord.service")).unwrap();
+    let broken = text.replace(&arbord.display().to_string(), "/nonexistent/arbord");
+    std::fs::write(dir.0.join("broken.service"), broken).unwrap();
+    let (status, complaints) = verify(&dir.0, &["broken.service"]);
+    assert!(
+        !status.success() && !complaints.is_empty(),
+        "verify passed a unit whose ExecStart does not exist: {status}"
     );
 }
 

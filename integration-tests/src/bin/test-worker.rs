@@ -2,8 +2,13 @@
 //!
 //! `test-worker MODE [ARG]`:
 //! - `echo`: replies to each message with the same bytes and fds.
+//! - `gated-echo PATH`: waits (up to 20 s) until PATH exists before it
+//!   connects and sends Ready, then echoes: whatever was posted before the
+//!   gate opened was posted before Ready.
 //! - `exit CODE`: sends Ready, then exits with CODE.
-//! - `segv`: sends Ready, then dies of SIGSEGV.
+//! - `segv [core|nocore]`: sends Ready, then dies of SIGSEGV on the first
+//!   message; with `nocore` its RLIMIT_CORE is 0 (no core dump), with
+//!   `core` as high as the hard limit allows.
 //! - `stubborn`: ignores SIGTERM and the Close frame; only SIGKILL ends it.
 //! - `onclose-file PATH`: on close, waits 200 ms, then writes "closed" to PATH.
 //! - `list-fds`: replies to any message with the fds it inherited and its LISTEN_* variables.
@@ -84,11 +89,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             worker.run()?;
         }
+        "gated-echo" => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !std::path::Path::new(&arg).exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("the gate {arg} did not open within 20 s").into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        "segv" if arg == "core" || arg == "nocore" => {
+            use nix::sys::resource::{getrlimit, setrlimit, Resource};
+            let (_, hard) = getrlimit(Resource::RLIMIT_CORE)?;
+            let soft = if arg == "core" { hard } else { 0 };
+            setrlimit(Resource::RLIMIT_CORE, soft, hard)?;
+        }
         _ => {}
     }
     let mut worker = Worker::connect()?;
     match mode {
-        "echo" => {
+        "echo" | "gated-echo" => {
             worker.on_message(|ctx, message, fds| {
                 let fds: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
                 ctx.reply(&message.data, &fds)

@@ -104,6 +104,11 @@ impl Exits {
             .socket()
             .set_read_timeout(None)
             .map_err(|e| format!("read timeout: {e}"))?;
+        // Room for bursts (a worker's flood of output), so that arbord's
+        // stream never waits on this reader's thread being scheduled.
+        socket2::SockRef::from(channel.socket())
+            .set_recv_buffer_size(4 << 20)
+            .map_err(|e| format!("SO_RCVBUF: {e}"))?;
         // Ids only grow: a worker above the highest one listed now started
         // after the watch began, so its `spawned` is in the stream.
         let before = match ask_on(&mut connect(socket, bound)?, &ControlRequest::List)? {

@@ -52,8 +52,14 @@ use ledger::Ledger;
 use load::Load;
 use shared::Shared;
 
-/// How long `status` (and any other plain answer) may take at any moment.
+/// How long `status` may take at any moment: the invariant.
 pub const ANSWER_BOUND: Duration = Duration::from_secs(5);
+/// How long any other answer may take: a spawn or a close waits for a
+/// process, and on a loaded machine that can take seconds.
+const OPERATION_BOUND: Duration = Duration::from_secs(20);
+/// How long a request may still wait after its worker's SIGKILL: well
+/// short of its own 30 s timeout.
+const UNANSWERED_BOUND: Duration = Duration::from_secs(10);
 /// arbord's idle timeout for control connections in the soak.
 const IDLE: Duration = Duration::from_secs(2);
 /// Most workers the soak itself keeps running at once.
@@ -212,11 +218,11 @@ impl Soak {
         let daemon = Daemon::start_with(&config(false, &load, &tree_dir), |command| {
             command.stderr(log);
         });
-        let exits = Exits::watch(&daemon.socket, ANSWER_BOUND)
+        let exits = Exits::watch(&daemon.socket, OPERATION_BOUND)
             .unwrap_or_else(|e| panic!("the soak's watcher: {e}"));
         let pid = daemon.pid();
         let mut soak = Self {
-            control: Control::new(&daemon.socket, ANSWER_BOUND, IDLE / 2),
+            control: Control::new(&daemon.socket, OPERATION_BOUND, IDLE / 2),
             daemon,
             tree_dir,
             chance: Chance::new(seed),
@@ -287,7 +293,7 @@ impl Soak {
     }
 
     /// One control request on the soak's own connection, answered within
-    /// [`ANSWER_BOUND`].
+    /// [`OPERATION_BOUND`].
     fn ask(&mut self, request: &ControlRequest) -> ControlResponse {
         let started = Instant::now();
         let answer = match self.control.ask(request) {
@@ -363,10 +369,10 @@ impl Soak {
         self.check_zombies(pid);
         self.check_ended();
         let live = self.running().len();
-        let fds = fd_count_of(pid);
-        if fds == 0 {
+        if !is_alive(pid) {
             self.fail("arbord is gone");
         }
+        let fds = fd_count_of(pid);
         let over = fds.saturating_sub(self.fds_at_start);
         self.max_fds_over = self.max_fds_over.max(over);
         if over > FD_MARGIN + 8 * live + self.hostile.open() {
@@ -438,7 +444,7 @@ impl Soak {
                 .collect();
             self.fail(&format!("the ledger is not running; workers: {all:?}"));
         };
-        if let Err(e) = self.ledger.verify(&mut self.control, id, ANSWER_BOUND) {
+        if let Err(e) = self.ledger.verify(&mut self.control, id, OPERATION_BOUND) {
             self.fail(&e);
         }
     }
