@@ -17,6 +17,56 @@ pub fn test_worker() -> PathBuf {
     binary("test-worker")
 }
 
+/// What a test needs of the machine beyond a Linux with cargo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// To run as root (a client under another uid, a network namespace).
+    Root,
+    /// A cgroup v2 subtree arbord may write (a cgroup per worker).
+    Cgroups,
+}
+
+impl Needs {
+    fn name(self) -> &'static str {
+        match self {
+            Needs::Root => "root",
+            Needs::Cgroups => "cgroups",
+        }
+    }
+}
+
+/// Whether this machine has what a test needs. Without it the test fails
+/// and says why, unless `ARBOR_TESTS_WITHOUT` (a comma-separated list:
+/// `root`, `cgroups`; README) names it: then it prints that it does not
+/// run and this returns `false`, for the test to return. `.ci/run` prints
+/// which of them it runs.
+pub fn machine_has(what: Needs) -> bool {
+    let has = match what {
+        Needs::Root => nix::unistd::geteuid().is_root(),
+        Needs::Cgroups => arbor_supervisor::cgroup::Cgroups::detect().is_some(),
+    };
+    if has {
+        return true;
+    }
+    let opted_out = std::env::var("ARBOR_TESTS_WITHOUT")
+        .is_ok_and(|list| list.split(',').any(|n| n.trim() == what.name()));
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    assert!(
+        opted_out,
+        "{test} needs {} and this machine does not have it; run it where it does, or set ARBOR_TESTS_WITHOUT={} to skip it (README)",
+        what.name(),
+        what.name()
+    );
+    eprintln!(
+        "NOT RUN: {test} needs {} (ARBOR_TESTS_WITHOUT)",
+        what.name()
+    );
+    false
+}
+
 /// A systemd tool (`systemd-analyze`, `systemd-socket-activate`), from the
 /// places Debian installs them; fails the test when it is missing.
 pub fn system_tool(name: &str) -> String {
@@ -157,6 +207,18 @@ pub fn process_state(pid: u32) -> Option<char> {
 /// The parent pid of `pid`, from /proc.
 pub fn parent_of(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Process `pid`'s environment as it was started (`/proc/PID/environ`):
+/// `NAME=value` entries.
+pub fn environ_of(pid: u32) -> Vec<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_else(|e| panic!("the environment of process {pid}: {e}"));
+    bytes
+        .split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
 }
 
 /// Whether a process with this pid exists (a zombie counts as gone).

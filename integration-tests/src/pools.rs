@@ -105,44 +105,6 @@ pub fn served_by_all(target: &Target, pids: &BTreeSet<u32>) {
     }
 }
 
-/// Like [`assert_no_failure`], for a pool in `mode` whose replicas come and
-/// go: in `reuseport` mode without `net.ipv4.tcp_migrate_req=1`, the kernel
-/// resets a connection whose handshake lands on a closing replica's
-/// listener between its last accept and its close (README, bench/README:
-/// 2 in 2.3 M requests). Only such resets, and no more than one in 10,000
-/// requests, are allowed there; everywhere else none.
-pub fn assert_no_failure_but_the_kernels(stats: &Stats, what: &str, mode: &str) {
-    let migrates = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
-        .is_ok_and(|v| v.trim() == "1");
-    if mode == "reuseport" && !migrates && stats.failed > 0 {
-        eprintln!(
-            "{what}: {} requests, {} reset by the kernel, per pid {:?}",
-            stats.ok, stats.failed, stats.by_pid
-        );
-        assert!(
-            stats
-                .reasons
-                .iter()
-                .all(|r| r.starts_with("connect:") && r.contains("reset")),
-            "{what}: {:?}",
-            stats.reasons
-        );
-        assert!(
-            stats.failed * 10_000 <= stats.ok + stats.failed,
-            "{what}: {} of {} requests reset",
-            stats.failed,
-            stats.ok + stats.failed
-        );
-        assert!(
-            stats.ok > 100,
-            "{what}: only {} requests answered",
-            stats.ok
-        );
-        return;
-    }
-    assert_no_failure(stats, what);
-}
-
 /// Fails unless the load run saw no failed request and more than 100 answers.
 pub fn assert_no_failure(stats: &Stats, what: &str) {
     eprintln!(

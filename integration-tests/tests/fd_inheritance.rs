@@ -199,14 +199,15 @@ async fn fds_received_during_spawns_do_not_leak_into_new_workers() {
         .await
         .unwrap();
     // Keep fds flowing into the supervisor through echo while spawning.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let crossed = std::sync::Arc::new(AtomicU32::new(0));
     let bouncer = {
-        let stop = stop.clone();
+        let (stop, crossed) = (stop.clone(), crossed.clone());
         tokio::spawn(async move {
             let (_r, w) = std::io::pipe().unwrap();
             let w = OwnedFd::from(w);
-            let mut bounced = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 for _ in 0..8 {
                     echo.post_message(
                         b"fd".to_vec(),
@@ -220,7 +221,7 @@ async fn fds_received_during_spawns_do_not_leak_into_new_workers() {
                         match echo.next_event().await.expect("echo event") {
                             WorkerEvent::Message { fds, .. } => {
                                 assert_eq!(fds.len(), 2);
-                                bounced += 1;
+                                crossed.fetch_add(1, Ordering::Relaxed);
                                 break;
                             }
                             _ => continue,
@@ -229,9 +230,16 @@ async fn fds_received_during_spawns_do_not_leak_into_new_workers() {
                 }
             }
             echo.close(Duration::from_secs(5)).await.unwrap();
-            bounced
         })
     };
+    // The first fds cross before the spawns begin, so that they overlap.
+    within(LIMIT, "the first bounced fds", async {
+        while crossed.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let before = crossed.load(Ordering::Relaxed);
     for _ in 0..20 {
         let report = plain_worker_report(&supervisor).await;
         assert!(
@@ -239,7 +247,8 @@ async fn fds_received_during_spawns_do_not_leak_into_new_workers() {
             "a worker inherited extra fds: {report}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let bounced = within(LIMIT, "bouncer", bouncer).await.unwrap();
-    assert!(bounced > 0, "no fds crossed while spawning");
+    let during = crossed.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    within(LIMIT, "bouncer", bouncer).await.unwrap();
+    assert!(during > 0, "no fds crossed while spawning");
 }

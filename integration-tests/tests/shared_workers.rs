@@ -213,6 +213,15 @@ fn a_reload_replaces_a_changed_shared_worker() {
     let mut fresh = client(&daemon, "counter");
     assert_eq!(ask(&mut fresh, "inc"), "count 1");
     assert_eq!(worker_ids(&daemon, "counter").len(), 2);
+    // The new run has the changed environment.
+    let pid = daemon
+        .ps_json()
+        .into_iter()
+        .find(|w| w["name"] == "counter" && w["state"] == "running")
+        .and_then(|w| w["pid"].as_u64())
+        .expect("the new run") as u32;
+    let env = arbor_integration_tests::environ_of(pid);
+    assert!(env.iter().any(|e| e == "CHANGED=yes"), "{env:?}");
 }
 
 #[test]

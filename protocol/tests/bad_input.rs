@@ -286,24 +286,30 @@ fn end_of_stream_inside_a_header_is_truncation() {
 
 #[test]
 fn a_peer_process_killed_in_the_middle_of_a_frame_is_truncation() {
-    let err = receive_attack(Limits::default(), |peer| {
-        // A real process writes a header and 3 of its 10 payload bytes, then
-        // dies by SIGKILL: the socket is its stdout.
-        let stdout = peer.try_clone().unwrap();
-        let status = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(r"printf 'ARBR\001\002\000\000\012\000\000\000\000\000\000\000abc'; kill -KILL $$")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(OwnedFd::from(stdout)))
-            .status()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9)
-        );
-        peer.shutdown(std::net::Shutdown::Write).unwrap();
-    });
+    let _census = fd_census_lock();
+    let before = open_fd_count();
+    let (peer, ours) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut channel = Channel::new(ours).unwrap();
+    // A real process writes a header and 3 of its 10 payload bytes, then
+    // dies by SIGKILL. The socket is its stdout and nobody else holds that
+    // end: its death alone ends the stream.
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r"printf 'ARBR\001\002\000\000\012\000\000\000\000\000\000\000abc'; kill -KILL $$")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(OwnedFd::from(peer)))
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let err = channel.recv().unwrap_err();
     assert!(matches!(err, Error::Truncated { buffered: 19 }), "{err}");
+    drop(channel);
+    assert_eq!(open_fd_count(), before, "an fd outlived the channel");
 }
 
 #[test]
@@ -315,7 +321,11 @@ fn a_refused_send_changes_nothing() {
         .unwrap();
     let fds: Vec<OwnedFd> = (0..254).map(|_| devnull()).collect();
     let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+    let before = open_fd_count();
     let err = a.send_bytes(b"x", &borrowed).unwrap_err();
+    // Nothing opened or closed, nothing sent: the peer's first frame is the
+    // next send's.
+    assert_eq!(open_fd_count(), before, "the refusal changed our fds");
     assert!(
         matches!(
             err,

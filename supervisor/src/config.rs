@@ -717,6 +717,21 @@ mod tests {
     }
 
     #[test]
+    fn the_config_fuzz_targets_seed_uses_every_table_and_parses() {
+        let config = parse(include_str!("../fuzz/seeds/everything.toml")).unwrap();
+        assert_eq!(config.daemon.max_tree_workers, 64);
+        assert_eq!(
+            (
+                config.workers.len(),
+                config.pools.len(),
+                config.shared.len()
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(config.pools[0].sockets.len(), 1);
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults() {
         let config = parse("").unwrap();
         assert_eq!(config.daemon.mode, 0o600);
@@ -745,7 +760,10 @@ close_grace = "250ms"
 "#,
         )
         .unwrap();
+        assert_eq!(config.daemon.socket, Some(PathBuf::from("/tmp/x.sock")));
         assert_eq!(config.daemon.mode, 0o660);
+        assert_eq!(config.daemon.group.as_deref(), Some("root"));
+        assert_eq!(config.daemon.allowed_uids, [1000]);
         assert_eq!(config.daemon.shutdown_grace, Duration::from_secs(2));
         assert_eq!(config.daemon.tree_limits().max_children, 3);
         assert_eq!(config.daemon.tree_limits().max_depth, 8);
@@ -756,6 +774,8 @@ close_grace = "250ms"
         assert_eq!(worker.spec.grace(), Duration::from_millis(250));
         let spec = worker.spec.clone().into_parts();
         assert!(spec.env.contains(&("A".into(), Some("1".into()))));
+        assert_eq!(worker.name, "echo");
+        assert_eq!(spec.args, ["--fast"]);
     }
 
     #[test]

@@ -72,6 +72,15 @@ pub mod programs {
     pub fn arborctl() -> ExitCode {
         crate::cli::arborctl::main()
     }
+
+    /// Parses and checks `text` as arbord's configuration file, as arbord
+    /// does at boot and on SIGHUP, for the config parser's fuzz target: the
+    /// error's line and column (from 1; 0 when unknown) and its text.
+    pub fn parse_config(text: &str) -> Result<(), (usize, usize, String)> {
+        crate::config::Config::parse(text, std::path::Path::new("fuzz.toml"))
+            .map(drop)
+            .map_err(|e| (e.line, e.column, e.to_string()))
+    }
 }
 
 pub use arbor_protocol::spec::{ListenFds, Output, Program, WhenFull, WorkerSpec};

@@ -186,6 +186,8 @@ struct Soak {
     never: std::collections::BTreeMap<u64, &'static str>,
     /// Processes that must be gone by a deadline (a killed tree's nodes).
     must_end: Vec<(u32, u64, Instant)>,
+    /// Replicas the soak SIGKILLed (pid, start time).
+    killed_replicas: BTreeSet<(u32, u64)>,
     config_turn: bool,
     /// arbord's log (its stderr), removed when the soak passes.
     log_path: std::path::PathBuf,
@@ -234,6 +236,7 @@ impl Soak {
             undecided: BTreeSet::new(),
             never: Default::default(),
             must_end: Vec::new(),
+            killed_replicas: BTreeSet::new(),
             config_turn: false,
             log_path,
             fds_at_start: 0,

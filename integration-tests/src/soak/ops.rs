@@ -209,12 +209,20 @@ impl Soak {
         let Some(w) = self.pick_where(|w| pools.contains(&w.name)) else {
             return;
         };
-        // Never the last one running: a pool with no replica refuses every
+        // Never the last one alive: a pool with no replica refuses every
         // connection until the restart, and those failures would be the
-        // operation's, not arbord's.
-        let running = self.running().iter().filter(|r| r.name == w.name).count();
-        if running < 2 {
+        // operation's, not arbord's. A replica killed a moment ago may still
+        // be listed as running until arbord reaps it: it does not count.
+        let running = self.running();
+        let killed = &self.killed_replicas;
+        let alive = running.iter().filter(|r| {
+            r.name == w.name && !killed.contains(&(r.pid, start_time(r.pid).unwrap_or(0)))
+        });
+        if alive.count() < 2 {
             return;
+        }
+        if let Some(started) = start_time(w.pid) {
+            self.killed_replicas.insert((w.pid, started));
         }
         self.note(format!(
             "SIGKILL replica {} of {} pid {}",

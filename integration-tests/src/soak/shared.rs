@@ -1,9 +1,10 @@
 //! The shared worker and its clients: attaches and detaches, and on each
 //! client's port an `inc` whose answer must count up. A client's port may
-//! break only after the soak killed the shared worker since it attached.
+//! break only after the soak killed the shared worker since it attached
+//! (or just before: arbord sees a SIGKILL only when it reaps it).
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::Frame;
@@ -14,12 +15,15 @@ use super::control::Chance;
 pub const NAME: &str = "counter";
 /// Most clients attached at once.
 const MOST: usize = 4;
+/// How long arbord may take to see a SIGKILLed shared worker's exit.
+const KILL_NOTICED: Duration = Duration::from_secs(5);
 
 struct Client {
     port: Channel,
     /// The last count this client was answered.
     last: u64,
-    /// How many times the soak had killed the shared worker when it attached.
+    /// How many kills of the shared worker it has seen already (see
+    /// [`Shared::epoch_now`]).
     epoch: u64,
 }
 
@@ -27,8 +31,9 @@ struct Client {
 #[derive(Default)]
 pub struct Shared {
     clients: Vec<Client>,
-    /// How many times the soak killed the shared worker.
+    /// How many times the soak killed the shared worker, and when last.
     kills: u64,
+    last_kill: Option<Instant>,
     /// Answers checked.
     pub answers: u64,
     /// Attaches made.
@@ -44,6 +49,17 @@ impl Shared {
     /// The soak is about to SIGKILL the shared worker.
     pub fn killing(&mut self) {
         self.kills += 1;
+        self.last_kill = Some(Instant::now());
+    }
+
+    /// The kills a client attached now may still meet: arbord learns of a
+    /// SIGKILL only when it reaps it, and a port handed over meanwhile goes
+    /// to the dying run (and closes with it).
+    fn epoch_now(&self) -> u64 {
+        match self.last_kill {
+            Some(at) if at.elapsed() < KILL_NOTICED => self.kills - 1,
+            _ => self.kills,
+        }
     }
 
     /// One operation on the shared worker's clients. Returns what it did.
@@ -65,7 +81,7 @@ impl Shared {
                 self.clients.push(Client {
                     port,
                     last: 0,
-                    epoch: self.kills,
+                    epoch: self.epoch_now(),
                 });
                 Ok(format!("attach ({} clients)", self.clients.len()))
             }

@@ -1,6 +1,7 @@
 //! Workers built into arbord, started with `entry = "..."` in a config: the
 //! demo's `echo` (answers every message and request with the same bytes and
-//! fds) and `primes` (posts each prime it finds; `args = ["LIMIT"]` to stop).
+//! fds) and `primes` (answers every message and request with the primes up
+//! to LIMIT, space-separated; `args = ["LIMIT"]`, 1000 when absent).
 
 use std::os::fd::AsFd;
 
