@@ -33,6 +33,16 @@ fn ask(channel: &mut Channel, what: &str) -> String {
     }
 }
 
+/// The pid of worker `name`'s running run.
+fn running_pid(daemon: &Daemon, name: &str) -> u32 {
+    daemon
+        .ps_json()
+        .into_iter()
+        .find(|w| w["name"] == name && w["state"] == "running")
+        .and_then(|w| w["pid"].as_u64())
+        .unwrap_or_else(|| panic!("{name} is not running")) as u32
+}
+
 fn worker_ids(daemon: &Daemon, name: &str) -> Vec<(u64, String)> {
     daemon
         .ps_json()
@@ -214,12 +224,7 @@ fn a_reload_replaces_a_changed_shared_worker() {
     assert_eq!(ask(&mut fresh, "inc"), "count 1");
     assert_eq!(worker_ids(&daemon, "counter").len(), 2);
     // The new run has the changed environment.
-    let pid = daemon
-        .ps_json()
-        .into_iter()
-        .find(|w| w["name"] == "counter" && w["state"] == "running")
-        .and_then(|w| w["pid"].as_u64())
-        .expect("the new run") as u32;
+    let pid = running_pid(&daemon, "counter");
     let env = arbor_integration_tests::environ_of(pid);
     assert!(env.iter().any(|e| e == "CHANGED=yes"), "{env:?}");
 }
@@ -265,12 +270,7 @@ fn an_attach_just_after_the_shared_worker_is_killed_is_never_refused() {
     for round in 0..10 {
         let mut port = client(&daemon, "counter");
         assert!(ask(&mut port, "inc").starts_with("count "), "round {round}");
-        let pid = daemon
-            .ps_json()
-            .into_iter()
-            .find(|w| w["name"] == "counter" && w["state"] == "running")
-            .and_then(|w| w["pid"].as_u64())
-            .expect("the counter runs") as i32;
+        let pid = running_pid(&daemon, "counter") as i32;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
