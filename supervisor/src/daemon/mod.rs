@@ -11,7 +11,7 @@
 //! - `monitor`: one task per managed worker, through its events, exits and
 //!   restarts (the restart decisions are [`crate::restart`]'s).
 //! - `serve`: one task per control client; `control`: one file per request
-//!   behind one `dispatch`.
+//!   behind one `dispatch`; `events`: the hub every watcher's stream reads.
 //! - `reload` (SIGHUP, one at a time by `reload_gate`) and `pools`
 //!   (replicas with sockets, scale, rolling reload).
 
