@@ -192,6 +192,40 @@ fn scaling_up_and_down_under_load_fails_no_request() {
 }
 
 #[test]
+fn scaling_down_closes_a_replica_in_restart_backoff_before_a_serving_one() {
+    // A long restart delay holds the killed replica in its backoff.
+    let (addr, target) = tcp(free_port());
+    let config = pool("web", "reuseport", &addr, 2).replace(
+        "restart = \"on-failure\"\n",
+        "restart = \"on-failure\"\nrestart_delay = \"60s\"\n",
+    );
+    let daemon = Daemon::start(&config);
+    wait_running(&daemon, "web", 2);
+    // The oldest replica is killed: scaling down by age alone would keep it
+    // and close the one that serves.
+    let mut both = replicas(&daemon, "web");
+    both.sort();
+    let (oldest, serving) = (both[0].clone(), both[1].clone());
+    assert_eq!(kill_process(oldest.1), 0);
+    wait_until("the killed replica waits out its backoff", || {
+        replicas(&daemon, "web")
+            .iter()
+            .any(|r| r.0 == oldest.0 && r.2 == "restarting")
+    });
+    let out = daemon.ok_within(&["scale", "web", "1"], OPERATION_LIMIT);
+    assert!(out.contains("2 → 1 replicas"), "{out}");
+    let left = replicas(&daemon, "web");
+    assert_eq!(
+        left,
+        vec![serving.clone()],
+        "the serving replica {serving:?} is the one kept"
+    );
+    assert!(is_alive(serving.1), "the serving replica was closed");
+    let reply = Client::new(target).get().expect("the pool still serves");
+    assert_eq!(reply.pid, serving.1);
+}
+
+#[test]
 fn a_refused_connection_goes_to_another_replica() {
     // Replicas alternate between http-hello and a worker that refuses every
     // handed-off connection (the blocking worker API has no handler).

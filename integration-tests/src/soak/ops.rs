@@ -212,11 +212,14 @@ impl Soak {
         // Never the last one alive: a pool with no replica refuses every
         // connection until the restart, and those failures would be the
         // operation's, not arbord's. A replica killed a moment ago may still
-        // be listed as running until arbord reaps it: it does not count.
+        // be listed as running until arbord reaps it, and one already reaped
+        // (no start time left) until arbord's record catches up: neither
+        // counts.
         let running = self.running();
         let killed = &self.killed_replicas;
         let alive = running.iter().filter(|r| {
-            r.name == w.name && !killed.contains(&(r.pid, start_time(r.pid).unwrap_or(0)))
+            r.name == w.name
+                && start_time(r.pid).is_some_and(|started| !killed.contains(&(r.pid, started)))
         });
         if alive.count() < 2 {
             return;

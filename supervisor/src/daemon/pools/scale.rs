@@ -51,7 +51,10 @@ pub(super) async fn scale_to(
         }
         Ok(format!("pool {name}: {have} → {wanted} replicas"))
     } else {
-        // The newest go first: the oldest have proven themselves.
+        // Those serving nobody (waiting out a restart backoff, or not yet
+        // Ready) go first, then the newest running: the oldest have proven
+        // themselves, and a pool never closes a serving replica while one
+        // that serves nobody stays.
         let going: Vec<u64> = live[wanted as usize..].to_vec();
         stop_replicas(daemon, &going, recipe.close_grace()).await;
         daemon.registry.drop_replicas(name, &going);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arbor_protocol::control::{PoolInfo, ReplicaInfo};
+use arbor_protocol::control::{PoolInfo, ReplicaInfo, WorkerState};
 
 use super::Registry;
 use crate::config::PoolConfig;
@@ -47,7 +47,10 @@ impl Registry {
 
     /// Sets pool `name`'s replica count to `wanted` and forgets its replicas
     /// that are gone for good (failed, or stopped by an operator: the count
-    /// is made up with new ones); its recipe and live replicas, oldest first.
+    /// is made up with new ones); its recipe and live replicas, those that
+    /// serve first: running ones (oldest first), then starting ones, then
+    /// those waiting out a restart backoff. A scale down drops from the
+    /// end, so a replica that serves nobody goes before one that serves.
     pub(in crate::daemon) fn want_replicas(
         &self,
         name: &str,
@@ -56,7 +59,14 @@ impl Registry {
         let mut state = self.lock();
         let pool = state.prune_replicas(name)?;
         pool.wanted = wanted;
-        Ok((pool.recipe.clone(), pool.replicas.clone()))
+        let (recipe, mut live) = (pool.recipe.clone(), pool.replicas.clone());
+        // A stable sort: each group keeps its oldest-first order.
+        live.sort_by_key(|id| match state.workers.get(id).map(|e| e.state) {
+            Some(WorkerState::Running) => 0,
+            Some(WorkerState::Starting) => 1,
+            _ => 2,
+        });
+        Ok((recipe, live))
     }
 
     /// The replacement of pool `name`'s live replicas by `new` (recipe and
