@@ -14,7 +14,7 @@ use arbor_protocol::control::{
     ControlRequest, ControlResponse, ErrorKind, Event, EventKind, SpawnRequest,
 };
 use arbor_protocol::Frame;
-use arbor_supervisor::{Error, Signal, Supervisor, WorkerEvent, WorkerSpec};
+use arbor_supervisor::{Error, Signal, Supervisor, WhenFull, WorkerEvent, WorkerSpec};
 
 /// Longer than any test may run: a request that waited for it would hang.
 const HOUR: Duration = Duration::from_secs(3600);
@@ -63,6 +63,43 @@ async fn a_request_in_flight_when_its_worker_is_killed_fails_at_once_as_unanswer
     )
     .await;
     assert!(late.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_and_requests_waiting_on_a_full_queue_fail_at_once_when_the_worker_is_killed() {
+    let supervisor = Supervisor::new().unwrap();
+    let dir = arbor_integration_tests::TempDir::new("full-queue");
+    // The gate never opens: the worker never sends Ready, so what is posted
+    // stays queued, and the queue holds one.
+    let spec = WorkerSpec::program(test_worker())
+        .arg("gated-echo")
+        .arg(dir.0.join("never"))
+        .queue_limit(1, WhenFull::Wait);
+    let worker = Arc::new(supervisor.spawn(spec).await.unwrap());
+    worker
+        .post_message(b"fills the queue".to_vec(), vec![])
+        .await
+        .unwrap();
+    let asking = {
+        let worker = Arc::clone(&worker);
+        tokio::spawn(async move { worker.request(b"?".to_vec(), HOUR).await })
+    };
+    let posting = {
+        let worker = Arc::clone(&worker);
+        tokio::spawn(async move { worker.post_message(b"waits".to_vec(), vec![]).await })
+    };
+    let exit = within(LIMIT, "the kill", worker.terminate()).await.unwrap();
+    assert_eq!(exit.signal, Some(Signal::KILL), "{exit}");
+    let asked = within(LIMIT, "the request's end", asking).await.unwrap();
+    assert!(
+        matches!(asked, Err(Error::WorkerGone { id }) if id == worker.id()),
+        "{asked:?}"
+    );
+    let posted = within(LIMIT, "the post's end", posting).await.unwrap();
+    assert!(
+        matches!(posted, Err(Error::WorkerGone { id }) if id == worker.id()),
+        "{posted:?}"
+    );
 }
 
 /// Worker `id`'s typed event stream.

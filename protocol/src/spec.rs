@@ -108,7 +108,9 @@ pub enum Output {
 /// worker (before it is Ready, or while it reads slowly) is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WhenFull {
-    /// Wait for room (backpressure on the poster).
+    /// Wait for room (backpressure on the poster), or until the worker is
+    /// gone (then `Error::WorkerGone`, at once: a killed worker's full
+    /// queue holds no poster).
     #[default]
     Wait,
     /// Return `Error::QueueFull` (arbor-supervisor); nothing is dropped silently.

@@ -21,7 +21,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::escalation::{self, Delivery, Effect, Escalation, Input};
 use super::frames::{self, Received};
-use super::outbox::WriterCommand;
+use super::outbox::{Outbox, WriterCommand};
 use super::requests::Pending;
 use super::subworkers::SubWorkers;
 use super::{Worker, WorkerEvent};
@@ -70,6 +70,9 @@ pub(super) struct DriverState {
     pub(super) speaks_protocol: bool,
     /// Requests waiting for the worker's reply.
     pub(super) requests: Arc<Pending>,
+    /// The way posts go to the worker (none for a sub-worker, whose
+    /// channel its parent holds), ended once nothing can reach it.
+    pub(super) outbox: Option<Arc<Outbox>>,
     /// The worker's tree link (SpawnResult goes out here).
     pub(super) frames: Arc<TreeLink>,
     /// A Spawn waiting for room on the tree link.
@@ -170,6 +173,8 @@ impl Driver {
             state.escalation.asked(),
             state.escalation.escalated_to(),
         );
+        // Nothing posted from now on can reach it.
+        state.end_outbox();
         // Its cgroup goes with it (see WorkerCgroup's Drop).
         drop(state.cgroup.take());
         let _ = exit.send(Some(record));
@@ -215,6 +220,13 @@ impl DriverState {
     fn channel_closed(&mut self) {
         self.channel_open = false;
         self.requests.end();
+        self.end_outbox();
+    }
+
+    fn end_outbox(&self) {
+        if let Some(outbox) = &self.outbox {
+            outbox.end();
+        }
     }
 
     fn reap(&mut self) -> Option<sys::Reaped> {

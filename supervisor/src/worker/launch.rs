@@ -138,6 +138,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
         channel_open: receiver.is_some(),
         speaks_protocol: launch.speaks_protocol,
         requests: Arc::clone(&requests),
+        outbox: outbox.clone(),
         frames,
         parked: None,
         cgroup: launch.cgroup,

@@ -12,9 +12,16 @@
 //! queue empty. Messages posted before Ready wait in the queue; the writer
 //! task flushes them when Ready arrives and only then opens the fast path.
 //! Close goes out after every message posted before it.
+//!
+//! Once nothing can reach the worker (its channel broke or closed, or it
+//! exited) the outbox **ends**: a post waiting for room in the queue, and
+//! any later post, fails as gone at once, and what was queued is dropped
+//! with its fds. Without that, a post waiting on the full queue of a
+//! stopped worker that was then killed would wait forever.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use arbor_protocol::nonblocking::AsyncSender;
 use arbor_protocol::{Connection, Frame, PortOpen, Request};
@@ -119,6 +126,8 @@ struct Writer {
     closed: bool,
     /// The channel broke: nothing more can be sent.
     failed: bool,
+    /// The outbox's end, set here when the channel breaks.
+    ended: Arc<watch::Sender<bool>>,
 }
 
 impl Writer {
@@ -160,8 +169,19 @@ impl Writer {
             ) => {}
             Err(e) if !e.is_fatal() => {}
             // The worker is gone or its channel broke; the driver reports it.
-            Err(_) => self.failed = true,
+            Err(_) => {
+                self.failed = true;
+                self.ended.send_replace(true);
+            }
         }
+    }
+
+    /// Nothing more goes out: the queue takes no more posts, and what it
+    /// holds is dropped (its fds closed).
+    fn discard(&mut self) {
+        self.failed = true;
+        self.queue.close();
+        while self.queue.try_recv().is_ok() {}
     }
 }
 
@@ -174,27 +194,42 @@ pub(crate) struct Outbox {
     wake: Notify,
     /// Set once the messages queued before Ready are written.
     open: AtomicBool,
+    /// Set once nothing can reach the worker any more.
+    ended: Arc<watch::Sender<bool>>,
 }
 
 impl Outbox {
     pub(crate) fn new(sender: AsyncSender, queue_limit: usize) -> Self {
         let (queue, receiver) = mpsc::channel(queue_limit);
+        let ended = Arc::new(watch::Sender::new(false));
         Self {
             writer: Mutex::new(Writer {
                 sender,
                 queue: receiver,
                 closed: false,
                 failed: false,
+                ended: Arc::clone(&ended),
             }),
             queue,
             queue_limit,
             wake: Notify::new(),
             open: AtomicBool::new(false),
+            ended,
         }
+    }
+
+    /// Nothing can reach the worker any more (its channel closed, or it
+    /// exited): every post waiting for room fails as gone now, and so does
+    /// every later one; the writer drops what was queued.
+    pub(crate) fn end(&self) {
+        self.ended.send_replace(true);
     }
 
     /// Posts one message: written at once on the fast path, else queued.
     pub(crate) async fn post(&self, item: Outbound, when_full: WhenFull) -> Result<(), PostError> {
+        if *self.ended.borrow() {
+            return Err(PostError::Gone);
+        }
         if self.open.load(Ordering::Acquire) && self.queue.capacity() == self.queue_limit {
             if let Ok(mut writer) = self.writer.try_lock() {
                 if writer.queue.is_empty() {
@@ -215,7 +250,13 @@ impl Outbox {
             }
         }
         match when_full {
-            WhenFull::Wait => self.queue.send(item).await.map_err(|_| PostError::Gone)?,
+            WhenFull::Wait => {
+                let mut ended = self.ended.subscribe();
+                tokio::select! {
+                    sent = self.queue.send(item) => sent.map_err(|_| PostError::Gone)?,
+                    () = until_ended(&mut ended) => return Err(PostError::Gone),
+                }
+            }
             WhenFull::Error => self.queue.try_send(item).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => PostError::Full,
                 mpsc::error::TrySendError::Closed(_) => PostError::Gone,
@@ -229,15 +270,17 @@ impl Outbox {
 /// The writer task: flushes the queue when the worker is Ready and whenever
 /// a post is queued, answers pings, sends Close after everything posted
 /// before it, and sends the worker tree's frames (SpawnResult, ChildExit,
-/// CloseChild) as they come, Ready or not.
+/// CloseChild) as they come, Ready or not. Once the outbox ends (or the
+/// driver is gone) it drops what is still queued and returns.
 pub(crate) async fn write_loop(
-    outbox: std::sync::Arc<Outbox>,
+    outbox: Arc<Outbox>,
     mut commands: mpsc::Receiver<WriterCommand>,
     mut ready: watch::Receiver<bool>,
-    link: std::sync::Arc<TreeLink>,
+    link: Arc<TreeLink>,
     mut tree_frames: mpsc::UnboundedReceiver<TreeFrame>,
 ) {
     let mut tree_open = true;
+    let mut ended = outbox.ended.subscribe();
     let mut is_ready = *ready.borrow();
     let mut close_pending = false;
     if is_ready {
@@ -250,8 +293,9 @@ pub(crate) async fn write_loop(
                 Some(WriterCommand::Pong(nonce)) => outbox.writer.lock().await.send(&Frame::Pong(nonce)).await,
                 Some(WriterCommand::Close) if is_ready => close(&outbox).await,
                 Some(WriterCommand::Close) => close_pending = true,
-                None => return,
+                None => break,
             },
+            () = until_ended(&mut ended) => break,
             item = tree_frames.recv(), if tree_open => match item {
                 Some((frame, fds)) => {
                     outbox.writer.lock().await.send_with_fds(&frame, &fds).await;
@@ -261,7 +305,7 @@ pub(crate) async fn write_loop(
             },
             changed = ready.changed(), if !is_ready => {
                 if changed.is_err() {
-                    return;
+                    break;
                 }
                 is_ready = *ready.borrow();
                 if is_ready {
@@ -284,6 +328,14 @@ pub(crate) async fn write_loop(
             }
         }
     }
+    outbox.writer.lock().await.discard();
+}
+
+/// Returns once the outbox has ended (or can no longer: its sender gone).
+async fn until_ended(ended: &mut watch::Receiver<bool>) {
+    // wait_for's guard is not Send: it is dropped here, never held across
+    // an await of the caller.
+    let _ = ended.wait_for(|ended| *ended).await;
 }
 
 async fn close(outbox: &Outbox) {

@@ -275,3 +275,45 @@ async fn pongs_and_tree_frames_go_out_before_ready_while_messages_wait() {
     h.ready.send(true).expect("the writer task runs");
     assert_eq!(h.next_message().await, "a");
 }
+
+#[tokio::test]
+async fn a_post_waiting_for_room_fails_as_gone_once_the_outbox_ends() {
+    let h = harness(1);
+    h.post("a", WhenFull::Wait).await.expect("queued");
+    let outbox = Arc::clone(&h.outbox);
+    let waiting = outbox.post(message("b"), WhenFull::Wait);
+    tokio::pin!(waiting);
+    assert!(still_pending(&mut waiting).await);
+    h.outbox.end();
+    let waited = tokio::time::timeout(LIMIT, waiting)
+        .await
+        .expect("the waiting post ends within the limit");
+    assert!(matches!(waited, Err(PostError::Gone)), "{waited:?}");
+    for when_full in [WhenFull::Wait, WhenFull::Error] {
+        assert!(matches!(h.post("c", when_full).await, Err(PostError::Gone)));
+    }
+}
+
+#[tokio::test]
+async fn the_end_drops_what_was_queued_and_closes_its_fds() {
+    let h = harness(8);
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let item = Outbound {
+        kind: OutKind::Message,
+        data: b"never sent".to_vec(),
+        fds: vec![OwnedFd::from(writer)],
+    };
+    h.outbox.post(item, WhenFull::Wait).await.expect("queued");
+    h.outbox.end();
+    // The pipe's read end sees EOF once the queued write end is closed.
+    let eof = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        std::io::Read::read(&mut reader, &mut [0u8; 1])
+    });
+    let read = tokio::time::timeout(LIMIT, eof)
+        .await
+        .expect("the queued fd closed within the limit")
+        .expect("the reading task");
+    assert_eq!(read.expect("a read"), 0, "EOF: the queued fd was closed");
+    h.nothing_sent().await;
+}
