@@ -8,7 +8,9 @@ rolling reloads):
 - node: node's cluster module with 2 workers (when node is installed);
 then fairness (requests per replica under wrk, handoff round-robin, counted
 by bench/wrk/pids.lua) and a rolling reload under wrk (arborctl reload in a
-loop for the whole wrk run, per mode). The report takes the median over runs.
+loop for the whole wrk run, per mode, counting the reloads arborctl reports as
+refused or failed beside the ones carried out). The report takes the median
+over runs.
 """
 
 import json
@@ -192,12 +194,27 @@ def reload_rows(rows):
              f"http://127.0.0.1:{port}/"],
             stdout=subprocess.PIPE, text=True,
         )
-        reloads = 0
+        # Every reload is counted: the ones arbord carried out and the ones
+        # arborctl reports as refused or failed (a non-zero exit, or no
+        # answer within LIMIT), with the first failure's message kept.
+        reloads, refused, first_refusal = 0, 0, None
         while load.poll() is None:
-            if daemon.ctl("reload", "web").returncode == 0:
+            try:
+                out = daemon.ctl("reload", "web")
+                failure = None if out.returncode == 0 else (
+                    f"exit {out.returncode}: {out.stderr.strip() or out.stdout.strip() or '(no output)'}")
+            except subprocess.TimeoutExpired:
+                failure = f"no answer within {LIMIT} s"
+            if failure is None:
                 reloads += 1
+            else:
+                refused += 1
+                if first_refusal is None:
+                    first_refusal = failure
         result = parse_wrk(load.stdout.read())
         result["reloads"] = reloads
+        result["refused"] = refused
+        result["first_refusal"] = first_refusal
         rows[f"reload_{mode}"] = result
         daemon.close()
     return rows
@@ -253,12 +270,22 @@ def report(runs):
 
 
 def report_reloads(runs):
-    print("\n| rolling reload under wrk | reloads | requests | failed |")
-    print("|---|---:|---:|---:|")
+    """Per mode and run: reloads carried out, reloads refused or failed,
+    wrk's requests and its failed requests; then each first refusal."""
+    print("\n| rolling reload under wrk | reloads | refused | requests | failed |")
+    print("|---|---:|---:|---:|---:|")
+    refusals = []
     for mode in ["shared", "reuseport", "handoff"]:
         for i, r in enumerate(runs):
             row = r[f"reload_{mode}"]
-            print(f"| {mode}, run {i + 1} | {row['reloads']} | {row['requests']} | {row['errors']} |")
+            print(f"| {mode}, run {i + 1} | {row['reloads']} | {row['refused']} | {row['requests']} "
+                  f"| {row['errors']} |")
+            if row["first_refusal"] is not None:
+                refusals.append(f"{mode}, run {i + 1}: {row['first_refusal']}")
+    print("\n(reloads: `arborctl reload web` exited 0; refused: it exited non-zero or gave no answer; "
+          "failed: wrk's socket errors and non-2xx replies)")
+    for line in refusals:
+        print(f"first refused reload, {line}")
 
 
 if __name__ == "__main__":

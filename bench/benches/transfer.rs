@@ -1,17 +1,31 @@
 //! A large buffer to another process: copied through the channel against
-//! moved as a sealed memfd (`Transfer`), end to end.
+//! moved as a sealed memfd (`Transfer`), end to end, and both against the
+//! same copy over a plain socket with no framing library.
 //!
 //! Each iteration, on both sides: the sender writes every byte of a
-//! `size`-byte buffer (into a reused `Vec` for the copy, into a fresh memfd
-//! for the transfer, which then seals it), sends it, and waits for the
-//! receiver (`bench-peer sum-reader`, a real process) to read every byte
-//! and answer with their sum. Ids: `transfer/copy/{size}` and
-//! `transfer/memfd/{size}` for 1, 16 and 64 MiB.
+//! `size`-byte buffer, sends it, and waits for the receiver (a real
+//! `bench-peer` process) to read every byte and answer with their sum.
+//! Ids, for `size` 1, 4, 16 and 64 MiB:
+//! - `transfer/copy/{size}`: the bytes in one Message on arbor's channel,
+//!   from a reused `Vec`, to `bench-peer sum-reader`;
+//! - `transfer/raw_copy/{size}`: the raw baseline for the copy: an 8-byte
+//!   little-endian length and the bytes over a socketpair, written from one
+//!   reused buffer, read by `bench-peer raw-sum-reader` into one reused
+//!   buffer (`arbor_bench::raw_send_blob`, `raw_recv_blob`);
+//! - `transfer/memfd_from_bytes/{size}`: the reused `Vec` written into a
+//!   fresh memfd (`Transfer::from_bytes`), sealed, its fd sent;
+//! - `transfer/memfd/{size}`: a fresh memfd filled in place
+//!   (`TransferBuffer`), sealed, its fd sent.
+//!
+//! bench/report.py compares each of `copy`, `memfd_from_bytes` and `memfd`
+//! with `raw_copy` of the same size.
 
+use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::time::Duration;
 
-use arbor_bench::spawn_peer;
+use arbor_bench::{byte_sum, raw_send_blob, spawn_peer};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::{Frame, Limits, Transfer, TransferBuffer};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -53,6 +67,17 @@ fn sum_reply(channel: &mut Channel) -> u64 {
     }
 }
 
+fn raw_reader() -> (Peer, UnixStream) {
+    let (child, socket) = spawn_peer(PEER, "raw-sum-reader").expect("spawn raw peer");
+    (Peer(child), socket)
+}
+
+fn raw_sum_reply(mut socket: &UnixStream) -> u64 {
+    let mut sum = [0u8; 8];
+    socket.read_exact(&mut sum).expect("the raw sum");
+    u64::from_le_bytes(sum)
+}
+
 fn transfer(c: &mut Criterion) {
     let mut group = c.benchmark_group(group_name("transfer"));
     group.sample_size(10);
@@ -63,6 +88,11 @@ fn transfer(c: &mut Criterion) {
         let (_peer, mut channel) = reader();
         let mut data = vec![0u8; size];
         let mut round = 0u8;
+        // Once, outside the measurement: the receiver really reads every
+        // byte (its sum is the sender's). The same for the raw receiver below.
+        data.fill(0xa5);
+        channel.send_bytes(&data, &[]).expect("send");
+        assert_eq!(sum_reply(&mut channel), byte_sum(&data), "sum");
         group.bench_with_input(BenchmarkId::new("copy", size), &size, |b, _| {
             b.iter(|| {
                 round = round.wrapping_add(1);
@@ -71,6 +101,20 @@ fn transfer(c: &mut Criterion) {
                 sum_reply(&mut channel)
             })
         });
+        {
+            let (_raw_peer, socket) = raw_reader();
+            data.fill(0xa5);
+            raw_send_blob(&socket, &data).expect("raw send");
+            assert_eq!(raw_sum_reply(&socket), byte_sum(&data), "raw sum");
+            group.bench_with_input(BenchmarkId::new("raw_copy", size), &size, |b, _| {
+                b.iter(|| {
+                    round = round.wrapping_add(1);
+                    data.fill(round);
+                    raw_send_blob(&socket, &data).expect("raw send");
+                    raw_sum_reply(&socket)
+                })
+            });
+        }
         group.bench_with_input(BenchmarkId::new("memfd_from_bytes", size), &size, |b, _| {
             b.iter(|| {
                 round = round.wrapping_add(1);

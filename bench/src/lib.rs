@@ -5,7 +5,10 @@
 //! a 4-byte little-endian length then the payload, written with one
 //! `write_all` from a reused buffer and read through a 64 KiB `BufReader`;
 //! for fds, one `sendmsg` per message with the fd in `SCM_RIGHTS`, received
-//! with `recvmsg(MSG_CMSG_CLOEXEC)`.
+//! with `recvmsg(MSG_CMSG_CLOEXEC)`; for large buffers (the transfer
+//! benchmark's `raw_copy`), an 8-byte little-endian length then the bytes,
+//! written straight from one reused buffer and read straight into another
+//! (no `BufReader`: at MiB sizes it would only add a copy).
 
 use std::io::{self, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -180,17 +183,54 @@ pub fn byte_sum(bytes: &[u8]) -> u64 {
     sum
 }
 
+/// Sends one raw large message: its length as 8 little-endian bytes, then
+/// the bytes, each with one `write_all` straight from the caller's buffer.
+pub fn raw_send_blob(socket: &UnixStream, payload: &[u8]) -> io::Result<()> {
+    let mut socket = socket;
+    socket.write_all(&(payload.len() as u64).to_le_bytes())?;
+    socket.write_all(payload)
+}
+
+/// Receives one raw large message (see [`raw_send_blob`]) into `buf`, which
+/// is reused: it only grows when a message is larger than any before.
+/// `Ok(false)` when the peer closed the socket between messages.
+pub fn raw_recv_blob(socket: &UnixStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut socket = socket;
+    let mut len = [0u8; 8];
+    match socket.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let len = usize::try_from(u64::from_le_bytes(len))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "raw blob length over usize"))?;
+    buf.resize(len, 0);
+    socket.read_exact(buf)?;
+    Ok(true)
+}
+
 /// Resident memory of process `pid` (`"self"` for this one) in KiB, from
-/// `/proc/PID/statm`; 0 when it cannot be read. The benchmarks read it
-/// themselves rather than through the code they measure.
-pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
-    let resident_pages: u64 = std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
-    let page_kib = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4, |bytes| bytes as u64 / 1024);
-    resident_pages * page_kib
+/// `/proc/PID/statm`. The benchmarks read it themselves rather than through
+/// the code they measure. An unreadable or malformed file is an error, never
+/// 0: a 0 would make a memory target pass without measuring anything.
+pub fn rss_kib(pid: impl std::fmt::Display) -> io::Result<u64> {
+    let path = format!("/proc/{pid}/statm");
+    let statm = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {path}: {e}")))?;
+    let resident_pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{path}: no resident page count in {statm:?}"),
+            )
+        })?;
+    let page_bytes = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .map_err(io::Error::from)?
+        .ok_or_else(|| io::Error::other("sysconf(PAGE_SIZE) has no value"))?;
+    let page_kib = u64::try_from(page_bytes / 1024)
+        .map_err(|_| io::Error::other(format!("sysconf(PAGE_SIZE) = {page_bytes}")))?;
+    Ok(resident_pages * page_kib)
 }

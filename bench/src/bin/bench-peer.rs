@@ -3,7 +3,7 @@
 
 use std::io;
 
-use arbor_bench::{channel_from_stdin, raw_recv_fds_until_ack, RawChannel};
+use arbor_bench::{channel_from_stdin, raw_recv_blob, raw_recv_fds_until_ack, RawChannel};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::{Error, Frame};
 
@@ -83,6 +83,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+        // The raw twin of `sum-reader`, the transfer benchmark's `raw_copy`
+        // receiver: reads each 8-byte-length-prefixed message into one
+        // reused buffer, reads every byte, answers with their sum (8 bytes).
+        "raw-sum-reader" => {
+            use std::io::Write;
+            let mut buf = Vec::new();
+            while raw_recv_blob(&socket, &mut buf)? {
+                let sum = arbor_bench::byte_sum(&buf);
+                (&socket).write_all(&sum.to_le_bytes())?;
+            }
+            Ok(())
         }
         "raw-echo" => {
             let mut channel = RawChannel::new(socket)?;

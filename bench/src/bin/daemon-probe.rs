@@ -72,13 +72,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     times.sort();
-    let rss = arbor_bench::rss_kib(arbord.id());
+    let arbord_pid = arbord.id();
+    // Read before the shutdown, reported after it: an unreadable /proc is
+    // an error naming the pid, never an RSS of 0, and arbord is stopped
+    // either way.
+    let rss = arbor_bench::rss_kib(arbord_pid);
+    let _ = ask(&socket, &ControlRequest::Shutdown);
+    let _ = arbord.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rss = rss.map_err(|e| format!("arbord's RSS (pid {arbord_pid}): {e}"))?;
     println!(
         "{{\"arborctl_ps_100_workers_ms\": {:.2}, \"arbord_rss_100_idle_workers_kib\": {rss}}}",
         times[times.len() / 2].as_secs_f64() * 1000.0
     );
-    let _ = ask(&socket, &ControlRequest::Shutdown);
-    let _ = arbord.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn(WorkerSpec::program(&peer).arg("worker-echo"))
         .await?;
     assert!(matches!(warm.next_event().await, Some(WorkerEvent::Ready)));
-    let before = arbor_bench::rss_kib("self");
+    let before = own_rss()?;
     let mut workers = Vec::new();
     for _ in 0..100 {
         let mut worker = supervisor
@@ -28,15 +28,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
         workers.push(worker);
     }
-    let after = arbor_bench::rss_kib("self");
-    let worker_rss = arbor_bench::rss_kib(workers[0].pid());
+    let after = own_rss()?;
+    let worker_pid = workers[0].pid();
+    let worker_rss = arbor_bench::rss_kib(worker_pid)
+        .map_err(|e| format!("the echo worker's RSS (pid {worker_pid}): {e}"))?;
+    // Signed: if the supervisor shrank, the figure says so rather than 0.
     println!(
         "{{\"supervisor_kib_per_idle_worker\": {:.1}, \"echo_worker_rss_kib\": {worker_rss}}}",
-        (after.saturating_sub(before)) as f64 / 100.0
+        (after as f64 - before as f64) / 100.0
     );
     for worker in &workers {
         worker.close(Duration::from_secs(5)).await?;
     }
     warm.close(Duration::from_secs(5)).await?;
     Ok(())
+}
+
+/// This process's RSS in KiB; an error names the pid, so that an unreadable
+/// /proc stops the probe instead of reporting a growth of 0.
+fn own_rss() -> Result<u64, String> {
+    arbor_bench::rss_kib("self")
+        .map_err(|e| format!("the supervisor's own RSS (pid {}): {e}", std::process::id()))
 }

@@ -33,8 +33,8 @@ impl Chance {
     }
 }
 
-/// A control connection that is opened again when it may have been idle
-/// long enough for arbord to cut it off (`control_idle_timeout`).
+/// A control connection that is opened again well before it may have been
+/// idle long enough for arbord to cut it off (`control_idle_timeout`).
 pub struct Control {
     socket: PathBuf,
     channel: Option<Channel>,
@@ -58,7 +58,11 @@ impl Control {
 
     /// `request` and its answer, or why there is none.
     pub fn ask(&mut self, request: &ControlRequest) -> Result<ControlResponse, String> {
-        if self.last_used.elapsed() >= self.idle {
+        // arbord's idle clock starts when it has sent an answer, before
+        // this side has read it: reopen with half the timeout to spare, or
+        // a request sent just under `idle` after the last answer here can
+        // reach arbord just after it gave up on the connection.
+        if self.last_used.elapsed() >= self.idle / 2 {
             self.channel = None;
         }
         let channel = match self.channel.as_mut() {
