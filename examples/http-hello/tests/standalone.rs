@@ -14,31 +14,53 @@ fn http_hello() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_http-hello"))
 }
 
-/// A free port, never handed out before in this process (the two tests
-/// run side by side, and the kernel may give a port back twice).
+/// A free port below the kernel's ephemeral range, never handed out before
+/// in this process. Below the range, because a port the kernel gave out for
+/// `bind(0)` is one it may hand any `connect()` as its source port between
+/// this probe and the server's own bind (the two tests run side by side,
+/// each connecting while the other starts its server), and a client that
+/// retries towards an ephemeral port can even connect to itself.
 fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("the kernel's ephemeral port range");
+    let low: u16 = range
+        .split_whitespace()
+        .next()
+        .and_then(|low| low.parse().ok())
+        .expect("a port number");
+    assert!(low > 11_000, "no room below the ephemeral range {range:?}");
     let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
+    // Start at a place that differs between runs, then walk down.
+    let start = 10_000 + std::process::id() as u16 % (low - 11_000);
+    (start..low)
+        .chain(10_000..start)
+        .find(|port| {
+            !given.contains(port) && std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
+        })
+        .map(|port| {
             given.push(port);
-            return port;
-        }
-    }
+            port
+        })
+        .expect("a free port below the ephemeral range")
 }
-
-/// The two tests take turns: run side by side, the first could see its
-/// connection reset (seen once in CI, not understood yet; see the session
-/// note), and each starts a server of its own anyway.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Kills the child when a test fails half-way.
 struct Guard(Child);
+
+impl Guard {
+    /// What the server said on stderr, and how it ended (it is killed if
+    /// it still runs): for a failure's message.
+    fn post_mortem(&mut self) -> String {
+        let _ = self.0.kill();
+        let status = self.0.wait();
+        let mut said = String::new();
+        if let Some(stderr) = self.0.stderr.as_mut() {
+            let _ = stderr.read_to_string(&mut said);
+        }
+        format!("server {status:?}, stderr: {said:?}")
+    }
+}
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -48,31 +70,47 @@ impl Drop for Guard {
 }
 
 /// Two requests on one keep-alive connection, retried until the server
-/// listens; returns the pid the replies name.
-fn ask(port: u16) -> u32 {
+/// listens; the pid the replies name. A failure says what the server said
+/// and how it ended.
+fn ask(port: u16, server: &mut Guard) -> u32 {
+    match try_ask(port) {
+        Ok(pid) => pid,
+        Err(e) => panic!("port {port}: {e}; {}", server.post_mortem()),
+    }
+}
+
+fn try_ask(port: u16) -> Result<u32, String> {
     let deadline = Instant::now() + LIMIT;
     let mut stream = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => break stream,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "nothing listens on {port}: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("nothing listens: {e}")),
         }
     };
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     let mut pids = Vec::new();
-    for _ in 0..2 {
+    for round in 0..2 {
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+            .map_err(|e| format!("request {round}: write: {e}"))?;
         let mut response = Vec::new();
         let mut chunk = [0u8; 256];
         while !String::from_utf8_lossy(&response).ends_with('\n')
             || !String::from_utf8_lossy(&response).contains("hello from pid")
         {
-            let n = stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "closed mid-response");
+            let n = stream.read(&mut chunk).map_err(|e| {
+                format!(
+                    "request {round}: read after {:?}: {e}",
+                    String::from_utf8_lossy(&response)
+                )
+            })?;
+            if n == 0 {
+                return Err(format!(
+                    "request {round}: closed mid-response after {:?}",
+                    String::from_utf8_lossy(&response)
+                ));
+            }
             response.extend_from_slice(&chunk[..n]);
         }
         let text = String::from_utf8(response).unwrap();
@@ -87,7 +125,7 @@ fn ask(port: u16) -> u32 {
         pids.push(pid);
     }
     assert_eq!(pids[0], pids[1]);
-    pids[0]
+    Ok(pids[0])
 }
 
 fn terminate(mut guard: Guard) {
@@ -110,22 +148,21 @@ fn terminate(mut guard: Guard) {
 
 #[test]
 fn standalone_on_its_own_address() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let port = free_port();
     let child = Command::new(http_hello())
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let guard = Guard(child);
-    assert_eq!(ask(port), guard.0.id());
+    let mut guard = Guard(child);
+    assert_eq!(ask(port, &mut guard), guard.0.id());
     terminate(guard);
 }
 
 #[test]
 fn under_systemd_socket_activate() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let tool = [
         "/usr/bin/systemd-socket-activate",
         "/bin/systemd-socket-activate",
@@ -140,11 +177,11 @@ fn under_systemd_socket_activate() {
         .arg("--fdname=http")
         .arg(http_hello())
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let guard = Guard(child);
+    let mut guard = Guard(child);
     // systemd-socket-activate execs http-hello in place: same pid.
-    assert_eq!(ask(port), guard.0.id());
+    assert_eq!(ask(port, &mut guard), guard.0.id());
     terminate(guard);
 }

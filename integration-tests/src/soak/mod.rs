@@ -287,8 +287,15 @@ impl Soak {
     }
 
     fn fail(&self, what: &str) -> ! {
+        // While arbord is as the failure found it: what each of its threads
+        // is doing (a stall shows where it waits).
+        let threads = self.log_path.with_extension("threads");
+        let dumped = match dump_threads(self.daemon.pid(), &threads) {
+            Ok(()) => format!("arbord's threads: {}", threads.display()),
+            Err(e) => format!("arbord's threads not dumped: {e}"),
+        };
         panic!(
-            "soak invariant broken: {what}\nreplay with ARBOR_SOAK_SEED={}\nlast operations:\n  {}\narbord's log: {}",
+            "soak invariant broken: {what}\nreplay with ARBOR_SOAK_SEED={}\nlast operations:\n  {}\narbord's log: {}\n{dumped}",
             self.seed,
             self.log.iter().cloned().collect::<Vec<_>>().join("\n  "),
             self.log_path.display()
@@ -538,4 +545,47 @@ fn config(turn: bool, load: &Load, tree_dir: &TempDir) -> String {
         load.config(&binary("http-hello").display().to_string()),
     ]
     .concat()
+}
+
+/// Writes to `path` each of process `pid`'s threads: its state and kernel
+/// wait channel from /proc, then every thread's stack from gdb when gdb is
+/// installed (bounded: gdb is killed after 60 s).
+fn dump_threads(pid: u32, path: &std::path::Path) -> Result<(), String> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "task {}: {} wchan={}",
+            task.file_name().to_string_lossy(),
+            read("stat").trim(),
+            read("wchan").trim()
+        );
+    }
+    let gdb = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "gdb",
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match gdb {
+        Ok(out) => {
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        Err(e) => {
+            let _ = writeln!(text, "gdb not run: {e}");
+        }
+    }
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
