@@ -228,11 +228,14 @@ impl Receiver {
             loop {
                 match self.half.step() {
                     Ok(RecvStep::Frame(frame, fds)) => break Ok((frame, fds)),
-                    Ok(RecvStep::NeedRead) => match self.half.fill(socket) {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => break Err(e),
-                        Err(e) => break Err(e.into()),
-                    },
+                    Ok(RecvStep::NeedRead) => {
+                        self.half.before_blocking_read(socket);
+                        match self.half.fill(socket) {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => break Err(e),
+                            Err(e) => break Err(e.into()),
+                        }
+                    }
                     Err(e) => break Err(e),
                 }
             },

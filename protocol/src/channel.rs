@@ -86,8 +86,24 @@ impl RecvHalf {
                 let end = self.decoder.finish();
                 Ok(Err(self.fail(end)))
             }
-            Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.decoder.idle();
+                Err(e)
+            }
             Err(e) => Ok(Err(self.fail(e))),
+        }
+    }
+
+    /// Before a read that blocks: if the decoder holds a large drained
+    /// buffer and nothing is waiting on the socket, the stream is idle and
+    /// the buffer goes back (as a `WouldBlock` tells the async transport).
+    pub(crate) fn before_blocking_read(&mut self, socket: BorrowedFd<'_>) {
+        if !self.decoder.holds_large_buffer() {
+            return;
+        }
+        let mut fds = [nix::poll::PollFd::new(socket, nix::poll::PollFlags::POLLIN)];
+        if let Ok(0) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            self.decoder.idle();
         }
     }
 

@@ -35,7 +35,9 @@ use crate::frame::{Header, Limits, HEADER_LEN};
 const FIRST_READ_CHUNK: usize = 4 * 1024;
 /// The largest read chunk.
 const READ_CHUNK: usize = 64 * 1024;
-/// A receive buffer larger than this is freed once it is drained.
+/// A receive buffer larger than this is kept only while frames that need it
+/// come back to back: it is given back once the stream goes idle (see
+/// [`FrameDecoder::idle`]) or the next frame fits in this much.
 const KEEP_BUFFER: usize = 4 * 1024 * 1024;
 /// Room made for a frame ahead of its bytes: its whole length up to this
 /// (a 1 MiB message is read into room made once), beyond it twice what has
@@ -110,11 +112,16 @@ impl FrameDecoder {
     /// a chunk for whatever comes next. Never empty.
     pub fn spare(&mut self) -> &mut [u8] {
         let buffered = self.tail - self.head;
-        if buffered == 0 && self.buf.len() > KEEP_BUFFER {
-            // Give back what one very large frame needed.
-            self.buf = Vec::new();
+        if self.buf.len() > KEEP_BUFFER
+            && matches!(self.peek_header(), Some(Ok(header)) if header.frame_len() <= KEEP_BUFFER)
+        {
+            // Large frames are over for now: give back what they needed,
+            // keeping the start of the small one that came after them.
+            let mut small = vec![0; buffered.max(self.chunk)];
+            small[..buffered].copy_from_slice(&self.buf[self.head..self.tail]);
+            self.buf = small;
             self.head = 0;
-            self.tail = 0;
+            self.tail = buffered;
         }
         // A header that fails its checks is reported by next_frame before the
         // caller reads again, so a bad length never sizes the buffer; a good
@@ -144,6 +151,25 @@ impl FrameDecoder {
             self.buf.resize(self.buf.len() + self.chunk, 0);
         }
         &mut self.buf[self.tail..]
+    }
+
+    /// Nothing more has arrived for now (a read would block): a drained
+    /// receive buffer that very large frames needed is given back. While
+    /// large frames come back to back it is kept, so that none of them pays
+    /// for a fresh buffer (its page faults, its zero-filling, its regrowth
+    /// as the bytes come).
+    pub fn idle(&mut self) {
+        if self.holds_large_buffer() {
+            self.buf = Vec::new();
+            self.head = 0;
+            self.tail = 0;
+        }
+    }
+
+    /// Whether the decoder holds a drained buffer larger than it keeps
+    /// when idle (the blocking transport then checks for idleness first).
+    pub fn holds_large_buffer(&self) -> bool {
+        self.tail == self.head && self.buf.len() > KEEP_BUFFER
     }
 
     /// Records that `len` bytes were received into [`FrameDecoder::spare`],
@@ -488,6 +514,46 @@ mod tests {
         assert!(
             matches!(decoder.finish(), Error::Truncated { buffered } if buffered == bytes.len() - 1)
         );
+    }
+
+    #[test]
+    fn a_large_buffer_is_kept_while_large_frames_come_back_to_back() {
+        let data = vec![3u8; 2 * KEEP_BUFFER];
+        let bytes = frame_bytes(&data, 0);
+        let mut decoder = FrameDecoder::new(Limits::default());
+        feed_as_room_allows(&mut decoder, &bytes, |_, _| {});
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, data);
+        assert!(decoder.next_frame().unwrap().is_none());
+        assert!(decoder.holds_large_buffer());
+        // The next large frame is read into the same buffer: no new one,
+        // and no growth as its bytes come.
+        let (at, len) = (decoder.buf.as_ptr(), decoder.buf.len());
+        feed_as_room_allows(&mut decoder, &bytes, |decoder, _| {
+            assert_eq!((decoder.buf.as_ptr(), decoder.buf.len()), (at, len));
+        });
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, data);
+    }
+
+    #[test]
+    fn a_large_buffer_goes_back_when_the_stream_idles_or_a_small_frame_comes() {
+        let large = frame_bytes(&vec![3u8; 2 * KEEP_BUFFER], 0);
+        let mut decoder = FrameDecoder::new(Limits::default());
+        feed_as_room_allows(&mut decoder, &large, |_, _| {});
+        decoder.next_frame().unwrap().unwrap();
+        decoder.idle();
+        assert!(!decoder.holds_large_buffer());
+        assert!(decoder.spare().len() <= READ_CHUNK);
+        // Again, then a small frame's first bytes: the buffer shrinks to
+        // what the small frame needs, and the frame still arrives whole.
+        feed_as_room_allows(&mut decoder, &large, |_, _| {});
+        decoder.next_frame().unwrap().unwrap();
+        let small = frame_bytes(b"small", 0);
+        feed(&mut decoder, &small[..HEADER_LEN + 2], vec![]);
+        assert!(decoder.next_frame().unwrap().is_none());
+        decoder.spare();
+        assert!(decoder.buf.len() <= KEEP_BUFFER, "{}", decoder.buf.len());
+        feed(&mut decoder, &small[HEADER_LEN + 2..], vec![]);
+        assert_eq!(message(decoder.next_frame().unwrap().unwrap()).0, b"small");
     }
 
     #[test]
