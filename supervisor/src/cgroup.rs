@@ -22,6 +22,14 @@
 //! can stall for seconds under load). Where the kernel refuses, the worker
 //! is forked outside it and runs without one.
 //!
+//! Every write to the hierarchy (mkdir, `cgroup.kill`, rmdir) takes the
+//! kernel's one cgroup mutex, which anything on the host may hold for
+//! seconds (a shared machine stalled arbor's for over 20 s). None of them
+//! runs on an async runtime's worker thread: creation is awaited on the
+//! blocking pool ([`Cgroups::create_off_runtime`]), kills and removals are
+//! handed to it ([`WorkerCgroup::kill_soon`], the drop), so a stall holds up
+//! only the worker that needs its cgroup, never the runtime.
+//!
 //! # Caveats
 //!
 //! Without a writable cgroup v2 hierarchy (cgroup v1 only, or not
@@ -39,6 +47,7 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -99,6 +108,19 @@ impl Cgroups {
     /// The directory holding the top-level workers' cgroups.
     pub fn base(&self) -> &Path {
         &self.base
+    }
+
+    /// [`Cgroups::create`] on the blocking pool, so that a stalled cgroup
+    /// mutex holds up this start alone.
+    pub(crate) async fn create_off_runtime(
+        self: &Arc<Self>,
+        parent: Option<&Path>,
+        id: u64,
+    ) -> io::Result<(WorkerCgroup, OwnedFd)> {
+        let (cgroups, parent) = (Arc::clone(self), parent.map(Path::to_path_buf));
+        tokio::task::spawn_blocking(move || cgroups.create(parent.as_deref(), id))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Creates worker `id`'s cgroup, inside its parent's directory for a
@@ -164,27 +186,39 @@ impl Drop for WorkerCgroup {
     /// A worker's cgroup ends with it: whatever is still in it is killed (a
     /// start that failed after exec may have forked already), and the
     /// directory is removed once its processes are gone, retried for a few
-    /// seconds in a task since the last of them may still be dying; nested
-    /// sub-worker cgroups go first.
+    /// seconds since the last of them may still be dying; nested sub-worker
+    /// cgroups go first. Off the runtime's threads (see the module doc).
     fn drop(&mut self) {
-        let _ = self.kill();
         let dir = std::mem::take(&mut self.dir);
-        if remove_tree(&dir) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
+        off_runtime(move || {
+            let _ = kill_dir(&dir);
             for _ in 0..50 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
                 if remove_tree(&dir) {
                     return;
                 }
+                std::thread::sleep(Duration::from_millis(100));
             }
             tracing::warn!("cgroup {} still busy; left in place", dir.display());
         });
     }
+}
+
+/// Runs `work`, which writes to the cgroup hierarchy, where a stall of the
+/// kernel's cgroup mutex holds up no async task: on the blocking pool of
+/// the current tokio runtime, or here outside one.
+fn off_runtime(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(work)),
+        Err(_) => work(),
+    }
+}
+
+/// SIGKILL to every process in cgroup `dir` and the cgroups below it.
+fn kill_dir(dir: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.kill"))?
+        .write_all(b"1")
 }
 
 impl WorkerCgroup {
@@ -193,12 +227,14 @@ impl WorkerCgroup {
         &self.dir
     }
 
-    /// SIGKILL to every process in the cgroup and the cgroups below it.
-    pub(crate) fn kill(&self) -> io::Result<()> {
-        OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.kill"))?
-            .write_all(b"1")
+    /// SIGKILL to every process in the cgroup and the cgroups below it,
+    /// sent from the blocking pool (see the module doc): it lands once the
+    /// kernel's cgroup mutex is free.
+    pub(crate) fn kill_soon(&self) {
+        let dir = self.dir.clone();
+        off_runtime(move || {
+            let _ = kill_dir(&dir);
+        });
     }
 }
 

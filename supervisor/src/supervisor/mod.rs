@@ -178,17 +178,17 @@ impl Supervisor {
         };
         let made = fds::make(layout, listen).map_err(spawn_error)?;
         // A cgroup that cannot be made costs the worker its cgroup, not its start.
-        let (cgroup, cgroup_dir) = self
-            .cgroups
-            .as_ref()
-            .and_then(|cgroups| match cgroups.create(parent_cgroup, id) {
+        let (cgroup, cgroup_dir) = match &self.cgroups {
+            Some(cgroups) => match cgroups.create_off_runtime(parent_cgroup, id).await {
                 Ok(made) => Some(made),
                 Err(e) => {
                     tracing::debug!(worker = %name, "no cgroup: {e}");
                     None
                 }
-            })
-            .unzip();
+            },
+            None => None,
+        }
+        .unzip();
         let prepared = Prepared {
             path: exec.path,
             argv: exec.argv,

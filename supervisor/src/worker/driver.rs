@@ -235,7 +235,7 @@ impl DriverState {
         // and in its cgroup (what left the group, and its sub-workers).
         let _ = sys::killpg(self.pid, libc::SIGKILL);
         if let Some(cgroup) = &self.cgroup {
-            let _ = cgroup.kill();
+            cgroup.kill_soon();
         }
         let reaped = match sys::try_reap(self.pid) {
             Ok(reaped) => reaped,
@@ -358,7 +358,7 @@ impl DriverState {
         let _ = sys::killpg(self.pid, signal);
         let _ = sys::pidfd_send_signal(pidfd, signal);
         if let (libc::SIGKILL, Some(cgroup)) = (signal, &self.cgroup) {
-            let _ = cgroup.kill();
+            cgroup.kill_soon();
         }
     }
 }
