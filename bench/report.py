@@ -300,15 +300,16 @@ def build(root, use_node):
     ReportError on the first unreadable file, or on every missing row."""
     runs = find_runs(root)
     criterion = [load_criterion(run) for run in runs]
-    missing, used = [], set()
+    used = {}  # insertion-ordered: the rows' order
     for section, rows in SECTIONS:
         for row in rows:
             for fn in (row.measured, row.baseline):
-                key = (row.group, fn, row.param)
-                used.add(key)
-                for run, results in zip(runs, criterion):
-                    if key not in results:
-                        missing.append(f"{run}: {'/'.join(k for k in key if k)}")
+                used[(row.group, fn, row.param)] = None
+    missing = []
+    for run, results in zip(runs, criterion):
+        absent = ["/".join(k for k in key if k) for key in used if key not in results]
+        if absent:
+            missing.append(f"{run}: {', '.join(absent)}")
     if missing:
         raise ReportError("criterion results missing (was every bench of bench/run.sh run?):\n  "
                           + "\n  ".join(missing))
@@ -331,7 +332,7 @@ def build(root, use_node):
         sections.append((section, lines))
 
     unlisted = []
-    for key in sorted({k for results in criterion for k in results} - used, key=str):
+    for key in sorted({k for results in criterion for k in results} - set(used), key=str):
         values = [results[key][0] for results in criterion if key in results]
         unlisted.append(f"| {'/'.join(k for k in key if k)} | {fmt_time(statistics.median(values))} "
                         f"| {fmt_time(min(values))}–{fmt_time(max(values))} | {len(values)} of {len(runs)} |")
