@@ -26,9 +26,10 @@
 //! kernel's one cgroup mutex, which anything on the host may hold for
 //! seconds (a shared machine stalled arbor's for over 20 s). None of them
 //! runs on an async runtime's worker thread: creation is awaited on the
-//! blocking pool ([`Cgroups::create_off_runtime`]), kills and removals are
-//! handed to it ([`WorkerCgroup::kill_soon`], the drop), so a stall holds up
-//! only the worker that needs its cgroup, never the runtime.
+//! blocking pool for at most [`CREATE_WAIT`], after which the worker starts
+//! without a cgroup ([`Cgroups::create_off_runtime`]); kills and removals
+//! are handed to the pool ([`WorkerCgroup::kill_soon`], the drop). A stall
+//! costs a worker its cgroup at most, never its start or the runtime.
 //!
 //! # Caveats
 //!
@@ -110,17 +111,27 @@ impl Cgroups {
         &self.base
     }
 
-    /// [`Cgroups::create`] on the blocking pool, so that a stalled cgroup
-    /// mutex holds up this start alone.
+    /// [`Cgroups::create`] on the blocking pool, waiting at most
+    /// [`CREATE_WAIT`]: a stalled cgroup mutex then costs this worker its
+    /// cgroup, not its start (the directory, if it comes later, is removed).
     pub(crate) async fn create_off_runtime(
         self: &Arc<Self>,
         parent: Option<&Path>,
         id: u64,
     ) -> io::Result<(WorkerCgroup, OwnedFd)> {
         let (cgroups, parent) = (Arc::clone(self), parent.map(Path::to_path_buf));
-        tokio::task::spawn_blocking(move || cgroups.create(parent.as_deref(), id))
-            .await
-            .map_err(io::Error::other)?
+        let creating = tokio::task::spawn_blocking(move || cgroups.create(parent.as_deref(), id));
+        match tokio::time::timeout(CREATE_WAIT, creating).await {
+            Ok(created) => created.map_err(io::Error::other)?,
+            // Dropping the handle leaves the task to finish; what it makes
+            // is then dropped, which removes the directory.
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "not made within {CREATE_WAIT:?} (the kernel's cgroup mutex is held elsewhere)"
+                ),
+            )),
+        }
     }
 
     /// Creates worker `id`'s cgroup, inside its parent's directory for a
@@ -202,6 +213,11 @@ impl Drop for WorkerCgroup {
         });
     }
 }
+
+/// How long a start waits for its cgroup's directory before it goes ahead
+/// without one. Making one takes microseconds unless the kernel's cgroup
+/// mutex is held elsewhere on the host, which can last tens of seconds.
+pub(crate) const CREATE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs `work`, which writes to the cgroup hierarchy, where a stall of the
 /// kernel's cgroup mutex holds up no async task: on the blocking pool of

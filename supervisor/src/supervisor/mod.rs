@@ -181,6 +181,10 @@ impl Supervisor {
         let (cgroup, cgroup_dir) = match &self.cgroups {
             Some(cgroups) => match cgroups.create_off_runtime(parent_cgroup, id).await {
                 Ok(made) => Some(made),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    tracing::warn!(worker = %name, "started without a cgroup: {e}");
+                    None
+                }
                 Err(e) => {
                     tracing::debug!(worker = %name, "no cgroup: {e}");
                     None
