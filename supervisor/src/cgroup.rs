@@ -26,9 +26,9 @@
 //! kernel's one cgroup mutex, which anything on the host may hold for
 //! seconds (a shared machine stalled arbor's for over 20 s). None of them
 //! runs on an async runtime's worker thread: creation is awaited on the
-//! blocking pool for at most [`CREATE_WAIT`], after which the worker starts
-//! without a cgroup ([`Cgroups::create_off_runtime`]); kills and removals
-//! are handed to the pool ([`WorkerCgroup::kill_soon`], the drop). A stall
+//! blocking pool for at most `CREATE_WAIT`, after which the worker starts
+//! without a cgroup (`Cgroups::create_off_runtime`); kills and removals
+//! are handed to the pool (`WorkerCgroup::kill_soon`, the drop). A stall
 //! costs a worker its cgroup at most, never its start or the runtime.
 //!
 //! # Caveats
