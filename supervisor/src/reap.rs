@@ -24,8 +24,13 @@
 //! reaper takes any other child's status too.
 //!
 //! Workers are told apart from orphans by a process-wide set of the pids
-//! this crate forked, updated under one lock with the fork itself, so the
-//! orphan reaper never takes a worker's exit status.
+//! this crate forked. The fork and the pid's entry in the set happen under
+//! a gate the orphan reaper holds for its whole round, so it never takes a
+//! worker's exit status. The reaper only tries the gate: a fork can wait
+//! in the kernel for as long as the host holds its cgroup mutex (tens of
+//! seconds have been seen), and an async thread must not wait with it; the
+//! round is then skipped and the next SIGCHLD or tick does it. The set
+//! itself is only ever locked for a moment.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
@@ -34,10 +39,23 @@ use std::time::{Duration, Instant};
 use crate::sys;
 
 static MANAGED: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
+/// Held across a fork and its pid's entry in [`MANAGED`], and by the orphan
+/// reaper for its round.
+static FORK_GATE: Mutex<()> = Mutex::new(());
 
 /// The pids of live workers (forked here, not yet reaped by their driver).
-pub(crate) fn managed() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
+fn managed() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
     MANAGED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The gate a fork holds until its pid is registered with [`registered`].
+pub(crate) fn fork_gate() -> MutexGuard<'static, ()> {
+    FORK_GATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `pid` was just forked here (under [`fork_gate`]): a worker, not an orphan.
+pub(crate) fn registered(pid: libc::pid_t) {
+    managed().insert(pid);
 }
 
 /// `pid` was reaped by its owner.
@@ -74,8 +92,14 @@ fn orphans(managed: &BTreeSet<libc::pid_t>) -> Vec<libc::pid_t> {
 }
 
 /// Reaps every orphan that has exited; returns their pids and raw statuses.
+/// Nothing when a fork is under way (see the module doc).
 pub fn reap_orphans() -> Vec<(u32, i32)> {
-    let managed = managed();
+    let _gate = match FORK_GATE.try_lock() {
+        Ok(gate) => gate,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Vec::new(),
+    };
+    let managed = managed().clone();
     orphans(&managed)
         .into_iter()
         .filter_map(|pid| match sys::try_reap(pid) {
@@ -111,7 +135,10 @@ pub async fn reap_orphans_forever() {
 /// Kills every orphan still running (SIGKILL) and reaps it, waiting at most
 /// `limit`; returns how many there were. For shutdown, once the workers are gone.
 pub fn kill_orphans(limit: Duration) -> usize {
-    let pids = orphans(&managed());
+    // Not behind the gate: at shutdown a worker forked this moment may go
+    // with the orphans, and a fork stuck in the kernel must not hold the
+    // shutdown up.
+    let pids = orphans(&managed().clone());
     for pid in &pids {
         let _ = sys::kill(*pid, libc::SIGKILL);
     }

@@ -264,8 +264,8 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         parent,
     };
     // The orphan reaper must never take a worker's status: the pid is
-    // registered as managed under the same lock the reaper checks it under.
-    let mut managed = crate::reap::managed();
+    // registered as managed under the gate the reaper's round holds.
+    let gate = crate::reap::fork_gate();
     let cgroup = prepared.cgroup.as_ref().map(AsRawFd::as_raw_fd);
     // SAFETY: the child runs only `child.run`, which makes async-signal-safe
     // calls on memory prepared above and never returns.
@@ -274,8 +274,8 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         // SAFETY: we are the child of a fork; see ChildPlan::run.
         unsafe { child.run() }
     }
-    managed.insert(pid);
-    drop(managed);
+    crate::reap::registered(pid);
+    drop(gate);
     drop(error_write);
     // Before anything else: a pidfd, while the pid is surely ours.
     let pidfd = sys::pidfd_open(pid);
