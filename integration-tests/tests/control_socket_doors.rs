@@ -5,7 +5,8 @@
 //! 1 MiB each, not 16); a watch of an unknown id, and spawn requests with bad
 //! names or environments, are refused with their kind and field; a boot
 //! worker that never sends Ready does not keep clients waiting; a watcher
-//! that never reads is dropped after the answer deadline.
+//! that never reads, and a client that pings and never reads its pongs,
+//! are dropped after the answer deadline.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -189,6 +190,38 @@ fn a_watcher_that_never_reads_is_dropped_after_the_answer_deadline() {
         assert!(Instant::now() < deadline, "still streaming after the drop");
     }
     assert!(events > 0, "events were sent before the drop");
+    daemon.ok(&["status"]);
+}
+
+#[test]
+fn a_client_that_pings_and_never_reads_its_pongs_is_dropped_after_the_answer_deadline() {
+    let daemon = Daemon::start("");
+    let fds_before = fd_count_of(daemon.pid());
+    let stream = UnixStream::connect(&daemon.socket).unwrap();
+    let mut pinger = Channel::new(stream.try_clone().unwrap()).unwrap();
+    wait_until("arbord holding the pinger's connection", || {
+        fd_count_of(daemon.pid()) > fds_before
+    });
+    // Pings until arbord stops reading them: its pongs fill this socket,
+    // which is never read, and arbord's send of the next one stalls.
+    stream.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let mut sent = 0u64;
+    loop {
+        match pinger.send(&Frame::Ping(sent), &[]) {
+            Ok(()) => sent += 1,
+            Err(e) if !e.is_fatal() => break,
+            Err(e) => panic!("ping {sent}: {e}"),
+        }
+        assert!(Instant::now() < deadline, "{sent} pings, still taken");
+    }
+    // After the 10 s deadline arbord lets go of it.
+    wait_until_within(
+        "arbord's fds back where they were",
+        Duration::from_secs(40),
+        || fd_count_of(daemon.pid()) <= fds_before,
+    );
+    eprintln!("{sent} pings sent before arbord stopped reading");
     daemon.ok(&["status"]);
 }
 

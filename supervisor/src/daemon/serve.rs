@@ -66,7 +66,7 @@ pub(super) async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
     if uid != 0 && uid != own && !daemon.config.daemon.allowed_uids.contains(&uid) {
         tracing::warn!(uid, "refused a control client");
         let refusal = ControlError::NotAllowed(uid).response();
-        let _ = channel.send_value(&refusal, &[]).await;
+        taken(channel.send_value(&refusal, &[])).await;
         return;
     }
     let idle = daemon.config.daemon.control_idle_timeout;
@@ -175,8 +175,12 @@ async fn next_request(
                 Ok(request) => return Some((request, fds)),
                 Err(e) => ControlError::BadRequest(e.to_string()),
             },
+            // A client that pings and never reads its pongs is let go
+            // after the answer deadline, as for any other answer.
             Ok((Frame::Ping(nonce), _)) => {
-                let _ = channel.send(&Frame::Pong(nonce), &[]).await;
+                if !taken(channel.send(&Frame::Pong(nonce), &[])).await {
+                    return None;
+                }
                 continue;
             }
             Ok((other, _)) => ControlError::BadRequest(format!(
@@ -191,7 +195,7 @@ async fn next_request(
                 return None;
             }
         };
-        let _ = channel.send_value(&refusal.response(), &[]).await;
+        taken(channel.send_value(&refusal.response(), &[])).await;
         return None;
     }
 }
