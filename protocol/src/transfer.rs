@@ -39,6 +39,10 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::unistd::ftruncate;
 
+/// How many more times sealing is tried when the kernel answers EBUSY
+/// (a page briefly held elsewhere), 10 ms apart.
+const SEAL_ATTEMPTS: u32 = 20;
+
 /// The size from which a transfer beats sending the bytes through the
 /// socket: measured between 1 MiB (the copy is 2x faster) and 4 MiB (the
 /// transfer is 2.6x faster).
@@ -167,10 +171,24 @@ impl TransferBuffer {
     pub fn seal(mut self) -> io::Result<Transfer> {
         // F_SEAL_WRITE is refused while a writable shared mapping exists.
         self.map = None;
-        fcntl(
-            &self.fd,
-            FcntlArg::F_ADD_SEALS(REQUIRED_SEALS | SealFlag::F_SEAL_SEAL),
-        )?;
+        // It is also refused (EBUSY) while something else briefly holds a
+        // reference to one of the pages (page migration or compaction on a
+        // busy machine: seen once in a benchmark beside heavy load); the
+        // kernel waits a little itself, and so do we before giving up.
+        let mut attempts = 0;
+        loop {
+            match fcntl(
+                &self.fd,
+                FcntlArg::F_ADD_SEALS(REQUIRED_SEALS | SealFlag::F_SEAL_SEAL),
+            ) {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EBUSY) if attempts < SEAL_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(errno) => return Err(errno.into()),
+            }
+        }
         Ok(Transfer {
             fd: self.fd,
             len: self.len,

@@ -10,6 +10,8 @@ use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse, ErrorKind};
 use arbor_protocol::Frame;
 
+use super::freezes;
+
 /// xorshift64*: the soak's only source of chance, so a seed replays it.
 pub struct Chance(u64);
 
@@ -117,8 +119,10 @@ pub fn ask_on(channel: &mut Channel, request: &ControlRequest) -> Result<Control
         .map_err(|e| format!("{e} ({:?} after sending {request:?})", started.elapsed()))
 }
 
-/// The next answer on `channel`.
+/// The next answer on `channel`, within its read timeout of time awake
+/// (see [`super::freezes`]: a machine-wide freeze does not count).
 pub fn answer_on(channel: &mut Channel) -> Result<ControlResponse, String> {
+    let began = Instant::now();
     loop {
         match channel.recv() {
             Ok((Frame::Message(message), _)) => {
@@ -127,6 +131,22 @@ pub fn answer_on(channel: &mut Channel) -> Result<ControlResponse, String> {
                     .map_err(|e| format!("an answer that does not decode: {e}"))
             }
             Ok(_) => continue,
+            Err(e) if !e.is_fatal() => {
+                let bound = channel
+                    .socket()
+                    .read_timeout()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let awake = freezes::awake_since(began);
+                if awake < bound {
+                    continue;
+                }
+                return Err(format!(
+                    "no answer: {e} ({awake:?} awake, {:?} frozen)",
+                    freezes::frozen_since(began)
+                ));
+            }
             Err(e) => return Err(format!("no answer: {e}")),
         }
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::freezes;
 use crate::http::{free_port, Client, Target};
 
 /// The socket modes, one pool each.
@@ -144,11 +145,11 @@ impl Load {
             for (at, reason) in failures {
                 let since = |t: Instant| format!("{:.3}s", t.duration_since(started).as_secs_f64());
                 // The latest kill before it that has credit left.
-                let Some(kill) = credit
-                    .iter_mut()
-                    .rev()
-                    .find(|(k, left)| *left > 0 && *k <= at && at.duration_since(*k) <= KILL_REACH)
-                else {
+                let Some(kill) = credit.iter_mut().rev().find(|(k, left)| {
+                    *left > 0
+                        && *k <= at
+                        && at.duration_since(*k) - freezes::frozen_between(*k, at) <= KILL_REACH
+                }) else {
                     let kills: Vec<String> = pool.kills.iter().map(|k| since(*k)).collect();
                     return Err(format!(
                         "{}: a request failed at {} with no operation to explain it: {reason} (replicas SIGKILLed at {kills:?})",

@@ -7,9 +7,7 @@ use nix::sys::signal::Signal;
 
 use super::control::{answer_on, ask_once, connect, start_time};
 use super::exits::Expected;
-use super::{
-    config, Soak, ANSWER_BOUND, MAX_SPAWNED, OPERATION_BOUND, SUBTREE_END, UNANSWERED_BOUND,
-};
+use super::{config, Soak, ANSWER_BOUND, MAX_SPAWNED, OPERATION_BOUND, UNANSWERED_BOUND};
 use crate::test_worker;
 
 /// The bound on a pool reload or scale: each step may wait for a replica's
@@ -326,10 +324,10 @@ impl Soak {
         };
         if self.chance.below(3) == 0 {
             self.note(format!("SIGKILL tree root {} pid {}", root.id, root.pid));
-            let by = Instant::now() + SUBTREE_END;
+            let killed = Instant::now();
             let nodes = workers.iter().filter(|w| w.parent == Some(root.id));
             let nodes: Vec<_> = nodes
-                .filter_map(|w| Some((w.pid, start_time(w.pid)?, by)))
+                .filter_map(|w| Some((w.pid, start_time(w.pid)?, killed)))
                 .collect();
             self.must_end.extend(nodes);
             self.signal(root.pid, Signal::SIGKILL);

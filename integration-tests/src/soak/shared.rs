@@ -57,7 +57,7 @@ impl Shared {
     /// to the dying run (and closes with it).
     fn epoch_now(&self) -> u64 {
         match self.last_kill {
-            Some(at) if at.elapsed() < KILL_NOTICED => self.kills - 1,
+            Some(at) if super::freezes::awake_since(at) < KILL_NOTICED => self.kills - 1,
             _ => self.kills,
         }
     }
