@@ -38,10 +38,7 @@ fn free_port() -> u16 {
         .find(|port| {
             !given.contains(port) && std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
         })
-        .map(|port| {
-            given.push(port);
-            port
-        })
+        .inspect(|port| given.push(*port))
         .expect("a free port below the ephemeral range")
 }
 
