@@ -231,12 +231,10 @@ impl DriverState {
 
     fn reap(&mut self) -> Option<sys::Reaped> {
         // The worker is a zombie: its process group id is still ours, so
-        // clean up whatever it left running in its group before reaping,
-        // and in its cgroup (what left the group, and its sub-workers).
+        // clean up whatever it left running in its group before reaping.
+        // What is left in its cgroup (what left the group, its sub-workers)
+        // is killed when the cgroup is dropped, right after (`report`).
         let _ = sys::killpg(self.pid, libc::SIGKILL);
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.kill_soon();
-        }
         let reaped = match sys::try_reap(self.pid) {
             Ok(reaped) => reaped,
             // ECHILD: someone else reaped it (SIGCHLD ignored by the host
