@@ -247,15 +247,28 @@ impl Load {
 /// A TCP port free on 127.0.0.1 right now, and never handed out before in
 /// this process: the kernel may give a port it just gave back to the next
 /// `bind(:0)`, and two tests running side by side must not share one.
+///
+/// The probe binds and never listens: a process another test forks at that
+/// instant holds a copy of the probe until its exec, and a listening copy
+/// would take the connections meant for the server about to bind the port,
+/// then reset them when the exec closes it. A socket that only binds refuses
+/// connections (clients retry) and does not stop the server's bind.
 pub fn free_port() -> u16 {
+    use socket2::{Domain, Socket, Type};
     use std::sync::Mutex;
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
+        let probe = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+        probe.set_reuse_address(true).expect("SO_REUSEADDR");
+        probe.bind(&any.into()).expect("a free port");
+        let port = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
             .map(|a| a.port())
-            .expect("a free port");
+            .expect("a bound port");
         if !given.contains(&port) {
             given.push(port);
             return port;

@@ -20,6 +20,15 @@ fn http_hello() -> PathBuf {
 /// this probe and the server's own bind (the two tests run side by side,
 /// each connecting while the other starts its server), and a client that
 /// retries towards an ephemeral port can even connect to itself.
+///
+/// The probe binds and never listens: a process the other test forks at
+/// that instant holds a copy of the probe until its exec, and were the probe
+/// listening, this test's client could connect to that copy before the
+/// server binds, and be reset when the exec closes it (a CI run failed so:
+/// a reset on the first read, before systemd-socket-activate had even
+/// printed that it listened). A bound socket that does not listen refuses
+/// connections, which the client retries, and does not stop the server's
+/// bind (both set SO_REUSEADDR).
 fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -35,11 +44,19 @@ fn free_port() -> u16 {
     let start = 10_000 + std::process::id() as u16 % (low - 11_000);
     (start..low)
         .chain(10_000..start)
-        .find(|port| {
-            !given.contains(port) && std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
-        })
+        .find(|port| !given.contains(port) && bindable(*port))
         .inspect(|port| given.push(*port))
         .expect("a free port below the ephemeral range")
+}
+
+/// Whether 127.0.0.1:`port` can be bound now, by a socket that never listens.
+fn bindable(port: u16) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let Ok(probe) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+        return false;
+    };
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    probe.set_reuse_address(true).is_ok() && probe.bind(&address.into()).is_ok()
 }
 
 /// Kills the child when a test fails half-way.
