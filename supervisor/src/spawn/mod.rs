@@ -1,57 +1,74 @@
-//! Starting a worker process: fork (or `clone3` into its cgroup) and exec
-//! from one long-lived thread.
+//! Starting a worker process: `clone3(CLONE_VM | CLONE_VFORK)` into its
+//! cgroup, then exec, from a few long-lived spawner threads.
 //!
-//! # Why a dedicated spawner thread
+//! # Why dedicated spawner threads
 //!
-//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
-//! not the process. A fork from a tokio worker or blocking-pool thread (the
-//! pool retires idle threads after seconds) would later kill healthy
-//! workers. So every fork happens on one thread, `arbor-spawner`, that lives
-//! exactly as long as the [`crate::Supervisor`] and the tasks of every
-//! worker it runs (each running worker's spawn requests are served by a
-//! task that holds a clone): when the last of them is gone the thread exits
-//! and the kernel kills what is left, which is the "workers die with their
-//! supervisor" guarantee (and when the whole process dies, the same happens).
+//! `PR_SET_PDEATHSIG` fires when the *thread* that started the child exits,
+//! not the process. A start from a tokio worker or blocking-pool thread
+//! (the pool retires idle threads after seconds) would later kill healthy
+//! workers. So every start happens on one of [`SPAWNER_THREADS`] threads,
+//! `arbor-spawner-N`, that live exactly as long as the [`crate::Supervisor`]
+//! and the tasks of every worker it runs (each running worker's spawn
+//! requests are served by a task that holds a clone): when the last of
+//! them is gone the threads exit and the kernel kills what is left, which
+//! is the "workers die with their supervisor" guarantee (and when the whole
+//! process dies, the same happens). Several threads, because a spawner
+//! thread sleeps from the clone until its child has exec'ed
+//! ([`vfork`](self::vfork)): a child slow to exec (a `cwd` on a hung mount)
+//! holds up only its own thread, and starts side by side overlap.
 //!
-//! # Why our own fork rather than `std::process::Command`
+//! # Why our own clone rather than `std::process::Command`
 //!
-//! `LISTEN_PID` must be the child's own pid, which exists only after fork,
-//! and setting an environment variable after fork is not async-signal-safe.
-//! Here the parent prepares every byte before forking: `argv`, `envp` with a
-//! reserved `LISTEN_PID=` slot, the fds already moved above the numbers they
-//! are dup'ed to. Between fork and exec the child only calls
-//! async-signal-safe functions (sigprocmask, signal, setpgid, prctl, getppid,
-//! dup2, close_range, chdir, getpid, execve, write, _exit) and writes digits into the
-//! slot; it allocates nothing and takes no lock (the process is
-//! multi-threaded; another thread may hold the allocator's lock at the
-//! moment of fork).
+//! `LISTEN_PID` must be the child's own pid, which exists only after the
+//! clone, and setting an environment variable there is not
+//! async-signal-safe. Here the parent prepares every byte before the clone:
+//! `argv`, `envp` with a reserved `LISTEN_PID=` slot, the fds already moved
+//! above the numbers they are dup'ed to. Between clone and exec the child
+//! only calls async-signal-safe functions (rt_sigaction, sigprocmask,
+//! setpgid, prctl, getppid, dup2, close_range, chdir, getpid, execve,
+//! write, _exit) and writes digits into the slot; it allocates nothing and
+//! takes no lock (the process is multi-threaded; another thread may hold
+//! the allocator's lock at that moment). And `Command` cannot start a child
+//! in its cgroup (`CLONE_INTO_CGROUP`).
 //!
 //! A failure in the child is reported through a close-on-exec pipe (the
 //! step and errno); end of file on that pipe means `execve` succeeded.
 //!
+//! Where `clone3` or the trampoline is missing (Linux before 5.3, another
+//! architecture) the child is forked instead, and runs the same steps.
+//!
 //! # nix and libc here
 //!
 //! The child's calls go through nix where its wrapper is the bare syscall
-//! (it allocates nothing and takes no lock): sigprocmask, signal, setpgid,
+//! (it allocates nothing and takes no lock): sigprocmask, setpgid,
 //! prctl, getppid, chdir (on a `CStr`, which nix passes through as it is),
 //! getpid, write. These stay on libc: `execve`, because nix's builds a `Vec`
-//! of pointers (an allocation after fork); `dup2`, because nix's takes the
-//! target as an `OwnedFd` (an fd that must already be open) and its
-//! `dup2_raw` does not check the call's result; `_exit`, `close_range` and
-//! `clone3`, which nix does not have.
+//! of pointers (an allocation after the clone); `dup2`, because nix's takes
+//! the target as an `OwnedFd` (an fd that must already be open) and its
+//! `dup2_raw` does not check the call's result; `rt_sigaction`, because
+//! nix's `sigaction` goes through the C library's, which refuses the
+//! signals the C library keeps for itself, and names no real-time signal;
+//! `_exit`, `close_range` and `clone3`, which nix does not have.
+
+mod vfork;
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use nix::sys::prctl::set_pdeathsig;
-use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{chdir, getpid, getppid, setpgid, write, ForkResult, Pid};
 
 use tokio::sync::oneshot;
 
 use crate::sys;
+use vfork::{BlockedSignals, ChildStack};
+
+/// How many threads start children (see the module doc).
+const SPAWNER_THREADS: usize = 4;
 
 /// Steps of the child, as reported through the error pipe.
 const STEPS: [&str; 6] = [
@@ -90,7 +107,7 @@ pub(crate) struct Started {
     pub(crate) cgroup_refused: Option<i32>,
 }
 
-/// A child just forked: its report pipe says how its exec went.
+/// A child just started: its report pipe says how its exec went.
 #[derive(Debug)]
 struct Forked {
     pid: libc::pid_t,
@@ -99,8 +116,9 @@ struct Forked {
     cgroup_refused: Option<i32>,
 }
 
-/// How long a child may take from fork to exec (a `cwd` or program on a
-/// hung network or FUSE mount can stall it) before it is killed.
+/// How long a child may take from its start to its exec (a `cwd` or
+/// program on a hung network or FUSE mount can stall it) before it is
+/// killed.
 const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why a start failed.
@@ -112,9 +130,15 @@ pub(crate) enum StartError {
     Child(&'static str, io::Error),
 }
 
-type Request = (Prepared, oneshot::Sender<Result<Forked, StartError>>);
+/// What to start, where the child's pid goes as soon as it exists (for a
+/// kill if it never gets to its exec), and where the result goes.
+type Request = (
+    Prepared,
+    Arc<AtomicI32>,
+    oneshot::Sender<Result<Forked, StartError>>,
+);
 
-/// Handle to the spawner thread; the thread ends when the last handle drops.
+/// Handle to the spawner threads; they end when the last handle drops.
 #[derive(Debug)]
 pub(crate) struct Spawner {
     requests: mpsc::Sender<Request>,
@@ -123,29 +147,57 @@ pub(crate) struct Spawner {
 impl Spawner {
     pub(crate) fn start() -> io::Result<Self> {
         let (requests, incoming) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("arbor-spawner".into())
-            .spawn(move || {
-                // Only the fork happens here: the wait for the exec is the
-                // caller's, so one child stuck before exec stalls no other.
-                for (prepared, reply) in incoming {
-                    if let Err(Ok(orphan)) = reply.send(fork_child(prepared)) {
-                        // The caller stopped waiting (its spawn was cancelled):
-                        // nobody will supervise this child, so it must not live.
+        let incoming = Arc::new(Mutex::new(incoming));
+        for n in 0..SPAWNER_THREADS {
+            let incoming = Arc::clone(&incoming);
+            let mut stack = ChildStack::new()?;
+            std::thread::Builder::new()
+                .name(format!("arbor-spawner-{n}"))
+                .spawn(move || loop {
+                    // One thread waits for the next request, the others for
+                    // their turn to wait; all end when the handle is gone.
+                    let next = incoming.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((prepared, pid_slot, reply)) = next else {
+                        return;
+                    };
+                    let started = start_process(prepared, &mut stack, &pid_slot);
+                    if let Err(Ok(orphan)) = reply.send(started) {
+                        // The caller stopped waiting (its spawn was cancelled,
+                        // or its child never got to exec): nobody will
+                        // supervise this child, so it must not live.
                         crate::reap::kill_and_reap(orphan.pid);
                     }
-                }
-            })?;
+                })?;
+        }
         Ok(Self { requests })
     }
 
-    /// Forks `prepared` on the spawner thread, then waits (on the blocking
-    /// pool, at most [`EXEC_LIMIT`]) for its exec.
+    /// Starts `prepared` on a spawner thread, then reads (on the blocking
+    /// pool) how its exec went; at most [`EXEC_LIMIT`] for each.
     pub(crate) async fn start_child(&self, prepared: Prepared) -> Result<Started, StartError> {
-        let (reply, result) = oneshot::channel();
+        let (reply, mut result) = oneshot::channel();
         let gone = || StartError::Parent(io::Error::other("spawner thread is gone"));
-        self.requests.send((prepared, reply)).map_err(|_| gone())?;
-        let forked = result.await.map_err(|_| gone())??;
+        let pid_slot = Arc::new(AtomicI32::new(0));
+        self.requests
+            .send((prepared, Arc::clone(&pid_slot), reply))
+            .map_err(|_| gone())?;
+        let forked = match tokio::time::timeout(EXEC_LIMIT, &mut result).await {
+            Ok(forked) => forked.map_err(|_| gone())??,
+            Err(_) => {
+                // The spawner thread still sleeps on a child that has not
+                // exec'ed: kill it (its thread then wakes), and let the
+                // spawner reap it, unless its result came just now.
+                let pid = pid_slot.load(Ordering::SeqCst);
+                if pid > 0 {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+                result.close();
+                if let Ok(Ok(late)) = result.try_recv() {
+                    crate::reap::kill_and_reap(late.pid);
+                }
+                return Err(not_started());
+            }
+        };
         let pid = forked.pid;
         // Cancelled from here on (the caller dropped this future), the child
         // is killed: nobody would supervise it.
@@ -159,15 +211,7 @@ impl Spawner {
         let fatal = match waited {
             Ok(Ok(reports)) => reports,
             Ok(Err(_)) => return Err(gone()),
-            Err(_) => {
-                return Err(StartError::Child(
-                    "exec",
-                    io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("not started within {EXEC_LIMIT:?}"),
-                    ),
-                ))
-            }
+            Err(_) => return Err(not_started()),
         };
         if let Some((step, errno)) = fatal {
             guard.0 = None;
@@ -191,6 +235,17 @@ impl Spawner {
     }
 }
 
+/// A child that did not get to its exec within [`EXEC_LIMIT`].
+fn not_started() -> StartError {
+    StartError::Child(
+        "exec",
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("not started within {EXEC_LIMIT:?}"),
+        ),
+    )
+}
+
 /// Moves each fd above every target number, so the child's dup2 calls can
 /// never overwrite a source that is still to be copied.
 pub(crate) fn above_targets(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<Vec<(OwnedFd, RawFd)>> {
@@ -200,7 +255,7 @@ pub(crate) fn above_targets(fds: Vec<(OwnedFd, RawFd)>) -> io::Result<Vec<(Owned
         .collect()
 }
 
-/// Kills and reaps a forked child unless it was handed over.
+/// Kills and reaps a started child unless it was handed over.
 struct KillUnlessStarted(Option<libc::pid_t>);
 
 impl Drop for KillUnlessStarted {
@@ -211,8 +266,12 @@ impl Drop for KillUnlessStarted {
     }
 }
 
-fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
-    // Everything the child touches is built here, before the fork.
+fn start_process(
+    prepared: Prepared,
+    stack: &mut ChildStack,
+    pid_slot: &AtomicI32,
+) -> Result<Forked, StartError> {
+    // Everything the child touches is built here, before the clone.
     let mut listen_pid_slot = prepared.listen_pid.then(|| {
         let mut slot = b"LISTEN_PID=".to_vec();
         slot.resize(slot.len() + 24, 0);
@@ -253,7 +312,7 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
     let error_fd = error_write.as_raw_fd();
     let parent = nix::unistd::getpid().as_raw();
 
-    let child = ChildPlan {
+    let mut child = ChildPlan {
         path: prepared.path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -262,24 +321,24 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
         cwd,
         error_fd,
         parent,
+        highest_signal: libc::SIGRTMAX(),
     };
     // The orphan reaper must never take a worker's status: the pid is
-    // registered as managed under the gate the reaper's round holds.
+    // registered as managed before the gate the reaper's round needs opens.
     let gate = crate::reap::fork_gate();
     let cgroup = prepared.cgroup.as_ref().map(AsRawFd::as_raw_fd);
-    // SAFETY: the child runs only `child.run`, which makes async-signal-safe
-    // calls on memory prepared above and never returns.
-    let (pid, cgroup_refused) = unsafe { fork(cgroup) }.map_err(StartError::Parent)?;
-    if pid == 0 {
-        // SAFETY: we are the child of a fork; see ChildPlan::run.
-        unsafe { child.run() }
-    }
+    let blocked = BlockedSignals::now().map_err(StartError::Parent)?;
+    // SAFETY: the child runs only `child.run` (through `child_entry`), which
+    // makes async-signal-safe calls on memory prepared above, with every
+    // signal blocked until it has reset their handlers, and never returns;
+    // `child` lives until the clone returns.
+    let started = unsafe { start(&mut child, stack, cgroup, pid_slot) };
+    drop(blocked);
+    let (pid, pidfd, cgroup_refused) = started.map_err(StartError::Parent)?;
     crate::reap::registered(pid);
     drop(gate);
     drop(error_write);
-    // Before anything else: a pidfd, while the pid is surely ours.
-    let pidfd = sys::pidfd_open(pid);
-    // The child has its own copy of everything it needs.
+    // The child has exec'ed (or failed) and no longer reads any of it.
     drop(prepared);
     Ok(Forked {
         pid,
@@ -289,85 +348,64 @@ fn fork_child(prepared: Prepared) -> Result<Forked, StartError> {
     })
 }
 
-/// Forks, the child born in the cgroup whose directory is `cgroup` where
-/// there is one (no migration afterwards, whose lock can stall for seconds
-/// under load); else, or where the kernel refuses (the errno is returned
-/// beside the pid), an ordinary fork. The child's pid in the parent, 0 in
-/// the child.
+/// Starts the child of `plan`: with [`vfork::clone_vfork`], in the cgroup
+/// whose directory is `cgroup` where there is one (no migration afterwards,
+/// whose lock can stall for seconds under load), else, or where the kernel
+/// refuses it (the errno is returned beside the pid), outside it; with a
+/// fork where there is no `clone3`. The pid, its pidfd (a pidfd_open right
+/// after a fork, while the unreaped pid is surely ours), and the cgroup's
+/// refusal.
 ///
 /// # Safety
 ///
-/// As `fork`: the child of a multi-threaded process may only make
-/// async-signal-safe calls until it execs.
-unsafe fn fork(cgroup: Option<RawFd>) -> io::Result<(libc::pid_t, Option<i32>)> {
+/// `plan.run` is what the child runs: every signal must be blocked on this
+/// thread, and `plan` must point at memory that stays valid until this
+/// returns.
+unsafe fn start(
+    plan: &mut ChildPlan<'_>,
+    stack: &mut ChildStack,
+    cgroup: Option<RawFd>,
+    pid_slot: &AtomicI32,
+) -> io::Result<(libc::pid_t, io::Result<OwnedFd>, Option<i32>)> {
+    let arg = (plan as *mut ChildPlan<'_>).cast::<std::ffi::c_void>();
     let mut cgroup_refused = None;
-    if let Some(cgroup) = cgroup {
-        // SAFETY: the caller's promise, as for the fork below.
-        let pid = unsafe { clone_into_cgroup(cgroup) };
-        if pid >= 0 {
-            return Ok((pid, None));
+    let mut clone = |cgroup| {
+        // SAFETY: the caller's promise; child_entry runs plan.run.
+        unsafe { vfork::clone_vfork(stack, cgroup, pid_slot, child_entry, arg) }
+    };
+    let mut cloned = clone(cgroup);
+    if let (Some(_), Err(refusal)) = (cgroup, &cloned) {
+        if refusal.raw_os_error() != Some(libc::ENOSYS) {
+            cgroup_refused = refusal.raw_os_error();
+            cloned = clone(None);
         }
-        cgroup_refused = io::Error::last_os_error().raw_os_error();
+    }
+    match cloned {
+        Ok(child) => return Ok((child.pid, Ok(child.pidfd), cgroup_refused)),
+        Err(e) if e.raw_os_error() != Some(libc::ENOSYS) => return Err(e),
+        Err(_) => {}
     }
     // SAFETY: the caller's promise: the child makes async-signal-safe calls only.
     match unsafe { nix::unistd::fork() }? {
-        ForkResult::Child => Ok((0, cgroup_refused)),
-        ForkResult::Parent { child } => Ok((child.as_raw(), cgroup_refused)),
+        ForkResult::Child => {
+            // SAFETY: we are the child of a fork; see ChildPlan::run.
+            unsafe { plan.run() }
+        }
+        ForkResult::Parent { child } => {
+            let pid = child.as_raw();
+            pid_slot.store(pid, Ordering::SeqCst);
+            Ok((pid, sys::pidfd_open(pid), cgroup.map(|_| libc::ENOSYS)))
+        }
     }
 }
 
-/// `clone3`'s arguments (`struct clone_args`, its version 2 with `cgroup`).
-#[repr(C)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
-/// `CLONE_INTO_CGROUP` (Linux 5.7).
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// A fork whose child starts in the cgroup whose directory is `cgroup`:
-/// the child's pid in the parent, 0 in the child, -1 with errno set.
-///
-/// # Safety
-///
-/// As `fork`: the child of a multi-threaded process may only make
-/// async-signal-safe calls until it execs. Unlike glibc's `fork` no atfork
-/// handler runs, which the child (it calls no allocator, no stdio, takes
-/// no lock) does not need.
-unsafe fn clone_into_cgroup(cgroup: RawFd) -> libc::pid_t {
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        // Reaped like any child (waitpid without __WALL).
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: 0,
-        set_tid_size: 0,
-        cgroup: cgroup as u64,
-    };
-    // SAFETY: clone3 with a valid clone_args of the size passed and no
-    // shared memory (no CLONE_VM): a copy of this process, like fork.
-    unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        ) as libc::pid_t
-    }
+/// Where a child of [`vfork::clone_vfork`] starts, on its own stack.
+extern "C" fn child_entry(plan: *mut std::ffi::c_void) -> ! {
+    // SAFETY: `plan` is the ChildPlan that `start` passed, valid while the
+    // parent thread sleeps until this child execs or exits.
+    let plan = unsafe { &*plan.cast::<ChildPlan<'_>>() };
+    // SAFETY: we are the child of `start`, with every signal blocked.
+    unsafe { plan.run() }
 }
 
 /// Reads the child's report until end of file (its exec succeeded): the
@@ -404,22 +442,27 @@ struct ChildPlan<'a> {
     cwd: Option<*const libc::c_char>,
     error_fd: RawFd,
     parent: libc::pid_t,
+    /// The highest signal number (SIGRTMAX, read before the clone).
+    highest_signal: i32,
 }
 
 impl ChildPlan<'_> {
-    /// The child between fork and exec.
+    /// The child between its start and its exec.
     ///
     /// # Safety
     ///
-    /// Call only in the child of a `fork`, with every pointer valid (they
-    /// point into the parent's memory, which the child has a copy of).
-    /// Only async-signal-safe functions are called.
+    /// Call only in the child of [`start`], with every signal blocked and
+    /// every pointer valid (they point into the parent's memory, which the
+    /// child shares or has a copy of). Only async-signal-safe functions are
+    /// called.
     unsafe fn run(&self) -> ! {
-        // Signal state: the runtime may block or ignore signals (Rust ignores
-        // SIGPIPE); a worker starts with an empty mask and SIGPIPE default.
+        // Signal state: no handler of the parent's may run here (the memory
+        // may be the parent's own), and a worker starts as systemd starts a
+        // service: every signal at its default (Rust ignores SIGPIPE), none
+        // blocked (the spawner blocked them all around the clone).
+        // SAFETY: we are that child, with every signal blocked.
+        unsafe { vfork::reset_signal_dispositions(self.highest_signal) };
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-        // SAFETY: restores the default disposition (no handler is installed).
-        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 
         // Its own process group, so a signal to the group reaches what it forks.
         if setpgid(Pid::from_raw(0), Pid::from_raw(0)).is_err() {
