@@ -1,9 +1,10 @@
 //! Pools under HTTP load for the whole soak: one pool per socket mode,
 //! each with keep-alive clients sending requests back to back. Every failed
 //! request is kept with its time and reason; at the end each must be
-//! explained by an operation: a SIGKILL of one of that pool's replicas
-//! shortly before it (each of the pool's clients may lose the one request
-//! it had there). Any other failure breaks the soak.
+//! explained by an operation: a SIGKILL of one of that pool's replicas,
+//! between the kill and shortly after that replica was gone (each of the
+//! pool's clients may lose the one request it had there). Any other
+//! failure breaks the soak.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,58 @@ use crate::http::{free_port, Client, Target};
 pub const MODES: [&str; 3] = ["shared", "reuseport", "handoff"];
 /// Keep-alive clients per pool.
 const CLIENTS: usize = 2;
-/// How long after a replica's SIGKILL a failure may still be its doing:
-/// the clients send back to back, so a killed replica's requests fail at
-/// once; the margin is for a client thread slow to run on a busy machine.
+/// How long after a SIGKILLed replica is gone a failure may still be its
+/// doing: the clients send back to back, so a killed replica's requests
+/// fail at once; the margin is for a client thread slow to run on a busy
+/// machine. Counted from the replica's death, not from the kill: a process
+/// dies of SIGKILL only once it leaves an uninterruptible wait, which on
+/// this loaded machine took over 3 s once (the seed-2 break at a2d3087).
 const KILL_REACH: Duration = Duration::from_secs(3);
+/// The longest the soak watches a killed replica for its death.
+const DEATH_WATCH: Duration = Duration::from_secs(60);
+
+/// A replica's SIGKILL: when it was sent, and when the replica was seen
+/// gone (none while it was not yet, or if it was not within DEATH_WATCH).
+#[derive(Clone)]
+struct Kill {
+    sent: Instant,
+    gone: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Kill {
+    /// Watches `pid` (on a thread of its own) from now until it is gone.
+    fn watch(pid: u32) -> Self {
+        let kill = Kill {
+            sent: Instant::now(),
+            gone: Arc::default(),
+        };
+        let gone = Arc::clone(&kill.gone);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + DEATH_WATCH;
+            while Instant::now() < deadline {
+                if !crate::is_alive(pid) {
+                    *gone.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        kill
+    }
+
+    /// Whether a failure at `at` may be this kill's doing: after it was
+    /// sent, and at most KILL_REACH (awake) after the replica was gone.
+    fn reaches(&self, at: Instant) -> bool {
+        let gone = self
+            .gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(self.sent + DEATH_WATCH);
+        self.sent <= at
+            && (at <= gone
+                || at.duration_since(gone) - freezes::frozen_between(gone, at) <= KILL_REACH)
+    }
+}
 
 /// One pool under load.
 struct Loaded {
@@ -28,7 +77,7 @@ struct Loaded {
     port: u16,
     ok: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<(Instant, String)>>>,
-    kills: Vec<Instant>,
+    kills: Vec<Kill>,
 }
 
 /// Every pool's load.
@@ -114,10 +163,10 @@ impl Load {
         }
     }
 
-    /// The soak SIGKILLed a replica of `pool`.
-    pub fn killed(&mut self, pool: &str) {
+    /// The soak is about to SIGKILL `pid`, a replica of `pool`.
+    pub fn killing(&mut self, pool: &str, pid: u32) {
         if let Some(loaded) = self.pools.iter_mut().find(|p| p.name == pool) {
-            loaded.kills.push(Instant::now());
+            loaded.kills.push(Kill::watch(pid));
         }
     }
 
@@ -140,17 +189,26 @@ impl Load {
                 .clone();
             failures.sort_by_key(|f| f.0);
             // Each kill explains at most one failure per client.
-            let mut credit: Vec<(Instant, usize)> =
-                pool.kills.iter().map(|k| (*k, CLIENTS)).collect();
+            let mut credit: Vec<(&Kill, usize)> = pool.kills.iter().map(|k| (k, CLIENTS)).collect();
             for (at, reason) in failures {
                 let since = |t: Instant| format!("{:.3}s", t.duration_since(started).as_secs_f64());
                 // The latest kill before it that has credit left.
-                let Some(kill) = credit.iter_mut().rev().find(|(k, left)| {
-                    *left > 0
-                        && *k <= at
-                        && at.duration_since(*k) - freezes::frozen_between(*k, at) <= KILL_REACH
-                }) else {
-                    let kills: Vec<String> = pool.kills.iter().map(|k| since(*k)).collect();
+                let Some(kill) = credit
+                    .iter_mut()
+                    .rev()
+                    .find(|(k, left)| *left > 0 && k.reaches(at))
+                else {
+                    let kills: Vec<String> = pool
+                        .kills
+                        .iter()
+                        .map(|k| {
+                            let gone = *k.gone.lock().unwrap_or_else(|p| p.into_inner());
+                            let gone = gone.map_or("not seen gone".into(), |g| {
+                                format!("gone at {}", since(g))
+                            });
+                            format!("{} ({gone})", since(k.sent))
+                        })
+                        .collect();
                     return Err(format!(
                         "{}: a request failed at {} with no operation to explain it: {reason} (replicas SIGKILLed at {kills:?})",
                         pool.name,
@@ -162,7 +220,7 @@ impl Load {
                     "{} at {}: {reason} (replica SIGKILLed at {})",
                     pool.name,
                     since(at),
-                    since(kill.0)
+                    since(kill.0.sent)
                 ));
             }
         }

@@ -229,7 +229,7 @@ impl Soak {
             "SIGKILL replica {} of {} pid {}",
             w.id, w.name, w.pid
         ));
-        self.load.killed(&w.name);
+        self.load.killing(&w.name, w.pid);
         self.signal(w.pid, Signal::SIGKILL);
     }
 
