@@ -3,7 +3,7 @@
 //! each start, the runtime handles some (SIGHUP, SIGCHLD and SIGUSR1 here),
 //! Rust ignores SIGPIPE, and a supervisor may have been started ignoring
 //! others (as `nohup` ignores SIGHUP; SIGUSR2 here); none of it may reach
-//! the worker. Starts run side by side, on several spawner threads.
+//! the worker. Many starts are asked for at once.
 
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ async fn signal_masks_once_exec_ed(pid: u32) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_started_side_by_side_have_no_signal_blocked_or_ignored() {
+async fn workers_started_at_once_have_no_signal_blocked_or_ignored() {
     // Handlers in the supervisor's process, as arbord has.
     let _hangup = signal(SignalKind::hangup()).unwrap();
     let _child = signal(SignalKind::child()).unwrap();
@@ -50,8 +50,8 @@ async fn workers_started_side_by_side_have_no_signal_blocked_or_ignored() {
     }
     .unwrap();
     let supervisor = Supervisor::new().unwrap();
-    // All asked for at once, so that they run on the spawner threads side
-    // by side.
+    // All asked for at once: each clone blocks every signal on the spawner
+    // thread while the requests behind it queue up.
     let mut starts = tokio::task::JoinSet::new();
     for _ in 0..STARTS {
         let supervisor = supervisor.clone();

@@ -26,24 +26,23 @@
 //! Workers are told apart from orphans by a process-wide set of the pids
 //! this crate started. The start and the pid's entry in the set happen
 //! under a gate the orphan reaper holds for its whole round, so it never
-//! takes a worker's exit status. Starts share the gate (several spawner
-//! threads start side by side); the reaper needs it alone and only tries
-//! it: a start can wait in the kernel for as long as the host holds its
-//! cgroup mutex (tens of seconds have been seen) or its child takes to
-//! exec, and an async thread must not wait with it; the round is then
-//! skipped and the next SIGCHLD or tick does it. The set itself is only
-//! ever locked for a moment.
+//! takes a worker's exit status. The reaper only tries the gate: a start
+//! can wait in the kernel for as long as the host holds its cgroup mutex
+//! (tens of seconds have been seen) or its child takes to reach its exec,
+//! and an async thread must not wait with it; the round is then skipped and
+//! the next SIGCHLD or tick does it. The set
+//! itself is only ever locked for a moment.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::sys;
 
 static MANAGED: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
-/// Held (shared) across a start and its pid's entry in [`MANAGED`], and
-/// (alone) by the orphan reaper for its round.
-static FORK_GATE: RwLock<()> = RwLock::new(());
+/// Held across a start and its pid's entry in [`MANAGED`], and by the orphan
+/// reaper for its round.
+static FORK_GATE: Mutex<()> = Mutex::new(());
 
 /// The pids of live workers (forked here, not yet reaped by their driver).
 fn managed() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
@@ -51,8 +50,8 @@ fn managed() -> MutexGuard<'static, BTreeSet<libc::pid_t>> {
 }
 
 /// The gate a start holds until its pid is registered with [`registered`].
-pub(crate) fn fork_gate() -> RwLockReadGuard<'static, ()> {
-    FORK_GATE.read().unwrap_or_else(|p| p.into_inner())
+pub(crate) fn fork_gate() -> MutexGuard<'static, ()> {
+    FORK_GATE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `pid` was just started here (under [`fork_gate`]): a worker, not an orphan.
@@ -96,7 +95,7 @@ fn orphans(managed: &BTreeSet<libc::pid_t>) -> Vec<libc::pid_t> {
 /// Reaps every orphan that has exited; returns their pids and raw statuses.
 /// Nothing when a fork is under way (see the module doc).
 pub fn reap_orphans() -> Vec<(u32, i32)> {
-    let _gate = match FORK_GATE.try_write() {
+    let _gate = match FORK_GATE.try_lock() {
         Ok(gate) => gate,
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => return Vec::new(),

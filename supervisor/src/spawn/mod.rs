@@ -1,21 +1,30 @@
 //! Starting a worker process: `clone3(CLONE_VM | CLONE_VFORK)` into its
-//! cgroup, then exec, from a few long-lived spawner threads.
+//! cgroup, then exec, from one long-lived spawner thread.
 //!
-//! # Why dedicated spawner threads
+//! # Why one dedicated spawner thread
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that started the child exits,
 //! not the process. A start from a tokio worker or blocking-pool thread
 //! (the pool retires idle threads after seconds) would later kill healthy
-//! workers. So every start happens on one of [`SPAWNER_THREADS`] threads,
-//! `arbor-spawner-N`, that live exactly as long as the [`crate::Supervisor`]
-//! and the tasks of every worker it runs (each running worker's spawn
-//! requests are served by a task that holds a clone): when the last of
-//! them is gone the threads exit and the kernel kills what is left, which
-//! is the "workers die with their supervisor" guarantee (and when the whole
-//! process dies, the same happens). Several threads, because a spawner
-//! thread sleeps from the clone until its child has exec'ed
-//! ([`vfork`](self::vfork)): a child slow to exec (a `cwd` on a hung mount)
-//! holds up only its own thread, and starts side by side overlap.
+//! workers. So every start happens on one thread, `arbor-spawner`, that
+//! lives exactly as long as the [`crate::Supervisor`] and the tasks of
+//! every worker it runs (each running worker's spawn requests are served
+//! by a task that holds a clone): when the last of them is gone the thread
+//! exits and the kernel kills what is left, which is the "workers die with
+//! their supervisor" guarantee (and when the whole process dies, the same
+//! happens).
+//!
+//! One thread, not several: an `execve` of the supervisor's own process
+//! (replacing arbord in place) ends every thread but the one that calls it,
+//! and the children of each thread so ended get their death signal. Workers
+//! started from one thread can all outlive such an exec, if that thread is
+//! the one that calls it.
+//!
+//! The thread sleeps from each clone until the child has exec'ed
+//! ([`vfork`](self::vfork)), a fraction of a millisecond; a child stuck
+//! before its exec (a `cwd` on a hung mount) holds up the starts behind it
+//! until it is killed at [`EXEC_LIMIT`], and a start whose caller stopped
+//! waiting meanwhile is skipped.
 //!
 //! # Why our own clone rather than `std::process::Command`
 //!
@@ -56,7 +65,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
@@ -66,9 +75,6 @@ use tokio::sync::oneshot;
 
 use crate::sys;
 use vfork::{BlockedSignals, ChildStack};
-
-/// How many threads start children (see the module doc).
-const SPAWNER_THREADS: usize = 4;
 
 /// Steps of the child, as reported through the error pipe.
 const STEPS: [&str; 6] = [
@@ -138,7 +144,7 @@ type Request = (
     oneshot::Sender<Result<Forked, StartError>>,
 );
 
-/// Handle to the spawner threads; they end when the last handle drops.
+/// Handle to the spawner thread; the thread ends when the last handle drops.
 #[derive(Debug)]
 pub(crate) struct Spawner {
     requests: mpsc::Sender<Request>,
@@ -147,19 +153,16 @@ pub(crate) struct Spawner {
 impl Spawner {
     pub(crate) fn start() -> io::Result<Self> {
         let (requests, incoming) = mpsc::channel::<Request>();
-        let incoming = Arc::new(Mutex::new(incoming));
-        for n in 0..SPAWNER_THREADS {
-            let incoming = Arc::clone(&incoming);
-            let mut stack = ChildStack::new()?;
-            std::thread::Builder::new()
-                .name(format!("arbor-spawner-{n}"))
-                .spawn(move || loop {
-                    // One thread waits for the next request, the others for
-                    // their turn to wait; all end when the handle is gone.
-                    let next = incoming.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((prepared, pid_slot, reply)) = next else {
-                        return;
-                    };
+        let mut stack = ChildStack::new()?;
+        std::thread::Builder::new()
+            .name("arbor-spawner".into())
+            .spawn(move || {
+                for (prepared, pid_slot, reply) in incoming {
+                    if reply.is_closed() {
+                        // Its caller stopped waiting (cancelled, or out of
+                        // time behind a child stuck before its exec).
+                        continue;
+                    }
                     let started = start_process(prepared, &mut stack, &pid_slot);
                     if let Err(Ok(orphan)) = reply.send(started) {
                         // The caller stopped waiting (its spawn was cancelled,
@@ -167,12 +170,12 @@ impl Spawner {
                         // supervise this child, so it must not live.
                         crate::reap::kill_and_reap(orphan.pid);
                     }
-                })?;
-        }
+                }
+            })?;
         Ok(Self { requests })
     }
 
-    /// Starts `prepared` on a spawner thread, then reads (on the blocking
+    /// Starts `prepared` on the spawner thread, then reads (on the blocking
     /// pool) how its exec went; at most [`EXEC_LIMIT`] for each.
     pub(crate) async fn start_child(&self, prepared: Prepared) -> Result<Started, StartError> {
         let (reply, mut result) = oneshot::channel();
@@ -185,8 +188,9 @@ impl Spawner {
             Ok(forked) => forked.map_err(|_| gone())??,
             Err(_) => {
                 // The spawner thread still sleeps on a child that has not
-                // exec'ed: kill it (its thread then wakes), and let the
-                // spawner reap it, unless its result came just now.
+                // exec'ed (this one, or one before it): kill this one if it
+                // is that child (the thread then wakes), and let the spawner
+                // reap it, unless its result came just now.
                 let pid = pid_slot.load(Ordering::SeqCst);
                 if pid > 0 {
                     let _ = sys::kill(pid, libc::SIGKILL);

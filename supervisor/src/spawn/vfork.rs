@@ -12,8 +12,8 @@
 //! memory until its exec: nothing is copied. With `CLONE_VFORK` the thread
 //! that cloned sleeps until the child has exec'ed or exited, so the child
 //! can use what the parent prepared (its stack frame, its errno) without a
-//! race. Only the calling thread sleeps: arbord starts several spawner
-//! threads, so one child slow to exec holds up no other start.
+//! race. Only the calling thread, the spawner, sleeps, and for a fraction
+//! of a millisecond unless the child is stuck before its exec.
 //!
 //! # The trampoline
 //!
@@ -49,8 +49,8 @@ const STACK_SIZE: usize = 256 * 1024;
 /// Below the stack: a page that faults instead of overflowing into memory.
 const GUARD_SIZE: usize = 64 * 1024;
 
-/// A stack for children, with a guard region below it; one per spawner
-/// thread (with `CLONE_VFORK` a child is done with it when its clone
+/// A stack for children, with a guard region below it; the spawner thread
+/// keeps one (with `CLONE_VFORK` a child is done with it when its clone
 /// returns).
 #[derive(Debug)]
 pub(crate) struct ChildStack {
