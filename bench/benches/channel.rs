@@ -1,9 +1,13 @@
 //! arbor's channel against the raw baseline, between two processes, in one run.
 //!
-//! Groups (ids are `arbor/...` and `raw/...` side by side):
+//! Groups (ids are `arbor/...` and `raw/...` side by side; arbor receives
+//! with `recv_ref`, a message's bytes borrowed from the receive buffer, as
+//! the raw side reads into one reused buffer):
 //! - `round_trip/{64,4096,1048576}`: one message there and back.
-//! - `throughput_64B`: 10,000 messages one way, then an acknowledgement.
-//! - `throughput_1MiB`: 64 messages of 1 MiB one way, then an acknowledgement.
+//! - `throughput_64B`: 10,000 messages one way, then an acknowledgement;
+//!   `arbor_owned` receives them with `recv` (a `Frame` and a `Vec` each).
+//! - `throughput_1MiB`: 64 messages of 1 MiB one way, then an
+//!   acknowledgement (and `arbor_owned` likewise).
 //! - `fd_passing`: 1,000 messages each carrying one fd, then an acknowledgement.
 //!
 //! `ARBOR_BENCH_LABEL` prefixes the group names (bench/run.sh sets `pinned`
@@ -72,7 +76,7 @@ fn round_trip(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("arbor", size), &payload, |b, payload| {
                 b.iter(|| {
                     channel.send_bytes(payload, &[]).expect("send");
-                    black_box(channel.recv().expect("recv"));
+                    black_box(channel.recv_ref().expect("recv"));
                 })
             });
         }
@@ -99,9 +103,9 @@ fn one_way(c: &mut Criterion, name: &str, size: usize, count: u64) {
         group.throughput(Throughput::Elements(count));
     }
     let payload = vec![0xa5u8; size];
-    {
-        let (_peer, mut channel) = arbor_peer("arbor-sink");
-        group.bench_function("arbor", |b| {
+    for (function, peer) in [("arbor", "arbor-sink"), ("arbor_owned", "arbor-sink-owned")] {
+        let (_peer, mut channel) = arbor_peer(peer);
+        group.bench_function(function, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {

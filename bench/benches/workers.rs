@@ -3,7 +3,8 @@
 //! - `spawn_to_ready`: arbor's `Supervisor::spawn` of an echo worker until
 //!   its Ready event, against `std::process::Command` starting the same
 //!   binary, which writes one byte to an inherited socket.
-//! - `spawn_100`: the same for 100 workers started concurrently.
+//! - `spawn_100`, `spawn_1000`: the same for 100 and 1000 workers started
+//!   at once (the process's fd limit is raised to its hard limit for them).
 //! - `worker_round_trip/{64,4096}`: `post_message` to an echo worker and its
 //!   reply event, against the raw length-prefix ping-pong over a socketpair.
 //!
@@ -64,6 +65,7 @@ fn raw_spawn() -> (std::process::Child, std::os::unix::net::UnixStream) {
 }
 
 fn spawn_to_ready(c: &mut Criterion) {
+    raise_fd_limit();
     let rt = runtime();
     let supervisor = rt
         .block_on(async { Supervisor::new() })
@@ -98,7 +100,29 @@ fn spawn_to_ready(c: &mut Criterion) {
     });
     group.finish();
 
-    let mut group = c.benchmark_group(group_name("spawn_100"));
+    for count in [100, 1000] {
+        spawn_many(c, &rt, &supervisor, count);
+    }
+}
+
+/// The soft fd limit up to the hard one: a thousand workers need a few
+/// thousand fds here (each one's channel, pidfd and output pipes), and the
+/// raw side a thousand sockets.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("the fd limit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raising the fd limit");
+}
+
+/// `spawn_<count>`: `count` workers started at once until all are Ready,
+/// against `count` raw `Command` starts until each wrote its byte.
+fn spawn_many(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    supervisor: &Supervisor,
+    count: usize,
+) {
+    let mut group = c.benchmark_group(group_name(&format!("spawn_{count}")));
     group.sample_size(10);
     group.bench_function("arbor", |b| {
         b.iter_custom(|iters| {
@@ -106,7 +130,7 @@ fn spawn_to_ready(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let start = Instant::now();
-                    let spawns: Vec<_> = (0..100)
+                    let spawns: Vec<_> = (0..count)
                         .map(|_| {
                             let supervisor = supervisor.clone();
                             tokio::spawn(async move { ready(&supervisor).await })
@@ -130,7 +154,7 @@ fn spawn_to_ready(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let start = Instant::now();
-                let children: Vec<_> = (0..100)
+                let children: Vec<_> = (0..count)
                     .map(|_| spawn_peer(PEER, "raw-ready").expect("spawn"))
                     .collect();
                 for (_, socket) in &children {

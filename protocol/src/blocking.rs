@@ -10,12 +10,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::channel::{
-    close_on_fatal, DirectWrite, RecvHalf, RecvStep, SendHalf, DIRECT_AT, FLUSH_AT,
-};
+use crate::channel::{close_on_fatal, DirectWrite, RecvHalf, SendHalf, DIRECT_AT, FLUSH_AT};
 use crate::error::Result;
 use crate::frame::Limits;
-use crate::message::{Frame, Outgoing};
+use crate::message::{Frame, FrameRef, Outgoing};
 
 /// Both ends of one arbor channel over a blocking Unix stream socket.
 ///
@@ -135,6 +133,11 @@ impl Channel {
     pub fn recv(&mut self) -> Result<(Frame, Vec<OwnedFd>)> {
         self.receiver.recv()
     }
+
+    /// See [`Receiver::recv_ref`].
+    pub fn recv_ref(&mut self) -> Result<(FrameRef<'_>, Vec<OwnedFd>)> {
+        self.receiver.recv_ref()
+    }
 }
 
 impl Sender {
@@ -222,13 +225,21 @@ impl Receiver {
     /// and every fd received with the broken frame; later calls return
     /// [`crate::Error::Poisoned`].
     pub fn recv(&mut self) -> Result<(Frame, Vec<OwnedFd>)> {
+        let (frame, fds) = self.recv_ref()?;
+        Ok((frame.into_owned(), fds))
+    }
+
+    /// As [`Receiver::recv`], with a Message's bytes borrowed from the
+    /// receive buffer until the next receive instead of copied out: a burst
+    /// of messages costs no allocation each.
+    pub fn recv_ref(&mut self) -> Result<(FrameRef<'_>, Vec<OwnedFd>)> {
         let socket = self.socket.as_fd();
-        close_on_fatal(
+        let taken = close_on_fatal(
             socket,
             loop {
-                match self.half.step() {
-                    Ok(RecvStep::Frame(frame, fds)) => break Ok((frame, fds)),
-                    Ok(RecvStep::NeedRead) => {
+                match self.half.take() {
+                    Ok(Some(taken)) => break Ok(taken),
+                    Ok(None) => {
                         self.half.before_blocking_read(socket);
                         match self.half.fill(socket) {
                             Ok(Ok(())) => continue,
@@ -239,7 +250,8 @@ impl Receiver {
                     Err(e) => break Err(e),
                 }
             },
-        )
+        )?;
+        Ok(self.half.lend(taken))
     }
 
     /// The underlying socket.

@@ -6,14 +6,16 @@
 //! waiting.
 
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use serde::Serialize;
 
+use crate::codec::BYTES_PREFIX;
 use crate::decoder::FrameDecoder;
 use crate::error::{Error, Result};
 use crate::frame::{FrameKind, Header, Limits, HEADER_LEN};
-use crate::message::{encode_frame, Frame, Outgoing};
+use crate::message::{encode_frame, Checked, Frame, FrameRef, Outgoing};
 use crate::sys::{self, CmsgBuffer, Received};
 
 /// Queued bytes past which `feed` writes them out without waiting for `flush`.
@@ -37,12 +39,13 @@ pub(crate) struct RecvHalf {
     state: RecvState,
 }
 
-/// What a receive step asks the transport to do next.
-pub(crate) enum RecvStep {
-    /// A frame is ready.
-    Frame(Frame, Vec<OwnedFd>),
-    /// Wait until the socket is readable, then call `fill`.
-    NeedRead,
+/// A frame taken and checked by [`RecvHalf::take`], with its fds.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// A Message: where its bytes are in the receive buffer.
+    Message(Range<usize>, Vec<OwnedFd>),
+    /// Any other frame, decoded.
+    Other(Frame, Vec<OwnedFd>),
 }
 
 impl RecvHalf {
@@ -54,22 +57,37 @@ impl RecvHalf {
         }
     }
 
-    /// Returns a buffered frame, or asks for a read. Fatal errors close the
-    /// channel (the caller shuts the socket down) and drop every held fd.
-    pub(crate) fn step(&mut self) -> Result<RecvStep> {
+    /// Takes a buffered frame and checks it, or `None` until one is whole.
+    /// Its bytes stay in the receive buffer, for [`RecvHalf::lend`]. Fatal
+    /// errors close the channel (the caller shuts the socket down) and drop
+    /// every held fd.
+    pub(crate) fn take(&mut self) -> Result<Option<Taken>> {
         if let RecvState::Failed = self.state {
             return Err(Error::Poisoned);
         }
-        let decoded = match self.decoder.next_frame() {
-            Ok(None) => return Ok(RecvStep::NeedRead),
-            Ok(Some(raw)) => {
-                Frame::decode(raw.header.kind, raw.payload).map(|frame| (frame, raw.fds))
-            }
-            Err(e) => Err(e),
+        let span = match self.decoder.next_frame_span() {
+            Ok(None) => return Ok(None),
+            Ok(Some(span)) => span,
+            Err(e) => return Err(self.fail(e)),
         };
-        match decoded {
-            Ok((frame, fds)) => Ok(RecvStep::Frame(frame, fds)),
+        // Checked before anything is lent, so that a broken frame fails the
+        // channel (and its fds close with the span) while nothing borrows it.
+        match Checked::check(span.header.kind, self.decoder.bytes(span.payload.clone())) {
+            Ok(Checked::Message) => Ok(Some(Taken::Message(
+                span.payload.start + BYTES_PREFIX..span.payload.end,
+                span.fds,
+            ))),
+            Ok(Checked::Other(frame)) => Ok(Some(Taken::Other(frame, span.fds))),
             Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// The frame [`RecvHalf::take`] took, a Message's bytes borrowed from the
+    /// receive buffer until the next read.
+    pub(crate) fn lend(&self, taken: Taken) -> (FrameRef<'_>, Vec<OwnedFd>) {
+        match taken {
+            Taken::Message(bytes, fds) => (FrameRef::Message(self.decoder.bytes(bytes)), fds),
+            Taken::Other(frame, fds) => (FrameRef::Other(frame), fds),
         }
     }
 

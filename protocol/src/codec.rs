@@ -44,10 +44,13 @@ pub(crate) fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
+/// Bytes before a byte string's contents: its `u64` length.
+pub(crate) const BYTES_PREFIX: usize = 8;
+
 /// Reads a payload that is exactly one byte string, the inverse of
-/// [`encode_bytes`].
-pub(crate) fn decode_bytes(payload: &[u8]) -> Result<Vec<u8>, String> {
-    let (len, rest) = payload.split_first_chunk::<8>().ok_or_else(|| {
+/// [`encode_bytes`]: the bytes, borrowed from the payload.
+pub(crate) fn decode_bytes(payload: &[u8]) -> Result<&[u8], String> {
+    let (len, rest) = payload.split_first_chunk::<BYTES_PREFIX>().ok_or_else(|| {
         format!(
             "{} bytes, too short for a byte string length",
             payload.len()
@@ -60,7 +63,7 @@ pub(crate) fn decode_bytes(payload: &[u8]) -> Result<Vec<u8>, String> {
             rest.len()
         ));
     }
-    Ok(rest.to_vec())
+    Ok(rest)
 }
 
 /// Appends `value` encoded as a byte string (a `u64` length, then the bytes of

@@ -24,6 +24,7 @@
 //! caller drops the decoder, which closes every fd it still holds.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
@@ -54,6 +55,16 @@ pub struct RawFrame<'a> {
     pub payload: &'a [u8],
     /// Exactly the fds the header names, close-on-exec.
     pub fds: Vec<OwnedFd>,
+}
+
+/// A whole frame taken from the decoder, its payload left in the receive
+/// buffer until the next receive.
+#[derive(Debug)]
+pub(crate) struct FrameSpan {
+    pub(crate) header: Header,
+    /// Where the payload is in the receive buffer.
+    pub(crate) payload: Range<usize>,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -228,6 +239,17 @@ impl FrameDecoder {
     /// An error means the stream is broken: drop the decoder (closing every
     /// fd it holds) and close the channel.
     pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>> {
+        Ok(self.next_frame_span()?.map(|span| RawFrame {
+            header: span.header,
+            payload: &self.buf[span.payload],
+            fds: span.fds,
+        }))
+    }
+
+    /// As [`FrameDecoder::next_frame`], with the payload as a range of the
+    /// receive buffer ([`FrameDecoder::bytes`]) instead of a borrow, so that
+    /// a caller can check a frame, and fail, before it lends out its bytes.
+    pub(crate) fn next_frame_span(&mut self) -> Result<Option<FrameSpan>> {
         if let Some(error) = self.pending_error.take() {
             self.batches.clear();
             return Err(error);
@@ -245,14 +267,21 @@ impl FrameDecoder {
         self.head += len;
         self.offset += len as u64;
         if self.head == self.tail {
+            // The bytes stay where they are until the next receive.
             self.head = 0;
             self.tail = 0;
         }
-        Ok(Some(RawFrame {
+        Ok(Some(FrameSpan {
             header,
-            payload: &self.buf[payload],
+            payload,
             fds,
         }))
+    }
+
+    /// Bytes of the receive buffer: a range that [`FrameDecoder::next_frame_span`]
+    /// handed out since the last [`FrameDecoder::spare`].
+    pub(crate) fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
     }
 
     fn claim_fds(&mut self, frame_start: u64, declared: usize) -> Result<Vec<OwnedFd>> {

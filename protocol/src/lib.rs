@@ -45,8 +45,8 @@ pub use error::{Error, Result};
 pub use exit::{ExitRecord, Initiator, ResourceUsage};
 pub use frame::{FrameKind, Limits, PROTOCOL_VERSION};
 pub use message::{
-    ChildAction, ChildControl, ChildExit, Connection, ConnectionAck, ErrorReport, Frame, Location,
-    Message, PortOpen, Ready, Request, Spawn, SpawnOutcome, SpawnRefusal, SpawnResult,
+    ChildAction, ChildControl, ChildExit, Connection, ConnectionAck, ErrorReport, Frame, FrameRef,
+    Location, Message, PortOpen, Ready, Request, Spawn, SpawnOutcome, SpawnRefusal, SpawnResult,
 };
 pub use port::MessagePort;
 pub use signal::Signal;

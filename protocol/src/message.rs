@@ -399,7 +399,7 @@ impl Frame {
         Ok(match kind {
             FrameKind::Ready => Frame::Ready(codec::decode_exact(payload).map_err(malformed)?),
             FrameKind::Message => Frame::Message(Message {
-                data: codec::decode_bytes(payload).map_err(malformed)?,
+                data: codec::decode_bytes(payload).map_err(malformed)?.to_vec(),
             }),
             FrameKind::Close if payload.is_empty() => Frame::Close,
             FrameKind::Close => {
@@ -435,6 +435,52 @@ impl Frame {
             }
             FrameKind::Port => Frame::Port(codec::decode_exact(payload).map_err(malformed)?),
         })
+    }
+}
+
+/// A received frame whose message bytes are borrowed from the channel's
+/// receive buffer, valid until the channel's next receive: a stream of
+/// messages then costs no allocation each.
+/// [`FrameRef::into_owned`] copies it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameRef<'a> {
+    /// A [`FrameKind::Message`]'s bytes.
+    Message(&'a [u8]),
+    /// Any other frame, decoded.
+    Other(Frame),
+}
+
+impl FrameRef<'_> {
+    /// The frame, owning its bytes.
+    pub fn into_owned(self) -> Frame {
+        match self {
+            FrameRef::Message(data) => Frame::Message(Message {
+                data: data.to_vec(),
+            }),
+            FrameRef::Other(frame) => frame,
+        }
+    }
+}
+
+/// A received frame, checked: a Message (whose bytes follow the payload's
+/// [`codec::BYTES_PREFIX`]), or any other frame, decoded.
+pub(crate) enum Checked {
+    Message,
+    Other(Frame),
+}
+
+impl Checked {
+    /// Checks a frame from its header's kind byte and its payload, without
+    /// copying a Message's bytes.
+    pub(crate) fn check(kind: u8, payload: &[u8]) -> Result<Checked> {
+        if FrameKind::from_byte(kind) != Some(FrameKind::Message) {
+            return Frame::decode(kind, payload).map(Checked::Other);
+        }
+        codec::decode_bytes(payload).map_err(|reason| Error::MalformedPayload {
+            kind: FrameKind::Message.name(),
+            reason,
+        })?;
+        Ok(Checked::Message)
     }
 }
 

@@ -20,12 +20,10 @@ use serde::Serialize;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-use crate::channel::{
-    close_on_fatal, DirectWrite, RecvHalf, RecvStep, SendHalf, DIRECT_AT, FLUSH_AT,
-};
+use crate::channel::{close_on_fatal, DirectWrite, RecvHalf, SendHalf, DIRECT_AT, FLUSH_AT};
 use crate::error::Result;
 use crate::frame::Limits;
-use crate::message::{Frame, Outgoing};
+use crate::message::{Frame, FrameRef, Outgoing};
 
 /// Both ends of one arbor channel over a tokio Unix stream socket.
 ///
@@ -132,6 +130,11 @@ impl AsyncChannel {
     pub async fn recv(&mut self) -> Result<(Frame, Vec<OwnedFd>)> {
         self.receiver.recv().await
     }
+
+    /// See [`AsyncReceiver::recv_ref`].
+    pub async fn recv_ref(&mut self) -> Result<(FrameRef<'_>, Vec<OwnedFd>)> {
+        self.receiver.recv_ref().await
+    }
 }
 
 impl AsyncSender {
@@ -224,11 +227,18 @@ impl AsyncReceiver {
     ///
     /// Errors as for [`crate::blocking::Receiver::recv`].
     pub async fn recv(&mut self) -> Result<(Frame, Vec<OwnedFd>)> {
+        let (frame, fds) = self.recv_ref().await?;
+        Ok((frame.into_owned(), fds))
+    }
+
+    /// As [`AsyncReceiver::recv`], with a Message's bytes borrowed from the
+    /// receive buffer until the next receive instead of copied out.
+    pub async fn recv_ref(&mut self) -> Result<(FrameRef<'_>, Vec<OwnedFd>)> {
         let (socket, half) = (&self.socket, &mut self.half);
         let result = loop {
-            match half.step() {
-                Ok(RecvStep::Frame(frame, fds)) => break Ok((frame, fds)),
-                Ok(RecvStep::NeedRead) => match socket
+            match half.take() {
+                Ok(Some(taken)) => break Ok(taken),
+                Ok(None) => match socket
                     .async_io(Interest::READABLE, || half.fill(socket.as_fd()))
                     .await
                 {
@@ -239,7 +249,8 @@ impl AsyncReceiver {
                 Err(e) => break Err(e),
             }
         };
-        close_on_fatal(socket.as_fd(), result)
+        let taken = close_on_fatal(socket.as_fd(), result)?;
+        Ok(self.half.lend(taken))
     }
 
     /// The underlying socket.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::nonblocking::AsyncChannel;
-use arbor_protocol::{is_cloexec, Error, ErrorReport, Frame, Location, Message, Ready};
+use arbor_protocol::{is_cloexec, Error, ErrorReport, Frame, FrameRef, Location, Message, Ready};
 
 fn every_frame() -> Vec<Frame> {
     vec![
@@ -91,6 +91,47 @@ fn every_frame_kind_round_trips_blocking_with_and_without_fds() {
         assert_eq!(fds.len(), 1);
         assert_pipe_works(&read_end, fds.pop().unwrap(), b"through the pipe");
     }
+}
+
+/// What a borrowed receive must give for `sent`: a Message's bytes as
+/// `FrameRef::Message`, any other frame decoded as `FrameRef::Other`.
+fn assert_borrowed_is(got: FrameRef<'_>, sent: &Frame) {
+    match (&got, sent) {
+        (FrameRef::Message(data), Frame::Message(message)) => assert_eq!(*data, &message.data[..]),
+        (FrameRef::Other(frame), _) => assert_eq!(frame, sent),
+        _ => panic!("{got:?} for {sent:?}"),
+    }
+    assert_eq!(&got.into_owned(), sent);
+}
+
+#[test]
+fn every_frame_kind_received_borrowed_is_the_frame_sent_with_its_fds_blocking_and_async() {
+    let (mut a, mut b) = blocking_pair();
+    for frame in every_frame() {
+        let (read_end, write_end) = support::pipe();
+        a.send(&frame, &[write_end.as_fd()]).unwrap();
+        drop(write_end);
+        let (got, mut fds) = b.recv_ref().unwrap();
+        assert_borrowed_is(got, &frame);
+        assert_eq!(fds.len(), 1);
+        assert_pipe_works(&read_end, fds.pop().unwrap(), b"borrowed");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (mut a, mut b) = AsyncChannel::pair().unwrap();
+        for frame in every_frame() {
+            a.send(&frame, &[]).await.unwrap();
+            let (got, fds) = tokio::time::timeout(Duration::from_secs(10), b.recv_ref())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_borrowed_is(got, &frame);
+            assert!(fds.is_empty());
+        }
+    });
 }
 
 #[test]

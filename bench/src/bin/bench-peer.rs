@@ -5,7 +5,7 @@ use std::io;
 
 use arbor_bench::{channel_from_stdin, raw_recv_blob, raw_recv_fds_until_ack, RawChannel};
 use arbor_protocol::blocking::Channel;
-use arbor_protocol::{Error, Frame};
+use arbor_protocol::{Error, Frame, FrameRef};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::args().nth(1).unwrap_or_default();
@@ -33,25 +33,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = (&socket).read_to_end(&mut rest);
             Ok(())
         }
-        // Replies to every message with the same bytes.
+        // Replies to every message with the same bytes (received borrowed,
+        // as the raw echo reads into one reused buffer).
         "arbor-echo" => {
-            let mut channel = Channel::new(socket)?;
+            let (mut sender, mut receiver) = Channel::new(socket)?.into_split();
             loop {
-                match channel.recv() {
-                    Ok((Frame::Message(m), _)) => channel.send_bytes(&m.data, &[])?,
+                match receiver.recv_ref() {
+                    Ok((FrameRef::Message(data), _)) => sender.send_bytes(data, &[])?,
                     Ok(_) => {}
                     Err(Error::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        // Takes messages (dropping their fds) and answers each Ping with a Pong.
+        // Takes messages (dropping their fds; each one's bytes read where
+        // they were received) and answers each Ping with a Pong.
         "arbor-sink" => {
+            let mut channel = Channel::new(socket)?;
+            loop {
+                match channel.recv_ref() {
+                    Ok((FrameRef::Other(Frame::Ping(n)), _)) => {
+                        channel.send(&Frame::Pong(n), &[])?
+                    }
+                    Ok((FrameRef::Message(data), _)) => {
+                        std::hint::black_box(data);
+                    }
+                    Ok(_) => {}
+                    Err(Error::Closed) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // `arbor-sink` with the owned receive: a Frame and a Vec per message.
+        "arbor-sink-owned" => {
             let mut channel = Channel::new(socket)?;
             loop {
                 match channel.recv() {
                     Ok((Frame::Ping(n), _)) => channel.send(&Frame::Pong(n), &[])?,
-                    Ok(_) => {}
+                    Ok(frame) => {
+                        std::hint::black_box(frame);
+                    }
                     Err(Error::Closed) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }
