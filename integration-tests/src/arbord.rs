@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{binary, wait_or_kill, TempDir};
+use crate::{binary, fd_count_of, wait_or_kill, TempDir};
 
 /// The bound on every wait in these helpers.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -56,6 +56,30 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(5));
         }
         daemon
+    }
+
+    /// arbord's open fds once it has booted and has nothing in flight: read
+    /// after a `status` answer (arbord listens before it boots, and a task of
+    /// its boot may open fds after the first connect succeeds), until the
+    /// count holds still for 200 ms. For fd censuses' "before".
+    pub fn settled_fds(&self) -> usize {
+        self.ok(&["status"]);
+        let deadline = Instant::now() + LIMIT;
+        let mut last = fd_count_of(self.pid());
+        let mut since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = fd_count_of(self.pid());
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_millis(200) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "arbord's fd count did not hold still within {LIMIT:?} (last {last})"
+            );
+        }
     }
 
     /// The workers `arborctl --json ps` lists, as JSON objects.

@@ -185,7 +185,7 @@ fn control_requests_whose_clients_hung_up_give_back_their_fds_at_once() {
     let mut control = client(&daemon);
     let id = spawn_silent_worker(&daemon, &mut control);
     let mut events = events(&daemon, id);
-    let fds_before = fd_count_of(daemon.pid());
+    let fds_before = daemon.settled_fds();
     assert!(fds_before > 0, "arbord's fds are readable");
     let request = ControlRequest::Request {
         id,

@@ -167,7 +167,7 @@ fn a_watcher_that_never_reads_is_dropped_after_the_answer_deadline() {
     wait_until("the flood running", || {
         daemon.ok(&["ps"]).contains("running")
     });
-    let fds_before = fd_count_of(daemon.pid());
+    let fds_before = daemon.settled_fds();
     let mut watcher = client(&daemon);
     watcher
         .send_value(&ControlRequest::Watch { id: None }, &[])
@@ -196,7 +196,7 @@ fn a_watcher_that_never_reads_is_dropped_after_the_answer_deadline() {
 #[test]
 fn a_client_that_pings_and_never_reads_its_pongs_is_dropped_after_the_answer_deadline() {
     let daemon = Daemon::start("");
-    let fds_before = fd_count_of(daemon.pid());
+    let fds_before = daemon.settled_fds();
     let stream = UnixStream::connect(&daemon.socket).unwrap();
     let mut pinger = Channel::new(stream.try_clone().unwrap()).unwrap();
     wait_until("arbord holding the pinger's connection", || {

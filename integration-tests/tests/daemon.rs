@@ -213,9 +213,7 @@ fn garbage_and_stalled_clients_do_not_hurt_the_daemon() {
     wait_until("echo running", || {
         workers(&daemon).iter().any(|w| w.3 == "running")
     });
-    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
-        .unwrap()
-        .count();
+    let fds_before = daemon.settled_fds();
 
     // Garbage: the connection is closed.
     let mut garbage = UnixStream::connect(&daemon.socket).unwrap();

@@ -62,7 +62,7 @@ fn three_clients_share_one_counter_and_a_departure_is_a_closed_port() {
     let daemon = Daemon::start(&counter_config("counter"));
     // Started on the first connect, not at boot.
     assert!(worker_ids(&daemon, "counter").is_empty());
-    let fds_before = fd_count(daemon.pid());
+    let fds_before = daemon.settled_fds();
     let mut first = client(&daemon, "counter");
     assert_eq!(ask(&mut first, "inc"), "count 1");
     let mut second = client(&daemon, "counter");

@@ -73,7 +73,7 @@ fn all_gone(nodes: &[Listed]) -> bool {
 #[test]
 fn ps_shows_the_tree_and_close_runs_every_onclose_leaves_first() {
     let daemon = Daemon::start("");
-    let fds_before = fd_count(daemon.pid());
+    let fds_before = daemon.settled_fds();
     let dir = TempDir::new("tree-close");
     let (root, nodes) = grow(&daemon, 2, 2, &dir.0);
 
@@ -261,7 +261,7 @@ fn a_spawn_flood_gets_one_answer_per_spawn_and_costs_nobody_else() {
     );
     let daemon = Daemon::start(&config);
     wait_until("echo running", || running(&daemon).len() == 1);
-    let fds_before = fd_count(daemon.pid());
+    let fds_before = daemon.settled_fds();
     let flood = spawn_tree(&daemon, "flood", &["flood", "5000"]);
     let mut report = String::new();
     wait_until_within("the flood's report", Duration::from_secs(60), || {

@@ -48,6 +48,14 @@ fn every_frame() -> Vec<Frame> {
     ]
 }
 
+/// A current-thread runtime for the async ends.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn blocking_pair() -> (Channel, Channel) {
     let (a, b) = Channel::pair().unwrap();
     for c in [&a, &b] {
@@ -116,10 +124,7 @@ fn every_frame_kind_received_borrowed_is_the_frame_sent_with_its_fds_blocking_an
         assert_eq!(fds.len(), 1);
         assert_pipe_works(&read_end, fds.pop().unwrap(), b"borrowed");
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let (mut a, mut b) = AsyncChannel::pair().unwrap();
         for frame in every_frame() {
@@ -136,10 +141,7 @@ fn every_frame_kind_received_borrowed_is_the_frame_sent_with_its_fds_blocking_an
 
 #[test]
 fn every_frame_kind_round_trips_async_with_and_without_fds() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let (mut a, mut b) = AsyncChannel::pair().unwrap();
         for frame in every_frame() {
@@ -171,10 +173,7 @@ fn every_frame_kind_round_trips_async_with_and_without_fds() {
 
 #[test]
 fn blocking_and_async_ends_talk_to_each_other() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     let mut blocking = Channel::new(a).unwrap();
     blocking
