@@ -105,6 +105,38 @@ pub fn served_by_all(target: &Target, pids: &BTreeSet<u32>) {
     }
 }
 
+/// Fails unless the load saw no failed request and was answered both by a
+/// replica of `before` (running when the load began) and by one of `after`
+/// (running when it stopped): it ran across every operation in between,
+/// however slow the machine (a slow server on a loaded machine may answer
+/// fewer than the 100 requests [`assert_no_failure`] asks for).
+pub fn assert_no_failure_across(
+    stats: &Stats,
+    what: &str,
+    before: &BTreeSet<u32>,
+    after: &BTreeSet<u32>,
+) {
+    eprintln!(
+        "{what}: {} requests, {} failed, per pid {:?}",
+        stats.ok, stats.failed, stats.by_pid
+    );
+    assert_eq!(
+        stats.failed,
+        0,
+        "{what}: {} of {} requests failed: {:?}",
+        stats.failed,
+        stats.ok + stats.failed,
+        stats.reasons
+    );
+    for (replicas, when) in [(before, "before"), (after, "after")] {
+        assert!(
+            replicas.iter().any(|pid| stats.by_pid.contains_key(pid)),
+            "{what}: no request answered by a replica from {when} ({replicas:?}): {:?}",
+            stats.by_pid
+        );
+    }
+}
+
 /// Fails unless the load run saw no failed request and more than 100 answers.
 pub fn assert_no_failure(stats: &Stats, what: &str) {
     eprintln!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arbor_integration_tests::arbord::{Daemon, LIMIT};
 use arbor_integration_tests::http::{free_port, Client, Load};
 use arbor_integration_tests::pools::{
-    assert_no_failure, load_turn, pool_running, replicas, served_by_all, tcp, wait_running,
+    assert_no_failure_across, load_turn, pool_running, replicas, served_by_all, tcp, wait_running,
     OPERATION_LIMIT,
 };
 use arbor_integration_tests::{
@@ -111,7 +111,8 @@ fn gunicorn_as_a_reuseport_pool_answers_on_every_replica() {
 }
 
 /// Rolling reloads of a gunicorn pool under constant load: no request
-/// fails and every replica is replaced.
+/// fails, the load is answered from before the first reload to after the
+/// last, and every replica is replaced.
 fn gunicorn_rolling_reload_under_load(mode: &str) {
     let _turn = load_turn();
     if mode == "reuseport" {
@@ -134,7 +135,12 @@ fn gunicorn_rolling_reload_under_load(mode: &str) {
     assert!(first.is_disjoint(&last), "{first:?} still in {last:?}");
     served_by_all(&target, &last);
     let stats = load.stop();
-    assert_no_failure(&stats, &format!("gunicorn {mode}: 3 rolling reloads"));
+    assert_no_failure_across(
+        &stats,
+        &format!("gunicorn {mode}: 3 rolling reloads"),
+        &first,
+        &last,
+    );
 }
 
 #[test]
