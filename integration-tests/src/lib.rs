@@ -238,6 +238,25 @@ pub fn fd_count_of(pid: u32) -> usize {
     }
 }
 
+/// What each of `pid`'s open fds is (`/proc/<pid>/fd/N -> target`), for a
+/// failed census's message.
+pub fn fd_listing(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return vec![format!("process {pid} is gone")];
+    };
+    let mut fds: Vec<String> = dir
+        .filter_map(|entry| entry.ok())
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|e| e.to_string());
+            format!("{} -> {target}", entry.file_name().to_string_lossy())
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// Number of fds this process has open.
 pub fn open_fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -265,4 +284,22 @@ pub fn own_network_with_request_migration() {
     // /proc/sys/net is the namespace of the thread that opens it: this one.
     std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1")
         .expect("net.ipv4.tcp_migrate_req=1 in the test's own network namespace");
+}
+
+#[cfg(test)]
+mod fd_listing_tests {
+    #[test]
+    fn fd_listing_names_each_open_fd_with_what_it_is() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let listing = super::fd_listing(std::process::id());
+        assert!(
+            listing.iter().any(|fd| fd.starts_with("0 -> ")),
+            "{listing:?}"
+        );
+        assert!(
+            listing.iter().any(|fd| fd.ends_with("/status")),
+            "{listing:?}"
+        );
+        drop(file);
+    }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use arbor_integration_tests::arbord::{wait_until, wait_until_within, Daemon, LIMIT};
 use arbor_integration_tests::control::{ask, client, refusal, spawn_request};
-use arbor_integration_tests::fd_count_of;
+use arbor_integration_tests::{fd_count_of, fd_listing};
 use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse, ErrorKind, SpawnRequest};
 use arbor_protocol::frame::{FrameKind, Header, DEFAULT_MAX_PAYLOAD};
@@ -199,29 +199,34 @@ fn a_client_that_pings_and_never_reads_its_pongs_is_dropped_after_the_answer_dea
     let fds_before = daemon.settled_fds();
     let stream = UnixStream::connect(&daemon.socket).unwrap();
     let mut pinger = Channel::new(stream.try_clone().unwrap()).unwrap();
-    wait_until("arbord holding the pinger's connection", || {
-        fd_count_of(daemon.pid()) > fds_before
-    });
-    // Pings until arbord stops reading them: its pongs fill this socket,
-    // which is never read, and arbord's send of the next one stalls.
-    stream.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + LIMIT;
+    // Pings until arbord lets go: its pongs fill this socket, which is
+    // never read, its send of the next one stalls, and after the 10 s
+    // deadline it drops the connection (this side's send then fails). A
+    // send that waits 30 s means arbord neither read nor let go.
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut sent = 0u64;
     loop {
         match pinger.send(&Frame::Ping(sent), &[]) {
             Ok(()) => sent += 1,
-            Err(e) if !e.is_fatal() => break,
-            Err(e) => panic!("ping {sent}: {e}"),
+            Err(e) if e.is_fatal() => break,
+            Err(e) => panic!("ping {sent}: arbord neither read nor let go: {e}"),
         }
         assert!(Instant::now() < deadline, "{sent} pings, still taken");
     }
-    // After the 10 s deadline arbord lets go of it.
-    wait_until_within(
-        "arbord's fds back where they were",
-        Duration::from_secs(40),
-        || fd_count_of(daemon.pid()) <= fds_before,
-    );
-    eprintln!("{sent} pings sent before arbord stopped reading");
+    // The connection's fd goes with it.
+    let gone = Instant::now() + LIMIT;
+    while fd_count_of(daemon.pid()) > fds_before {
+        assert!(
+            Instant::now() < gone,
+            "arbord's fds not back to {fds_before} after {sent} pings: {:#?}",
+            fd_listing(daemon.pid())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("{sent} pings sent before arbord let go");
     daemon.ok(&["status"]);
 }
 
