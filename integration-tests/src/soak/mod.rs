@@ -312,13 +312,37 @@ impl Soak {
             Ok(()) => format!("arbord's threads: {}", threads.display()),
             Err(e) => format!("arbord's threads not dumped: {e}"),
         };
+        let listed = self.list_at_failure();
         let (freezes, longest, total) = freezes::summary();
         panic!(
-            "soak invariant broken: {what}\nthe machine froze {freezes} times so far (longest {longest:.1?}, {total:.1?} in all)\nreplay with ARBOR_SOAK_SEED={}\nlast operations:\n  {}\narbord's log: {}\n{dumped}",
+            "soak invariant broken: {what}\nthe machine froze {freezes} times so far (longest {longest:.1?}, {total:.1?} in all)\nreplay with ARBOR_SOAK_SEED={}\nlast operations:\n  {}\narbord's log: {}\n{dumped}\n{listed}",
             self.seed,
             self.log.iter().cloned().collect::<Vec<_>>().join("\n  "),
             self.log_path.display()
         )
+    }
+
+    /// arbord's own view of its workers at a failure (`arborctl --json ps`
+    /// on a fresh connection, at most 5 s), written beside its log: the
+    /// state of the worker a stuck request was about, or that arbord no
+    /// longer answers at all.
+    fn list_at_failure(&self) -> String {
+        let path = self.log_path.with_extension("ps.json");
+        let socket = self.daemon.socket.clone();
+        let listed = std::panic::catch_unwind(move || {
+            crate::arbord::ctl_within(&socket, &["--json", "ps"], Duration::from_secs(5))
+        });
+        match listed {
+            Ok(out) if out.status.success() => match std::fs::write(&path, &out.stdout) {
+                Ok(()) => format!("arbord's workers: {}", path.display()),
+                Err(e) => format!("arbord's workers not written: {e}"),
+            },
+            Ok(out) => format!(
+                "arbord's workers not listed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(_) => "arbord's workers not listed: no answer within 5 s".to_string(),
+        }
     }
 
     /// One control request on the soak's own connection, answered within
