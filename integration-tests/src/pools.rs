@@ -105,6 +105,22 @@ pub fn served_by_all(target: &Target, pids: &BTreeSet<u32>) {
     }
 }
 
+/// Prints what the load saw and fails if any request failed.
+fn none_failed(stats: &Stats, what: &str) {
+    eprintln!(
+        "{what}: {} requests, {} failed, per pid {:?}",
+        stats.ok, stats.failed, stats.by_pid
+    );
+    assert_eq!(
+        stats.failed,
+        0,
+        "{what}: {} of {} requests failed: {:?}",
+        stats.failed,
+        stats.ok + stats.failed,
+        stats.reasons
+    );
+}
+
 /// Fails unless the load saw no failed request and was answered both by a
 /// replica of `before` (running when the load began) and by one of `after`
 /// (running when it stopped): it ran across every operation in between,
@@ -116,18 +132,7 @@ pub fn assert_no_failure_across(
     before: &BTreeSet<u32>,
     after: &BTreeSet<u32>,
 ) {
-    eprintln!(
-        "{what}: {} requests, {} failed, per pid {:?}",
-        stats.ok, stats.failed, stats.by_pid
-    );
-    assert_eq!(
-        stats.failed,
-        0,
-        "{what}: {} of {} requests failed: {:?}",
-        stats.failed,
-        stats.ok + stats.failed,
-        stats.reasons
-    );
+    none_failed(stats, what);
     for (replicas, when) in [(before, "before"), (after, "after")] {
         assert!(
             replicas.iter().any(|pid| stats.by_pid.contains_key(pid)),
@@ -139,18 +144,7 @@ pub fn assert_no_failure_across(
 
 /// Fails unless the load run saw no failed request and more than 100 answers.
 pub fn assert_no_failure(stats: &Stats, what: &str) {
-    eprintln!(
-        "{what}: {} requests, {} failed, per pid {:?}",
-        stats.ok, stats.failed, stats.by_pid
-    );
-    assert_eq!(
-        stats.failed,
-        0,
-        "{what}: {} of {} requests failed: {:?}",
-        stats.failed,
-        stats.ok + stats.failed,
-        stats.reasons
-    );
+    none_failed(stats, what);
     assert!(
         stats.ok > 100,
         "{what}: only {} requests answered",
