@@ -250,7 +250,7 @@ impl Soak {
         let Some(w) = self.pick_where(self.unspared()) else {
             return;
         };
-        self.note(format!("close {} ({})", w.id, w.name));
+        self.note(format!("close {} ({}) pid {}", w.id, w.name, w.pid));
         self.expect(w.id, Expected::Code(0));
         match self.ask(&ControlRequest::Close {
             id: w.id,
