@@ -33,7 +33,7 @@ use crate::frame::{Header, Limits, HEADER_LEN};
 /// Bytes requested from the socket when no frame asks for more, at first;
 /// the chunk doubles while reads fill it, up to [`READ_CHUNK`], so an idle
 /// channel costs a few KiB and a busy one reads 64 KiB at a time.
-const FIRST_READ_CHUNK: usize = 4 * 1024;
+const FIRST_READ_CHUNK: usize = 1024;
 /// The largest read chunk.
 const READ_CHUNK: usize = 64 * 1024;
 /// A receive buffer larger than this is kept only while frames that need it

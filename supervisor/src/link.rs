@@ -29,7 +29,7 @@ pub(crate) enum Control {
 
 /// A frame for a worker's tree link (SpawnResult, ChildExit, CloseChild),
 /// with its fds.
-pub(crate) type TreeFrame = (Frame, Vec<OwnedFd>);
+pub(crate) type TreeFrame = Box<(Frame, Vec<OwnedFd>)>;
 
 /// Tree frames waiting for one worker's writer beyond which its next Spawn
 /// waits (and the worker is not read meanwhile). A worker that reads its
@@ -62,7 +62,7 @@ impl TreeLink {
     /// Queues a frame; its fds close with it if the worker is gone.
     pub(crate) fn send(&self, frame: Frame, fds: Vec<OwnedFd>) {
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if self.frames.send((frame, fds)).is_err() {
+        if self.frames.send(Box::new((frame, fds))).is_err() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }

@@ -361,7 +361,7 @@ impl Supervisor {
         self.tree.release(parent);
         match started {
             Ok(worker) => {
-                let _ = handles.send(worker);
+                let _ = handles.send(Box::new(worker));
             }
             // Started, then lost: its ChildExit is on its way.
             Err(_) if answered.load(Ordering::SeqCst) => {}

@@ -45,7 +45,7 @@ pub(super) struct Driver {
     pub(super) pidfd: AsyncFd<OwnedFd>,
     pub(super) receiver: Option<AsyncReceiver>,
     /// Sub-workers this worker started, on their way into its events.
-    pub(super) subs: mpsc::UnboundedReceiver<Worker>,
+    pub(super) subs: mpsc::UnboundedReceiver<Box<Worker>>,
     pub(super) control: mpsc::UnboundedReceiver<Control>,
     pub(super) events: mpsc::Sender<WorkerEvent>,
     pub(super) exit: watch::Sender<Option<ExitRecord>>,
@@ -138,7 +138,7 @@ impl Driver {
                         }
                     }
                 }
-                Some(sub) = subs.recv() => state.queued.push_back(WorkerEvent::SubWorker(sub)),
+                Some(sub) = subs.recv() => state.queued.push_back(WorkerEvent::SubWorker(*sub)),
                 permit = events.reserve(), if !state.queued.is_empty() => {
                     match (permit, state.queued.pop_front()) {
                         (Ok(permit), Some(event)) => permit.send(event),
@@ -194,7 +194,7 @@ impl Driver {
         // Replies sent before the exit were read above; none can come now.
         state.requests.end();
         while let Ok(sub) = subs.try_recv() {
-            state.queued.push_back(WorkerEvent::SubWorker(sub));
+            state.queued.push_back(WorkerEvent::SubWorker(*sub));
         }
         for mut output in outputs.drain(..) {
             if tokio::time::timeout_at(deadline + DRAIN_LIMIT, &mut output)

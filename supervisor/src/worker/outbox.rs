@@ -297,8 +297,9 @@ pub(crate) async fn write_loop(
             },
             () = until_ended(&mut ended) => break,
             item = tree_frames.recv(), if tree_open => match item {
-                Some((frame, fds)) => {
-                    outbox.writer.lock().await.send_with_fds(&frame, &fds).await;
+                Some(item) => {
+                    let (frame, fds) = &*item;
+                    outbox.writer.lock().await.send_with_fds(frame, fds).await;
                     link.written();
                 }
                 None => tree_open = false,

@@ -44,7 +44,7 @@ pub(crate) struct SpawnRequest {
     pub(crate) cgroup: Option<PathBuf>,
     /// Where the started sub-worker's handle goes (into the asking worker's
     /// events).
-    pub(crate) handles: mpsc::UnboundedSender<Worker>,
+    pub(crate) handles: mpsc::UnboundedSender<Box<Worker>>,
 }
 
 /// What a worker's driver needs to act as the parent of sub-workers.
@@ -58,7 +58,7 @@ pub(super) struct SubWorkers {
     /// Where Spawn frames go up to the supervisor.
     pub(super) spawns: mpsc::UnboundedSender<SpawnRequest>,
     /// Where a finished spawn hands its sub-worker's handle.
-    pub(super) handles: mpsc::UnboundedSender<Worker>,
+    pub(super) handles: mpsc::UnboundedSender<Box<Worker>>,
     /// The worker's stdout and stderr, inherited by its sub-workers.
     pub(super) outputs: [Output; 2],
 }
