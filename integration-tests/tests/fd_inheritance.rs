@@ -149,7 +149,7 @@ async fn relayed(parent: &mut Worker) -> (String, Vec<Worker>) {
         loop {
             match parent.next_event().await.expect("the parent's events") {
                 WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
-                WorkerEvent::SubWorker(sub) => subs.push(sub),
+                WorkerEvent::SubWorker(sub) => subs.push(*sub),
                 WorkerEvent::Ready => {}
                 other => panic!("expected the relayed answer, got {other:?}"),
             }

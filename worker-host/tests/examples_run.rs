@@ -141,7 +141,7 @@ async fn delegate_splits_the_work_over_sub_workers_and_leaves_none() {
         loop {
             match worker.next_event().await.expect("event") {
                 WorkerEvent::Ready => {}
-                WorkerEvent::SubWorker(sub) => subs.push(sub),
+                WorkerEvent::SubWorker(sub) => subs.push(*sub),
                 WorkerEvent::Message { data, .. } => return String::from_utf8(data).unwrap(),
                 other => panic!("unexpected {other:?}"),
             }

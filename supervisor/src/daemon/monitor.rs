@@ -187,7 +187,9 @@ async fn apply(daemon: &Daemon, me: &Managed, run: &mut Run, effect: Effect) -> 
             let stop_requested = !backoff(daemon, me.id, at).await;
             return Applied::Then(Input::BackoffOver { stop_requested });
         }
-        Effect::Spawn => match spawn(daemon, &me.recipe).await {
+        // Boxed: a start's future is large (1.7 KiB), and every monitor
+        // would carry it unboxed for its whole life.
+        Effect::Spawn => match Box::pin(spawn(daemon, &me.recipe)).await {
             Ok(worker) => {
                 run.spawned = Some(worker);
                 let stop_requested = registry.stop_requested(me.id);
@@ -270,7 +272,7 @@ fn on_event(daemon: &Arc<Daemon>, me: &Managed, event: WorkerEvent) {
             // like any worker, never restarted (its parent owns it).
             let sub_recipe = Recipe::for_sub_worker(sub.name());
             tracing::info!(worker = %sub_recipe.name, parent = me.id, pid = sub.pid(), "sub-worker started");
-            let _ = register(daemon, sub, sub_recipe, false, Some(me.id));
+            let _ = register(daemon, *sub, sub_recipe, false, Some(me.id));
         }
         WorkerEvent::Request { id: request, .. } => {
             // arbord has nothing to answer with; the worker's request times out.

@@ -320,7 +320,7 @@ impl Supervisor {
     /// Serves one worker's spawn requests (its Spawn frames, sent up by its
     /// driver) in a task, until its driver ends; each in a task of its own,
     /// so that one slow start holds up no other.
-    fn serve_spawns(&self, mut requests: mpsc::UnboundedReceiver<SpawnRequest>) {
+    fn serve_spawns(&self, mut requests: mpsc::UnboundedReceiver<Box<SpawnRequest>>) {
         // Spawned from plain fns (`register`), never inside `spawn_node`'s
         // body: the task awaits `spawn_node` (through `spawn_sub`), and
         // proving that future Send while checking `spawn_node` itself is a
@@ -328,7 +328,7 @@ impl Supervisor {
         let supervisor = self.clone();
         tokio::spawn(async move {
             while let Some(request) = requests.recv().await {
-                tokio::spawn(supervisor.clone().spawn_sub(request));
+                tokio::spawn(supervisor.clone().spawn_sub(*request));
             }
         });
     }

@@ -87,7 +87,9 @@ pub(super) struct DriverState {
 impl Driver {
     pub(super) async fn run(mut self) {
         let reaped = self.until_exit().await;
-        self.report(reaped).await;
+        // Boxed: its state would otherwise sit in every live worker's
+        // driver task, which only needs it once the worker is gone.
+        Box::pin(self.report(reaped)).await;
     }
 
     /// Serves the worker until its process has exited, and reaps it.
@@ -138,7 +140,7 @@ impl Driver {
                         }
                     }
                 }
-                Some(sub) = subs.recv() => state.queued.push_back(WorkerEvent::SubWorker(*sub)),
+                Some(sub) = subs.recv() => state.queued.push_back(WorkerEvent::SubWorker(sub)),
                 permit = events.reserve(), if !state.queued.is_empty() => {
                     match (permit, state.queued.pop_front()) {
                         (Ok(permit), Some(event)) => permit.send(event),
@@ -194,7 +196,7 @@ impl Driver {
         // Replies sent before the exit were read above; none can come now.
         state.requests.end();
         while let Ok(sub) = subs.try_recv() {
-            state.queued.push_back(WorkerEvent::SubWorker(*sub));
+            state.queued.push_back(WorkerEvent::SubWorker(sub));
         }
         for mut output in outputs.drain(..) {
             if tokio::time::timeout_at(deadline + DRAIN_LIMIT, &mut output)

@@ -92,7 +92,7 @@ pub(crate) struct Launch {
     pub(crate) wiring: Wiring,
     pub(crate) tree: Arc<Tree>,
     /// Where the worker's Spawn frames go, as requests to the supervisor.
-    pub(crate) spawns: mpsc::UnboundedSender<SpawnRequest>,
+    pub(crate) spawns: mpsc::UnboundedSender<Box<SpawnRequest>>,
 }
 
 /// Starts the tasks of a freshly spawned worker and returns its handle.

@@ -135,8 +135,9 @@ pub enum WorkerEvent {
     /// Dropping the handle leaves the sub-worker running; it ends with its
     /// parent at the latest. Like every event it must be read: a worker
     /// whose events nobody reads is not read either once they pile up, and
-    /// its next spawn waits.
-    SubWorker(Worker),
+    /// its next spawn waits. Boxed: events are rarely this one, and every
+    /// slot of every worker's event queue would be as large as a handle.
+    SubWorker(Box<Worker>),
     /// The worker's exit; always the last event.
     Exit(ExitRecord),
 }

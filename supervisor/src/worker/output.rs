@@ -8,7 +8,6 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -33,51 +32,73 @@ pub(super) fn capture(
 /// Longest line kept whole; longer lines are cut into pieces of this size.
 const MAX_LINE: usize = 64 * 1024;
 
+/// Bytes read from a pipe at once (into a buffer on the stack, so that an
+/// idle worker's capture holds no buffer at all).
+const READ_CHUNK: usize = 4096;
+
 async fn capture_lines(
     pipe: tokio::net::unix::pipe::Receiver,
     stream: Stream,
     events: mpsc::Sender<WorkerEvent>,
 ) {
-    let mut reader = tokio::io::BufReader::new(pipe);
+    // The unfinished last line; empty (unallocated) between lines.
+    let mut line = Vec::new();
     loop {
-        let mut line = Vec::new();
-        let done = loop {
-            let buf = match reader.fill_buf().await {
-                Ok(buf) => buf,
-                Err(_) => break true,
-            };
-            if buf.is_empty() {
-                break true;
-            }
-            let room = MAX_LINE - line.len();
-            match buf.iter().take(room).position(|&b| b == b'\n') {
-                Some(at) => {
-                    line.extend_from_slice(&buf[..at]);
-                    reader.consume(at + 1);
-                    break false;
-                }
-                None => {
-                    let take = buf.len().min(room);
-                    line.extend_from_slice(&buf[..take]);
-                    reader.consume(take);
-                    if line.len() == MAX_LINE {
-                        break false;
-                    }
-                }
-            }
+        let mut lines = Vec::new();
+        let open = match pipe.readable().await {
+            Ok(()) => match read_lines(&pipe, &mut line, &mut lines) {
+                Ok(open) => open,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => false,
+            },
+            Err(_) => false,
         };
-        if (!line.is_empty() || !done)
-            && events
+        if !open && !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        for line in lines {
+            if events
                 .send(WorkerEvent::Output { stream, line })
                 .await
                 .is_err()
-        {
-            return;
+            {
+                return;
+            }
         }
-        if done {
+        if !open {
             return;
         }
     }
+}
+
+/// Reads what the pipe has into whole lines (added to `lines`), keeping an
+/// unfinished one in `line`; `false` at the end of the stream.
+fn read_lines(
+    pipe: &tokio::net::unix::pipe::Receiver,
+    line: &mut Vec<u8>,
+    lines: &mut Vec<Vec<u8>>,
+) -> io::Result<bool> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let read = pipe.try_read(&mut chunk)?;
+    let mut rest = &chunk[..read];
+    while !rest.is_empty() {
+        let window = &rest[..rest.len().min(MAX_LINE - line.len())];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                line.extend_from_slice(&window[..at]);
+                lines.push(std::mem::take(line));
+                rest = &rest[at + 1..];
+            }
+            None => {
+                line.extend_from_slice(window);
+                rest = &rest[window.len()..];
+                if line.len() == MAX_LINE {
+                    lines.push(std::mem::take(line));
+                }
+            }
+        }
+    }
+    Ok(read > 0)
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub(super) struct SubWorkers {
     /// The worker's tree link: SpawnResult goes out here.
     pub(super) frames: Arc<TreeLink>,
     /// Where Spawn frames go up to the supervisor.
-    pub(super) spawns: mpsc::UnboundedSender<SpawnRequest>,
+    pub(super) spawns: mpsc::UnboundedSender<Box<SpawnRequest>>,
     /// Where a finished spawn hands its sub-worker's handle.
     pub(super) handles: mpsc::UnboundedSender<Box<Worker>>,
     /// The worker's stdout and stderr, inherited by its sub-workers.
@@ -98,7 +98,7 @@ impl SubWorkers {
             cgroup: cgroup.map(Path::to_path_buf),
             handles: self.handles.clone(),
         };
-        if self.spawns.send(request).is_err() {
+        if self.spawns.send(Box::new(request)).is_err() {
             // Only when the supervisor's side went with its runtime.
             self.tree.release(self.id);
             let reason = "the supervisor takes no more spawns".into();
