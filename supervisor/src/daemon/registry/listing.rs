@@ -33,12 +33,7 @@ impl Registry {
     /// (known, running) workers.
     pub(in crate::daemon) fn counts(&self) -> (usize, usize) {
         let state = self.lock();
-        let running = state
-            .workers
-            .values()
-            .filter(|e| e.worker.is_some())
-            .count();
-        (state.workers.len(), running)
+        (state.workers.len(), state.running())
     }
 
     pub(in crate::daemon) fn status_line(&self) -> String {

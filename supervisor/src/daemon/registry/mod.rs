@@ -18,7 +18,7 @@ mod shared;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,14 @@ pub(super) struct State {
     next_id: u64,
     next_port: u64,
     reload_gate: ReloadGate,
+    /// The workers with a live run, and those gone for good that may be
+    /// forgotten (see [`KEEP_EXITED`]): kept by [`State::reindex`] as
+    /// entries change, so that counting the running, listing their handles
+    /// and bounding the exited need no scan of every worker (with thousands
+    /// of workers, a scan per start or exit made starts, exit storms and
+    /// shutdowns quadratic).
+    live: BTreeSet<u64>,
+    forgettable: BTreeSet<u64>,
 }
 
 /// The one owner of the daemon's state.
@@ -127,6 +135,8 @@ impl Registry {
                 next_id: 1,
                 next_port: 1,
                 reload_gate: ReloadGate::default(),
+                live: BTreeSet::new(),
+                forgettable: BTreeSet::new(),
             }),
             events: EventHub::new(),
             stopping: watch::channel(false).0,
@@ -193,6 +203,7 @@ impl Registry {
             seen: watch::channel(first).0,
         };
         state.workers.insert(id, entry);
+        state.reindex(id);
         Ok(id)
     }
 
@@ -227,9 +238,11 @@ impl Registry {
     }
 
     pub(super) fn set_state(&self, id: u64, new: WorkerState) {
-        if let Some(entry) = self.lock().workers.get_mut(&id) {
+        let mut state = self.lock();
+        if let Some(entry) = state.workers.get_mut(&id) {
             entry.state = new;
             entry.changed();
+            state.reindex(id);
         }
     }
 
@@ -256,11 +269,14 @@ impl Registry {
 
     /// A run of worker `id` ended, as `description` says.
     pub(super) fn run_ended(&self, id: u64, description: String) {
-        if let Some(entry) = self.lock().workers.get_mut(&id) {
+        let mut state = self.lock();
+        if let Some(entry) = state.workers.get_mut(&id) {
             entry.worker = None;
             entry.pid = 0;
             entry.last_exit = Some(description);
+            state.reindex(id);
         }
+        drop(state);
         self.run_over.notify_waiters();
     }
 
@@ -289,6 +305,7 @@ impl Registry {
                 entry.started = Instant::now();
                 entry.restarts += 1;
                 entry.changed();
+                state.reindex(id);
                 true
             }
             _ => false,
@@ -302,7 +319,9 @@ impl Registry {
 
     /// Forgets worker `id` (a worker a reload removed).
     pub(super) fn remove(&self, id: u64) {
-        self.lock().workers.remove(&id);
+        let mut state = self.lock();
+        state.workers.remove(&id);
+        state.reindex(id);
     }
 
     /// The close grace of worker `id`'s recipe.
@@ -389,6 +408,7 @@ impl State {
             entry.state = WorkerState::Closing;
         }
         entry.changed();
+        self.reindex(id);
         Ok(worker)
     }
 
@@ -399,21 +419,42 @@ impl State {
     /// file bounds how many there are; a pool's replicas come and go and
     /// are dropped like any other).
     fn forget_old_exits(&mut self) {
-        let gone: Vec<u64> = self
-            .workers
-            .iter()
-            .filter(|(_, e)| e.worker.is_none() && e.state.is_final() && !e.is_declared())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone.iter().take(gone.len().saturating_sub(KEEP_EXITED)) {
-            self.workers.remove(id);
+        while self.forgettable.len() > KEEP_EXITED {
+            if let Some(id) = self.forgettable.pop_first() {
+                self.workers.remove(&id);
+            }
         }
     }
 
+    /// Puts worker `id` in the indexes its entry belongs in now (and in
+    /// none once it is gone); called after every change to an entry's run
+    /// or state.
+    fn reindex(&mut self, id: u64) {
+        let (live, forgettable) = match self.workers.get(&id) {
+            Some(e) => (
+                e.worker.is_some(),
+                e.worker.is_none() && e.state.is_final() && !e.is_declared(),
+            ),
+            None => (false, false),
+        };
+        for (set, member) in [(&mut self.live, live), (&mut self.forgettable, forgettable)] {
+            if member {
+                set.insert(id);
+            } else {
+                set.remove(&id);
+            }
+        }
+    }
+
+    /// How many workers have a live run.
+    pub(super) fn running(&self) -> usize {
+        self.live.len()
+    }
+
     fn live_handles(&self) -> Vec<Arc<Worker>> {
-        self.workers
-            .values()
-            .filter_map(|e| e.worker.clone())
+        self.live
+            .iter()
+            .filter_map(|id| self.workers.get(id)?.worker.clone())
             .collect()
     }
 

@@ -143,6 +143,25 @@ fn only_the_oldest_exits_beyond_the_bound_are_forgotten() {
     assert!(gone[10..].iter().all(|id| registry.watch(*id).is_some()));
 }
 
+#[test]
+fn a_worker_out_of_a_final_state_again_is_no_longer_counted_among_the_exits() {
+    let registry = registry();
+    let back = insert(&registry, "back");
+    registry.set_state(back, WorkerState::Exited);
+    // Started again (a restart's state) before the churn.
+    registry.set_state(back, WorkerState::Starting);
+    for _ in 0..KEEP_EXITED + 10 {
+        let id = insert(&registry, "brief");
+        registry.set_state(id, WorkerState::Exited);
+    }
+    registry.forget_old_exits();
+    assert!(
+        registry.watch(back).is_some(),
+        "a worker started again stays"
+    );
+    assert_eq!(registry.counts(), (KEEP_EXITED + 1, 0));
+}
+
 #[tokio::test]
 async fn a_follower_sees_every_line_once_the_snapshot_then_the_stream() {
     use crate::daemon::events::Next;
