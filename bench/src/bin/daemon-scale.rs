@@ -15,7 +15,8 @@
 //! - the shutdown: the same number started again on a fresh arbord, then
 //!   `Shutdown`, timed until arbord has exited (every worker closed).
 //!
-//! Prints one JSON object per size. arbord runs with `max_workers` set to
+//! Prints one JSON object per size; a size the fd limit cannot hold is
+//! not run, and its object says so. arbord runs with `max_workers` set to
 //! the size (at least its default, 1,024) and an fd limit of 65,536 (or
 //! the hard limit, where this process may not raise it).
 
@@ -43,6 +44,15 @@ fn main() -> Result<()> {
     let sizes = std::env::var("ARBOR_SCALE_SIZES").unwrap_or_else(|_| "100,1000,10000".into());
     for size in sizes.split(',') {
         let size: usize = size.trim().parse()?;
+        let limit = fd_limit()?;
+        let needed = size as u64 * FDS_PER_WORKER + 256;
+        if needed > limit {
+            // Said in the output, never skipped in silence.
+            println!(
+                "{{\"workers\": {size}, \"not_run\": \"needs about {needed} fds, the limit here is {limit}\"}}"
+            );
+            continue;
+        }
         let mut arbord = Arbord::start(size)?;
         let baseline = arbor_bench::rss_kib(arbord.pid())?;
         let fds_before = fd_count(arbord.pid())?;
@@ -70,6 +80,15 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// arbord's fds per idle worker: its channel, its pidfd, and the pipes of
+/// its stdout and stderr.
+const FDS_PER_WORKER: u64 = 4;
+
+/// The fd limit arbord will have (this process's, which it inherits).
+fn fd_limit() -> Result<u64> {
+    Ok(nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0)
 }
 
 /// Raises this process's fd limit (and so arbord's, which inherits it):
