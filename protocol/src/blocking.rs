@@ -111,6 +111,7 @@ impl Channel {
     }
 
     /// See [`Sender::feed_bytes`].
+    #[inline]
     pub fn feed_bytes(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         self.sender.feed_bytes(data, fds)
     }
@@ -160,6 +161,7 @@ impl Sender {
 
     /// Queues a Message frame carrying `data`. Messages of 64 KiB or more are
     /// written at once, straight from `data`, with no copy into the queue.
+    #[inline]
     pub fn feed_bytes(&mut self, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         if data.len() < DIRECT_AT {
             return self.feed_outgoing::<()>(Outgoing::Bytes(data), fds);

@@ -44,8 +44,9 @@ pub(crate) struct RecvHalf {
 pub(crate) enum Taken {
     /// A Message: where its bytes are in the receive buffer.
     Message(Range<usize>, Vec<OwnedFd>),
-    /// Any other frame, decoded.
-    Other(Frame, Vec<OwnedFd>),
+    /// Any other frame, decoded; boxed, so that a Message (the frame that
+    /// comes by the thousand) moves a small value through the receive.
+    Other(Box<Frame>, Vec<OwnedFd>),
 }
 
 impl RecvHalf {
@@ -61,6 +62,7 @@ impl RecvHalf {
     /// Its bytes stay in the receive buffer, for [`RecvHalf::lend`]. Fatal
     /// errors close the channel (the caller shuts the socket down) and drop
     /// every held fd.
+    #[inline]
     pub(crate) fn take(&mut self) -> Result<Option<Taken>> {
         if let RecvState::Failed = self.state {
             return Err(Error::Poisoned);
@@ -77,17 +79,18 @@ impl RecvHalf {
                 span.payload.start + BYTES_PREFIX..span.payload.end,
                 span.fds,
             ))),
-            Ok(Checked::Other(frame)) => Ok(Some(Taken::Other(frame, span.fds))),
+            Ok(Checked::Other(frame)) => Ok(Some(Taken::Other(Box::new(frame), span.fds))),
             Err(e) => Err(self.fail(e)),
         }
     }
 
     /// The frame [`RecvHalf::take`] took, a Message's bytes borrowed from the
     /// receive buffer until the next read.
+    #[inline]
     pub(crate) fn lend(&self, taken: Taken) -> (FrameRef<'_>, Vec<OwnedFd>) {
         match taken {
             Taken::Message(bytes, fds) => (FrameRef::Message(self.decoder.bytes(bytes)), fds),
-            Taken::Other(frame, fds) => (FrameRef::Other(frame), fds),
+            Taken::Other(frame, fds) => (FrameRef::Other(*frame), fds),
         }
     }
 
@@ -159,6 +162,7 @@ impl SendHalf {
 
     /// Checks that sending may go on, first dropping a frame whose fds were
     /// never sent because the send that queued it was cancelled.
+    #[inline]
     pub(crate) fn begin(&mut self) -> Result<()> {
         if self.broken {
             return Err(Error::Poisoned);
@@ -207,6 +211,7 @@ impl SendHalf {
         self.written < self.out.len()
     }
 
+    #[inline]
     pub(crate) fn queued(&self) -> usize {
         self.out.len() - self.written
     }
@@ -313,6 +318,7 @@ impl<'a> DirectWrite<'a> {
 
 /// Shuts the socket down after a fatal receive error, so the peer sees the
 /// channel close at once.
+#[inline]
 pub(crate) fn close_on_fatal<T>(socket: BorrowedFd<'_>, result: Result<T>) -> Result<T> {
     if let Err(e) = &result {
         if e.is_fatal() {

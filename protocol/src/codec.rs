@@ -38,6 +38,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 /// Appends `bytes` as a byte string (a `u64` length, then the bytes): the
 /// same layout bincode gives a byte slice, written directly because it is
 /// the hot path of every message.
+#[inline]
 pub(crate) fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(8 + bytes.len());
     out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
@@ -49,6 +50,7 @@ pub(crate) const BYTES_PREFIX: usize = 8;
 
 /// Reads a payload that is exactly one byte string, the inverse of
 /// [`encode_bytes`]: the bytes, borrowed from the payload.
+#[inline]
 pub(crate) fn decode_bytes(payload: &[u8]) -> Result<&[u8], String> {
     let (len, rest) = payload.split_first_chunk::<BYTES_PREFIX>().ok_or_else(|| {
         format!(

@@ -225,6 +225,7 @@ impl FrameDecoder {
         self.offset + (self.tail - self.head) as u64
     }
 
+    #[inline]
     fn peek_header(&self) -> Option<Result<Header>> {
         let bytes = self.buf.get(self.head..self.head + HEADER_LEN)?;
         if self.tail - self.head < HEADER_LEN {
@@ -249,6 +250,7 @@ impl FrameDecoder {
     /// As [`FrameDecoder::next_frame`], with the payload as a range of the
     /// receive buffer ([`FrameDecoder::bytes`]) instead of a borrow, so that
     /// a caller can check a frame, and fail, before it lends out its bytes.
+    #[inline]
     pub(crate) fn next_frame_span(&mut self) -> Result<Option<FrameSpan>> {
         if let Some(error) = self.pending_error.take() {
             self.batches.clear();
@@ -284,6 +286,7 @@ impl FrameDecoder {
         &self.buf[range]
     }
 
+    #[inline]
     fn claim_fds(&mut self, frame_start: u64, declared: usize) -> Result<Vec<OwnedFd>> {
         let Some(front) = self.batches.front() else {
             return match declared {

@@ -211,6 +211,7 @@ impl Header {
     }
 
     /// Parses and checks a header against `limits`.
+    #[inline]
     pub fn decode(bytes: &[u8; HEADER_LEN], limits: &Limits) -> Result<Self> {
         let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
         if magic != MAGIC {

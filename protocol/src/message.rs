@@ -123,7 +123,7 @@ pub enum Frame {
     /// whenever one of them closes.
     Load(u32),
     /// A worker asks for a sub-worker; its listen fds travel with the frame.
-    Spawn(Spawn),
+    Spawn(Box<Spawn>),
     /// The answer to a [`Frame::Spawn`]; a started sub-worker's channel end
     /// travels with it (exactly one fd).
     SpawnResult(SpawnResult),
@@ -420,7 +420,9 @@ impl Frame {
                 Frame::ConnectionAck(codec::decode_exact(payload).map_err(malformed)?)
             }
             FrameKind::Load => Frame::Load(codec::decode_exact(payload).map_err(malformed)?),
-            FrameKind::Spawn => Frame::Spawn(codec::decode_exact(payload).map_err(malformed)?),
+            FrameKind::Spawn => {
+                Frame::Spawn(Box::new(codec::decode_exact(payload).map_err(malformed)?))
+            }
             FrameKind::SpawnResult => {
                 Frame::SpawnResult(codec::decode_exact(payload).map_err(malformed)?)
             }
@@ -472,6 +474,7 @@ pub(crate) enum Checked {
 impl Checked {
     /// Checks a frame from its header's kind byte and its payload, without
     /// copying a Message's bytes.
+    #[inline]
     pub(crate) fn check(kind: u8, payload: &[u8]) -> Result<Checked> {
         if FrameKind::from_byte(kind) != Some(FrameKind::Message) {
             return Frame::decode(kind, payload).map(Checked::Other);
@@ -598,7 +601,7 @@ mod tests {
                 open: 3,
             }),
             Frame::Load(2),
-            Frame::Spawn(Spawn {
+            Frame::Spawn(Box::new(Spawn {
                 id: 3,
                 spec: crate::spec::SpawnSpec {
                     program: b"/bin/sleep".to_vec(),
@@ -613,7 +616,7 @@ mod tests {
                     stderr: crate::spec::Output::Inherit,
                     listen_names: vec!["http".into()],
                 },
-            }),
+            })),
             Frame::SpawnResult(SpawnResult {
                 id: 3,
                 outcome: SpawnOutcome::Started {

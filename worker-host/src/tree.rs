@@ -202,7 +202,7 @@ impl Spawner {
             .link
             .lock()
             .await
-            .send(&Frame::Spawn(Spawn { id, spec }), &borrowed)
+            .send(&Frame::Spawn(Box::new(Spawn { id, spec })), &borrowed)
             .await;
         sent?;
         match started.await {

@@ -217,7 +217,7 @@ fn flood(count: u64) -> Result<(), Box<dyn std::error::Error>> {
             let (spec, _) = spec
                 .to_wire(ListenFds::new())
                 .map_err(arbor_protocol::Error::from)?;
-            sender.feed(&Frame::Spawn(Spawn { id: request, spec }), &[])?;
+            sender.feed(&Frame::Spawn(Box::new(Spawn { id: request, spec })), &[])?;
         }
         sender.flush()?;
         Ok(sender)
@@ -396,7 +396,7 @@ fn bad_spawns() -> Result<(), Box<dyn std::error::Error>> {
             id: request as u64,
             spec,
         };
-        channel.send(&Frame::Spawn(spawn), &[])?;
+        channel.send(&Frame::Spawn(Box::new(spawn)), &[])?;
         loop {
             if let (Frame::SpawnResult(result), _) = channel.recv()? {
                 answers.push(match result.outcome {

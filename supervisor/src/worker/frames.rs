@@ -64,7 +64,7 @@ pub(super) fn receive(
             data: request.data,
             fds,
         },
-        Ok((Frame::Spawn(spawn), fds)) => return Received::Spawn(spawn, fds),
+        Ok((Frame::Spawn(spawn), fds)) => return Received::Spawn(*spawn, fds),
         Ok((Frame::ChildControl(control), _)) => return Received::ChildControl(control),
         Ok((frame, _)) => WorkerEvent::MessageError {
             reason: format!("worker sent an unexpected {} frame", frame.kind().name()),
