@@ -46,6 +46,52 @@ const KEEP_BUFFER: usize = 4 * 1024 * 1024;
 /// its sender's peer at most this much, not the announced length.
 const RESERVE_AHEAD: usize = 1024 * 1024 + HEADER_LEN;
 
+/// Large receive buffers that channels gave back, kept for the next large
+/// frame of any channel in the process. A ping-pong of large messages
+/// (every one followed by a pause, at which the receiver gives its buffer
+/// back) reuses one buffer instead of allocating, faulting in and
+/// zero-filling a new one per message, and an idle channel still holds no
+/// large buffer. At most [`SPARE_BYTES`] are kept in all; beyond that a
+/// buffer given back is freed.
+mod large_buffers {
+    use std::sync::Mutex;
+
+    /// The most the spares hold in all (two frames of the 16 MiB limit).
+    pub(super) const SPARE_BYTES: usize = 32 * 1024 * 1024;
+
+    static SPARES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    fn spares() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+        // A Vec of Vecs is whole after any panic: a poisoned lock is usable.
+        SPARES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `buffer` for a later large frame, if there is room. Not in
+    /// this crate's unit tests, which run side by side in one process and
+    /// check one decoder's own buffer; `tests/large_buffer_reuse.rs`
+    /// checks the reuse.
+    pub(super) fn give_back(buffer: Vec<u8>) {
+        if cfg!(test) {
+            return;
+        }
+        let mut spares = spares();
+        let held: usize = spares.iter().map(Vec::len).sum();
+        if held + buffer.len() <= SPARE_BYTES {
+            spares.push(buffer);
+        }
+    }
+
+    /// The smallest spare of at least `len` bytes (initialised, its length
+    /// at least `len`), if one is kept.
+    pub(super) fn take(len: usize) -> Option<Vec<u8>> {
+        let mut spares = spares();
+        let at = (0..spares.len())
+            .filter(|&i| spares[i].len() >= len)
+            .min_by_key(|&i| spares[i].len())?;
+        Some(spares.swap_remove(at))
+    }
+}
+
 /// A frame's header, payload and fds, before its payload is interpreted.
 #[derive(Debug)]
 pub struct RawFrame<'a> {
@@ -130,27 +176,39 @@ impl FrameDecoder {
             // keeping the start of the small one that came after them.
             let mut small = vec![0; buffered.max(self.chunk)];
             small[..buffered].copy_from_slice(&self.buf[self.head..self.tail]);
-            self.buf = small;
+            large_buffers::give_back(std::mem::replace(&mut self.buf, small));
             self.head = 0;
             self.tail = buffered;
         }
         // A header that fails its checks is reported by next_frame before the
         // caller reads again, so a bad length never sizes the buffer; a good
         // one sizes it only as far as its bytes come (RESERVE_AHEAD).
-        let wanted = match self.peek_header() {
-            Some(Ok(header)) => header
-                .frame_len()
-                .min(RESERVE_AHEAD.max(2 * buffered))
-                .max(self.chunk),
-            _ => self.chunk,
+        let frame_len = match self.peek_header() {
+            Some(Ok(header)) => Some(header.frame_len()),
+            _ => None,
         };
+        let wanted = frame_len.map_or(self.chunk, |len| {
+            len.min(RESERVE_AHEAD.max(2 * buffered)).max(self.chunk)
+        });
         if self.buf.len() - self.head < wanted {
             // Move the unconsumed bytes to the front, then grow if still short.
             self.buf.copy_within(self.head..self.tail, 0);
             self.head = 0;
             self.tail = buffered;
             if self.buf.len() < wanted {
-                self.buf.resize(wanted, 0);
+                // A large frame takes a buffer an idle channel gave back,
+                // whole, when one is big enough for it: no allocation, page
+                // faults or zero-filling, and no regrowth as its bytes come.
+                let reused = frame_len
+                    .filter(|len| *len > KEEP_BUFFER)
+                    .and_then(large_buffers::take);
+                match reused {
+                    Some(mut large) => {
+                        large[..buffered].copy_from_slice(&self.buf[..buffered]);
+                        self.buf = large;
+                    }
+                    None => self.buf.resize(wanted, 0),
+                }
             }
         } else if self.tail == self.buf.len() {
             self.buf.copy_within(self.head..self.tail, 0);
@@ -165,13 +223,12 @@ impl FrameDecoder {
     }
 
     /// Nothing more has arrived for now (a read would block): a drained
-    /// receive buffer that very large frames needed is given back. While
-    /// large frames come back to back it is kept, so that none of them pays
-    /// for a fresh buffer (its page faults, its zero-filling, its regrowth
-    /// as the bytes come).
+    /// receive buffer that very large frames needed is given back, to the
+    /// process-wide spares the next large frame takes (see
+    /// [`large_buffers`]). While large frames come back to back it is kept.
     pub fn idle(&mut self) {
         if self.holds_large_buffer() {
-            self.buf = Vec::new();
+            large_buffers::give_back(std::mem::take(&mut self.buf));
             self.head = 0;
             self.tail = 0;
         }
