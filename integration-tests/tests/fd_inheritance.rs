@@ -141,22 +141,31 @@ async fn given_sockets_follow_the_socket_activation_convention() {
 }
 
 /// The first message a `test-tree` relay posts (its sub-worker's answer),
-/// and the handles of the sub-workers it started, which come first (kept,
-/// and read, until the end).
-async fn relayed(parent: &mut Worker) -> (String, Vec<Worker>) {
-    let mut subs = Vec::new();
-    let answer = within(LIMIT, "the sub-worker's answer, relayed", async {
-        loop {
-            match parent.next_event().await.expect("the parent's events") {
-                WorkerEvent::Message { data, .. } => break String::from_utf8(data).unwrap(),
-                WorkerEvent::SubWorker(sub) => subs.push(*sub),
-                WorkerEvent::Ready => {}
-                other => panic!("expected the relayed answer, got {other:?}"),
+/// and the handles of the `subs` sub-workers it started (kept, and read,
+/// until the end). A handle may come before or after the answer: the
+/// relay hears from its sub-worker as soon as it starts, while its handle
+/// is still on its way to this process.
+async fn relayed(parent: &mut Worker, subs: usize) -> (String, Vec<Worker>) {
+    let mut handles = Vec::new();
+    let mut answer = None;
+    within(
+        LIMIT,
+        "the sub-worker's answer, relayed, and its handle",
+        async {
+            while answer.is_none() || handles.len() < subs {
+                match parent.next_event().await.expect("the parent's events") {
+                    WorkerEvent::Message { data, .. } if answer.is_none() => {
+                        answer = Some(String::from_utf8(data).unwrap());
+                    }
+                    WorkerEvent::SubWorker(sub) => handles.push(*sub),
+                    WorkerEvent::Ready => {}
+                    other => panic!("expected the relayed answer, got {other:?}"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
-    (answer, subs)
+    (answer.unwrap_or_default(), handles)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +178,7 @@ async fn a_sub_worker_gets_its_sockets_from_fd_3_then_its_channel_then_its_tree_
         )
         .await
         .unwrap();
-    let (report, _subs) = relayed(&mut parent).await;
+    let (report, _subs) = relayed(&mut parent, 1).await;
     let pid = report.rsplit("pid=").next().unwrap();
     assert_eq!(
         report,
@@ -185,7 +194,7 @@ async fn a_sub_worker_started_from_an_entry_point_runs_that_entry() {
         .spawn(WorkerSpec::program(binary("test-tree")).arg("entry-sub"))
         .await
         .unwrap();
-    let (answer, subs) = relayed(&mut parent).await;
+    let (answer, subs) = relayed(&mut parent, 1).await;
     let leaf = subs.first().expect("the sub-worker's handle");
     assert_eq!(answer, format!("leaf {}", leaf.pid()));
     parent.close(Duration::from_secs(5)).await.unwrap();

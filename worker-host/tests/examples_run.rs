@@ -136,19 +136,25 @@ async fn delegate_splits_the_work_over_sub_workers_and_leaves_none() {
         .post_message(b"1000000".to_vec(), vec![])
         .await
         .unwrap();
+    // The report and the four sub-workers' handles, in whatever order they
+    // come (a handle may still be on its way when the report is posted).
     let mut subs = Vec::new();
-    let report = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
+    let mut report = None;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while report.is_none() || subs.len() < 4 {
             match worker.next_event().await.expect("event") {
                 WorkerEvent::Ready => {}
                 WorkerEvent::SubWorker(sub) => subs.push(*sub),
-                WorkerEvent::Message { data, .. } => return String::from_utf8(data).unwrap(),
+                WorkerEvent::Message { data, .. } if report.is_none() => {
+                    report = Some(String::from_utf8(data).unwrap());
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
     })
     .await
-    .expect("delegate answered in time");
+    .expect("delegate answered in time, and its four sub-workers were seen");
+    let report = report.unwrap_or_default();
     let field = |key: &str| {
         report
             .split_whitespace()
