@@ -145,11 +145,12 @@ async fn typed_values_round_trip_and_a_mismatch_is_a_message_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_an_error_when_the_spec_says_so() {
     let supervisor = Supervisor::new().unwrap();
-    // A program that never reads its channel, and never becomes Ready.
+    // A program that never reads its channel, never becomes Ready, and
+    // never closes the channel either (so that no post fails for that).
     let worker = supervisor
         .spawn(
-            WorkerSpec::program(test_worker())
-                .arg("garbage")
+            WorkerSpec::program("/bin/sleep")
+                .arg("60")
                 .queue_limit(4, WhenFull::Error),
         )
         .await
