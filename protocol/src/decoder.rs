@@ -56,7 +56,8 @@ const RESERVE_AHEAD: usize = 1024 * 1024 + HEADER_LEN;
 mod large_buffers {
     use std::sync::Mutex;
 
-    /// The most the spares hold in all (two frames of the 16 MiB limit).
+    /// The most the spares hold in all (one frame of the 16 MiB limit and
+    /// more, or several smaller ones).
     pub(super) const SPARE_BYTES: usize = 32 * 1024 * 1024;
 
     static SPARES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
@@ -196,11 +197,13 @@ impl FrameDecoder {
             self.head = 0;
             self.tail = buffered;
             if self.buf.len() < wanted {
-                // A large frame takes a buffer an idle channel gave back,
-                // whole, when one is big enough for it: no allocation, page
-                // faults or zero-filling, and no regrowth as its bytes come.
+                // A large frame whose first RESERVE_AHEAD bytes have come
+                // (its sender is sending, not stalling) takes a buffer an
+                // idle channel gave back, whole, when one is big enough:
+                // no allocation, page faults or zero-filling for the rest,
+                // and no regrowth as its bytes come.
                 let reused = frame_len
-                    .filter(|len| *len > KEEP_BUFFER)
+                    .filter(|len| *len > KEEP_BUFFER && buffered >= RESERVE_AHEAD)
                     .and_then(large_buffers::take);
                 match reused {
                     Some(mut large) => {

@@ -265,6 +265,7 @@ impl Registry {
         ) {
             pool.replica_ready(id, worker);
         }
+        state.reindex(id);
     }
 
     /// A run of worker `id` ended, as `description` says.
