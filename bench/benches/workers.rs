@@ -65,7 +65,9 @@ fn raw_spawn() -> (std::process::Child, std::os::unix::net::UnixStream) {
 }
 
 fn spawn_to_ready(c: &mut Criterion) {
-    raise_fd_limit();
+    // A thousand workers need a few thousand fds (each one's channel, pidfd
+    // and output pipes), and the raw side a thousand sockets.
+    arbor_bench::raise_fd_limit(u64::MAX).expect("raising the fd limit");
     let rt = runtime();
     let supervisor = rt
         .block_on(async { Supervisor::new() })
@@ -103,15 +105,6 @@ fn spawn_to_ready(c: &mut Criterion) {
     for count in [100, 1000] {
         spawn_many(c, &rt, &supervisor, count);
     }
-}
-
-/// The soft fd limit up to the hard one: a thousand workers need a few
-/// thousand fds here (each one's channel, pidfd and output pipes), and the
-/// raw side a thousand sockets.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("the fd limit");
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raising the fd limit");
 }
 
 /// `spawn_<count>`: `count` workers started at once until all are Ready,

@@ -234,3 +234,46 @@ pub fn rss_kib(pid: impl std::fmt::Display) -> io::Result<u64> {
         .map_err(|_| io::Error::other(format!("sysconf(PAGE_SIZE) = {page_bytes}")))?;
     Ok(resident_pages * page_kib)
 }
+
+/// Raises this process's fd limit (inherited by what it starts) to `wanted`
+/// where it may (root with CAP_SYS_RESOURCE), else the soft limit to the
+/// hard one; the limit now in force.
+pub fn raise_fd_limit(wanted: u64) -> nix::Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_err() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
+}
+
+/// A control connection to arbord at `socket`, reads bounded by `timeout`.
+pub fn control_connect(
+    socket: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<arbor_protocol::blocking::Channel, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    Ok(arbor_protocol::blocking::Channel::new(stream)?)
+}
+
+/// The next control answer on `channel`.
+pub fn control_answer(
+    channel: &mut arbor_protocol::blocking::Channel,
+) -> Result<arbor_protocol::control::ControlResponse, Box<dyn std::error::Error + Send + Sync>> {
+    match channel.recv()? {
+        (arbor_protocol::Frame::Message(message), _) => Ok(message.decode()?),
+        (other, _) => Err(format!("a {:?} frame instead of an answer", other.kind()).into()),
+    }
+}
+
+/// One control request to arbord on a fresh connection, and its answer
+/// (reads bounded by 60 s).
+pub fn control_ask(
+    socket: &std::path::Path,
+    request: &arbor_protocol::control::ControlRequest,
+) -> Result<arbor_protocol::control::ControlResponse, Box<dyn std::error::Error + Send + Sync>> {
+    let mut channel = control_connect(socket, std::time::Duration::from_secs(60))?;
+    channel.send_value(request, &[])?;
+    control_answer(&mut channel)
+}

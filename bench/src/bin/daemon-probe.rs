@@ -2,24 +2,12 @@
 //! process, as an operator runs it; median of 20) and arbord's RSS. Prints
 //! one JSON object. Run by bench/run.sh.
 
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse};
-use arbor_protocol::Frame;
 
 const WORKERS: usize = 100;
-
-fn ask(socket: &std::path::Path, request: &ControlRequest) -> Option<ControlResponse> {
-    let mut channel = Channel::new(UnixStream::connect(socket).ok()?).ok()?;
-    channel.send_value(request, &[]).ok()?;
-    match channel.recv().ok()? {
-        (Frame::Message(message), _) => message.decode().ok(),
-        _ => None,
-    }
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("arbor-daemon-probe-{}", std::process::id()));
@@ -45,7 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(ControlResponse::Workers(workers)) = ask(&socket, &ControlRequest::List) {
+        if let Ok(ControlResponse::Workers(workers)) =
+            arbor_bench::control_ask(&socket, &ControlRequest::List)
+        {
             if workers.iter().filter(|w| w.state == "running").count() == WORKERS {
                 break;
             }
@@ -77,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // an error naming the pid, never an RSS of 0, and arbord is stopped
     // either way.
     let rss = arbor_bench::rss_kib(arbord_pid);
-    let _ = ask(&socket, &ControlRequest::Shutdown);
+    let _ = arbor_bench::control_ask(&socket, &ControlRequest::Shutdown);
     let _ = arbord.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let rss = rss.map_err(|e| format!("arbord's RSS (pid {arbord_pid}): {e}"))?;

@@ -20,15 +20,12 @@
 //! the size (at least its default, 1,024) and an fd limit of 65,536 (or
 //! the hard limit, where this process may not raise it).
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use arbor_protocol::blocking::Channel;
 use arbor_protocol::control::{ControlRequest, ControlResponse, EventKind, SpawnRequest};
-use arbor_protocol::Frame;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -40,11 +37,10 @@ const FD_LIMIT: u64 = 65536;
 const PHASE_LIMIT: Duration = Duration::from_secs(600);
 
 fn main() -> Result<()> {
-    raise_fd_limit()?;
+    let limit = arbor_bench::raise_fd_limit(FD_LIMIT)?;
     let sizes = std::env::var("ARBOR_SCALE_SIZES").unwrap_or_else(|_| "100,1000,10000".into());
     for size in sizes.split(',') {
         let size: usize = size.trim().parse()?;
-        let limit = fd_limit()?;
         let needed = size as u64 * FDS_PER_WORKER + 256;
         if needed > limit {
             // Said in the output, never skipped in silence.
@@ -86,22 +82,6 @@ fn main() -> Result<()> {
 /// its stdout and stderr.
 const FDS_PER_WORKER: u64 = 4;
 
-/// The fd limit arbord will have (this process's, which it inherits).
-fn fd_limit() -> Result<u64> {
-    Ok(nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0)
-}
-
-/// Raises this process's fd limit (and so arbord's, which inherits it):
-/// to [`FD_LIMIT`] where allowed (root), else to the hard limit.
-fn raise_fd_limit() -> Result<()> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if setrlimit(Resource::RLIMIT_NOFILE, FD_LIMIT, FD_LIMIT).is_err() {
-        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    }
-    Ok(())
-}
-
 /// One arbord of the probe, killed if the probe stops early.
 struct Arbord {
     child: Child,
@@ -128,7 +108,7 @@ impl Arbord {
             .spawn()?;
         let arbord = Self { child, dir, socket };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while ask(&arbord.socket, &ControlRequest::Status).is_err() {
+        while arbor_bench::control_ask(&arbord.socket, &ControlRequest::Status).is_err() {
             if Instant::now() > deadline {
                 return Err("arbord did not answer within 30 s".into());
             }
@@ -176,9 +156,9 @@ impl Arbord {
         wanted: usize,
         counts: fn(&EventKind) -> bool,
     ) -> Result<mpsc::Receiver<(usize, u64)>> {
-        let mut channel = connect(&self.socket)?;
+        let mut channel = arbor_bench::control_connect(&self.socket, PHASE_LIMIT)?;
         channel.send_value(&ControlRequest::Events { id: None }, &[])?;
-        match answer(&mut channel)? {
+        match arbor_bench::control_answer(&mut channel)? {
             ControlResponse::Ok => {}
             other => return Err(format!("Events answered {other:?}").into()),
         }
@@ -186,7 +166,7 @@ impl Arbord {
         std::thread::spawn(move || {
             let (mut seen, mut missed) = (0, 0);
             while seen + (missed as usize) < wanted {
-                match answer(&mut channel) {
+                match arbor_bench::control_answer(&mut channel) {
                     Ok(ControlResponse::Notice(event)) => match event.kind {
                         EventKind::Missed(count) => missed += count,
                         kind if counts(&kind) => seen += 1,
@@ -229,7 +209,7 @@ impl Arbord {
     /// SIGKILLs every worker at once; the time until a watcher has seen
     /// every exit, and how many events it was told it missed.
     fn storm(&self, size: usize) -> Result<(Duration, u64)> {
-        let pids: Vec<u32> = match ask(&self.socket, &ControlRequest::List)? {
+        let pids: Vec<u32> = match arbor_bench::control_ask(&self.socket, &ControlRequest::List)? {
             ControlResponse::Workers(workers) => workers.iter().map(|w| w.pid).collect(),
             other => return Err(format!("List answered {other:?}").into()),
         };
@@ -249,7 +229,7 @@ impl Arbord {
     /// Asks arbord to shut down; the time until it has exited.
     fn shutdown(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        ask(&self.socket, &ControlRequest::Shutdown)?;
+        arbor_bench::control_ask(&self.socket, &ControlRequest::Shutdown)?;
         let deadline = started + PHASE_LIMIT;
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
@@ -273,7 +253,7 @@ impl Drop for Arbord {
 
 /// Spawns `count` idle workers, one Spawn after another on one connection.
 fn spawn_some(socket: &Path, peer: &str, count: usize) -> Result<()> {
-    let mut channel = connect(socket)?;
+    let mut channel = arbor_bench::control_connect(socket, PHASE_LIMIT)?;
     for _ in 0..count {
         let spawn = SpawnRequest {
             name: Some("idle".into()),
@@ -287,7 +267,7 @@ fn spawn_some(socket: &Path, peer: &str, count: usize) -> Result<()> {
             shared: false,
         };
         channel.send_value(&ControlRequest::Spawn(spawn), &[])?;
-        match answer(&mut channel)? {
+        match arbor_bench::control_answer(&mut channel)? {
             ControlResponse::Spawned { .. } => {}
             other => return Err(format!("Spawn answered {other:?}").into()),
         }
@@ -303,24 +283,4 @@ fn fd_count(pid: u32) -> Result<usize> {
 /// A binary built beside this one.
 fn sibling(name: &str) -> Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name(name))
-}
-
-fn connect(socket: &Path) -> Result<Channel> {
-    let stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(PHASE_LIMIT))?;
-    Ok(Channel::new(stream)?)
-}
-
-fn answer(channel: &mut Channel) -> Result<ControlResponse> {
-    match channel.recv()? {
-        (Frame::Message(message), _) => Ok(message.decode()?),
-        (other, _) => Err(format!("a {:?} frame instead of an answer", other.kind()).into()),
-    }
-}
-
-/// One request on a fresh connection, and its answer.
-fn ask(socket: &Path, request: &ControlRequest) -> Result<ControlResponse> {
-    let mut channel = connect(socket)?;
-    channel.send_value(request, &[])?;
-    answer(&mut channel)
 }
