@@ -37,6 +37,9 @@ pub(crate) struct RecvHalf {
     decoder: FrameDecoder,
     control: Box<CmsgBuffer>,
     state: RecvState,
+    /// The last read took less than there was room for and no fds: the
+    /// socket held nothing more at that moment (see [`RecvHalf::fill`]).
+    drained: bool,
 }
 
 /// A frame taken and checked by [`RecvHalf::take`], with its fds.
@@ -55,6 +58,7 @@ impl RecvHalf {
             decoder: FrameDecoder::new(limits),
             control: Box::new(CmsgBuffer::new()),
             state: RecvState::Open,
+            drained: false,
         }
     }
 
@@ -98,8 +102,18 @@ impl RecvHalf {
     /// async transport; end of stream and errors fail the channel.
     pub(crate) fn fill(&mut self, socket: BorrowedFd<'_>) -> io::Result<Result<()>> {
         let max_fds = self.decoder.limits().max_fds;
-        match sys::recv(socket, self.decoder.spare(), max_fds, &mut self.control) {
+        let spare = self.decoder.spare();
+        let room = spare.len();
+        self.drained = false;
+        match sys::recv(socket, spare, max_fds, &mut self.control) {
             Ok(Received::Data(n, fds)) => {
+                // A stream socket's recvmsg copies queued bytes until the
+                // buffer is full, the queue is empty, or it has taken a
+                // message's fds (nothing here sets SO_PASSCRED, the other
+                // boundary it stops at). So a short read without fds means
+                // the socket was empty, and the async transport need not
+                // ask again only to hear EAGAIN.
+                self.drained = n < room && fds.is_empty();
                 self.decoder.commit(n, fds);
                 Ok(Ok(()))
             }
@@ -113,6 +127,17 @@ impl RecvHalf {
             }
             Err(e) => Ok(Err(self.fail(e))),
         }
+    }
+
+    /// Whether the last [`RecvHalf::fill`] emptied the socket.
+    pub(crate) fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// The socket was seen empty and every whole frame taken: a drained
+    /// large buffer goes back (see [`FrameDecoder::idle`]).
+    pub(crate) fn idle(&mut self) {
+        self.decoder.idle();
     }
 
     /// Before a read that blocks: if the decoder holds a large drained

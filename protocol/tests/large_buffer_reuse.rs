@@ -87,3 +87,49 @@ fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_messa
         "large allocations for the messages after the first"
     );
 }
+
+/// The same through the tokio transport, whose receive learns that the
+/// channel is idle from a read that emptied the socket, not from EAGAIN.
+#[test]
+fn an_async_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_message() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (stream, peer_stream) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+    let peer = thread::spawn(move || {
+        let mut sender = Channel::new(peer_stream).expect("the peer's channel");
+        let data = vec![5u8; MESSAGE];
+        for _ in 0..MESSAGES {
+            sender.send_bytes(&data, &[]).expect("send a large message");
+            match sender.recv_ref().expect("the answer") {
+                (FrameRef::Message(b"next"), _) => {}
+                (other, _) => panic!("not the answer: {other:?}"),
+            }
+        }
+    });
+    let sizes = runtime.block_on(async move {
+        stream.set_nonblocking(true).expect("nonblocking");
+        let mut receiver =
+            arbor_protocol::nonblocking::AsyncChannel::from_std(stream, Default::default())
+                .expect("the async channel");
+        let mut sizes = Vec::new();
+        for i in 0..MESSAGES {
+            COUNTING.with(|c| c.set(i > 0));
+            match receiver.recv_ref().await.expect("a large message") {
+                (FrameRef::Message(data), _) => sizes.push(data.len()),
+                (other, _) => panic!("not a message: {other:?}"),
+            }
+            receiver.send_bytes(b"next", &[]).await.expect("answer");
+        }
+        COUNTING.with(|c| c.set(false));
+        sizes
+    });
+    peer.join().expect("the sending thread");
+    assert_eq!(sizes, vec![MESSAGE; MESSAGES]);
+    let large = LARGE_ALLOCATIONS.with(Cell::get);
+    assert_eq!(
+        large, 0,
+        "large allocations for the messages after the first"
+    );
+}
