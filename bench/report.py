@@ -88,8 +88,17 @@ def workers_rows():
             key = f"{prefix}worker_round_trip/{size}"
             rows.append(Row(key, f"{prefix}worker_round_trip", str(size), "arbor", "raw",
                             f"{key} (post_message and the echo event{how})"))
-    rows.append(Row("daemon_request", "daemon_request", None, "arbor", "raw",
-                    "daemon_request (64 B through arbord; raw = the library's Worker::request)"))
+    for prefix, how in [("", ""), ("pinned_", ", all pinned to CPU 0")]:
+        key = f"{prefix}daemon_request"
+        rows += [
+            Row(key, key, None, "arbor", "raw",
+                f"{key} (64 B through arbord; raw = the library's Worker::request{how})"),
+            Row(f"{key}_over_relay", key, None, "arbor", "relay",
+                f"{key} against a raw relay process (the floor of any hop through a third "
+                f"process{how})"),
+            Row(f"{key}_relay_floor", key, None, "relay", "raw",
+                f"{key}: the raw relay itself against the library's request{how}"),
+        ]
     return rows
 
 
@@ -142,6 +151,7 @@ TARGETS = {
     "pinned_worker_round_trip/64": ("<=", 1.2),
     "pinned_worker_round_trip/4096": ("<=", 1.2),
     "daemon_request": ("<=", 1.5),
+    "pinned_daemon_request": ("<=", 1.5),
     f"transfer/memfd/{64 * MIB}": ("<=", 1.0),
     "supervisor_kib_per_idle_worker": ("<", 32.0),
 }

@@ -24,7 +24,7 @@ for i in $(seq 1 "$runs"); do
   cargo bench -q -p arbor-bench --bench channel -- --noplot
   ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench channel -- --noplot round_trip
   cargo bench -q -p arbor-bench --bench workers -- --noplot
-  ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench workers -- --noplot worker_round_trip
+  ARBOR_BENCH_LABEL=pinned taskset -c 0 cargo bench -q -p arbor-bench --bench workers -- --noplot 'worker_round_trip|daemon_request'
   cargo bench -q -p arbor-bench --bench tree -- --noplot
   cargo bench -q -p arbor-bench --bench transfer -- --noplot
   cp -r target/criterion "$out/run-$i"

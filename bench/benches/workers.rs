@@ -7,6 +7,10 @@
 //!   at once (the process's fd limit is raised to its hard limit for them).
 //! - `worker_round_trip/{64,4096}`: `post_message` to an echo worker and its
 //!   reply event, against the raw length-prefix ping-pong over a socketpair.
+//! - `daemon_request`: a 64 B request through arbord's control socket,
+//!   against the library's `Worker::request` (`raw`) and against a raw
+//!   relay process between the client and a raw echo (`relay`), the floor
+//!   of any hop through a third process.
 //!
 //! node's `child_process.fork` rows come from `bench/node/fork_ipc.js`,
 //! run by bench/run.sh beside this.
@@ -225,7 +229,8 @@ fn worker_round_trip(c: &mut Criterion) {
 }
 
 /// A request through arbord (a client on its control socket, arbord asking
-/// the worker) against the same request through the library.
+/// the worker) against the same request through the library, and against
+/// the floor of any hop through a third process: a raw relay.
 fn daemon_request(c: &mut Criterion) {
     use arbor_protocol::blocking::Channel;
     use arbor_protocol::control::{ControlRequest, ControlResponse};
@@ -308,7 +313,21 @@ fn daemon_request(c: &mut Criterion) {
             .expect("join")
         })
     });
+    // The floor of any hop: the same 64 B relayed by a third process that
+    // does nothing but read and write (raw framing, blocking calls).
+    let (mut relay, relay_socket) = spawn_peer(PEER, "raw-relay").expect("spawn the relay");
+    let mut relayed = RawChannel::new(relay_socket).expect("raw");
+    let mut echoed = Vec::new();
+    group.bench_function("relay", |b| {
+        b.iter(|| {
+            relayed.send(&payload).expect("send");
+            relayed.recv(&mut echoed).expect("recv");
+            black_box(&echoed);
+        })
+    });
     group.finish();
+    drop(relayed);
+    let _ = relay.wait();
     stop_daemon(&mut daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }

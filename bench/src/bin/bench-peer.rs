@@ -117,6 +117,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
+        // The floor of a hop through a third process: relays each raw
+        // message to its own `raw-echo` child and the echo back, with
+        // blocking reads and writes and nothing else (no runtime, no
+        // decoding). The baseline for a request through arbord.
+        "raw-relay" => {
+            let exe = std::env::current_exe()?;
+            let exe = exe.to_str().ok_or("the benchmark's path is not UTF-8")?;
+            let (mut echo, echo_socket) = arbor_bench::spawn_peer(exe, "raw-echo")?;
+            let mut client = RawChannel::new(socket)?;
+            let mut downstream = RawChannel::new(echo_socket)?;
+            let mut buf = Vec::new();
+            let relayed = loop {
+                match client.recv(&mut buf) {
+                    Ok(true) => {
+                        downstream.send(&buf)?;
+                        downstream.recv(&mut buf)?;
+                        client.send(&buf)?;
+                    }
+                    Ok(false) => client.ack()?,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            drop(downstream);
+            echo.wait()?;
+            Ok(relayed?)
+        }
         "raw-echo" => {
             let mut channel = RawChannel::new(socket)?;
             let mut buf = Vec::new();
