@@ -2,7 +2,10 @@
 """Drives the HTTP pool benchmark (see bench/http.sh, which builds first).
 
 Each run measures, with the same wrk settings (RELOAD_ONLY=1: only the
-rolling reloads):
+rolling reloads; CLOSE_ONLY=1: only the rows with a new connection per
+request, each mode against shared; SCALE_ONLY=1: only handoff pools of 2,
+16 and 64 replicas with a new connection per request, with arbord's CPU
+time per connection):
 - standalone: one http-hello process on its own --listen address;
 - shared, reuseport, handoff: arbord with one pool of 2 http-hello replicas;
 - node: node's cluster module with 2 workers (when node is installed);
@@ -157,6 +160,10 @@ def stop(process):
 def one_run():
     if os.environ.get("RELOAD_ONLY"):
         return reload_rows({})
+    if os.environ.get("CLOSE_ONLY"):
+        return close_rows({})
+    if os.environ.get("SCALE_ONLY"):
+        return scale_rows({})
     rows = {}
     port = free_port()
     p = spawned([f"{RELEASE}/http-hello", "--listen", f"127.0.0.1:{port}"], port)
@@ -182,6 +189,43 @@ def one_run():
         rows[f"fairness_close_{mode}"] = wrk(port, script=pids, close=True)
         daemon.close()
     return reload_rows(rows)
+
+
+def close_rows(rows):
+    """A new connection per request (`Connection: close`) in each socket
+    mode, the modes run in turn within the run: what a connection costs."""
+    pids = os.path.join(ROOT, "bench/wrk/pids.lua")
+    for mode in ["handoff", "shared", "reuseport"]:
+        port = free_port()
+        daemon = Arbord(mode, port)
+        rows[f"fairness_close_{mode}"] = wrk(port, script=pids, close=True)
+        daemon.close()
+    return rows
+
+
+SCALE_REPLICAS = [2, 16, 64]
+
+
+def cpu_seconds(pid):
+    """A process's user + system CPU time so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scale_rows(rows):
+    """A handoff pool of 2, 16 and 64 replicas under wrk with a new
+    connection per request: requests/s, and arbord's own CPU time per
+    connection handed out (its dispatch cost as the replicas grow)."""
+    for replicas in SCALE_REPLICAS:
+        port = free_port()
+        daemon = Arbord("handoff", port, replicas=replicas)
+        before = cpu_seconds(daemon.process.pid)
+        result = wrk(port, close=True)
+        result["arbord_cpu"] = cpu_seconds(daemon.process.pid) - before
+        rows[f"scale_handoff_{replicas}"] = result
+        daemon.close()
+    return rows
 
 
 def reload_rows(rows):
@@ -241,6 +285,10 @@ def median(runs, row, key):
 def report(runs):
     if os.environ.get("RELOAD_ONLY"):
         return report_reloads(runs)
+    if os.environ.get("CLOSE_ONLY"):
+        return report_close(runs)
+    if os.environ.get("SCALE_ONLY"):
+        return report_scale(runs)
     base_rps = median(runs, "standalone", "rps")
     base_p99 = median(runs, "standalone", "p99")
     node_rps = median(runs, "node", "rps")
@@ -266,7 +314,34 @@ def report(runs):
                 ratios.append(max(pids.values()) / min(pids.values()) if len(pids) >= 2 else float("inf"))
             cells.append(f"{statistics.median(ratios):.3f} (runs {', '.join(f'{x:.2f}' for x in ratios)})")
         print(f"| {mode} | {cells[0]} | {cells[1]} |")
+    report_close(runs)
     report_reloads(runs)
+
+
+def report_close(runs):
+    """Requests/s with a new connection per request, each mode against
+    shared (the kernel spreading accepts, nothing in between) run by run."""
+    print(f"\n| a connection per request (wrk -H 'Connection: close') | requests/s | / shared "
+          f"| per-run ratios, min–max | runs |")
+    print("|---|---:|---:|---:|---:|")
+    for mode in ["shared", "reuseport", "handoff"]:
+        row = f"fairness_close_{mode}"
+        rps = median(runs, row, "rps")
+        ratios = [r[row]["rps"] / r["fairness_close_shared"]["rps"] for r in runs]
+        print(f"| {mode} | {rps:.0f} | {rps / median(runs, 'fairness_close_shared', 'rps'):.2f}x "
+              f"| {min(ratios):.2f}–{max(ratios):.2f}x | {len(runs)} |")
+
+
+def report_scale(runs):
+    """Dispatch cost per connection as a handoff pool grows."""
+    print("\n| handoff pool, a connection per request | requests/s | arbord CPU per connection "
+          "| per-run, min–max | runs |")
+    print("|---|---:|---:|---:|---:|")
+    for replicas in SCALE_REPLICAS:
+        row = f"scale_handoff_{replicas}"
+        per = [r[row]["arbord_cpu"] / r[row]["requests"] * 1e6 for r in runs]
+        print(f"| {replicas} replicas | {median(runs, row, 'rps'):.0f} | {statistics.median(per):.1f} µs "
+              f"| {min(per):.1f}–{max(per):.1f} µs | {len(runs)} |")
 
 
 def report_reloads(runs):

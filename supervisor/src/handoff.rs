@@ -3,26 +3,35 @@
 //! round-robin mode.
 //!
 //! The rules (WIRE.md §3):
-//! - at most one handoff in flight per replica: the next waits for the
-//!   replica's ConnectionAck;
+//! - at most [`WINDOW`] handoffs in flight per replica: the next waits for
+//!   one of the replica's ConnectionAcks (pipelined, so a burst of short
+//!   connections does not wait an ack round trip each);
 //! - arbord keeps its own copy of each connection until the ack, so a
 //!   refusal, or the replica's death before it answered, sends the same
 //!   connection to another replica instead of losing it;
 //! - only ready replicas that are not being retired get connections; with
 //!   none, arbord stops accepting and connections wait in the kernel's
 //!   backlog (never refused);
-//! - the accept loop is its own task: it never holds up the control plane.
+//! - the accept loop is its own task: it never holds up the control plane;
+//!   it accepts in batches, until the listener would block or the free
+//!   room in the replicas' windows is taken, so a burst of connections
+//!   costs one wake-up, not one each.
 //!
 //! The rules are `State`'s, bookkeeping with no I/O (unit-tested below);
 //! [`Dispatcher`] is the I/O around it: the accept loop, the posts, the
 //! wake-ups.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use std::os::fd::AsFd;
+
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -34,6 +43,14 @@ const RETRY_REFUSED: Duration = Duration::from_millis(50);
 /// Offers of one connection to every replica before it is given up (closed):
 /// about 5 s of refusals (replicas without a connection handler).
 const MAX_OFFERS: u32 = 100;
+
+/// Connections handed to one replica and not yet answered. One would make
+/// every connection wait for the last one's ack (an ack round trip per
+/// connection, half the rate of the kernel's own spreading with a new
+/// connection per request); a few keep the replica fed while its acks come
+/// back. A replica that stops reading holds at most this many (they go to
+/// another replica if it dies, as before).
+pub(crate) const WINDOW: usize = 8;
 
 /// Connection ids, unique in the process (acks are routed by them).
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -66,8 +83,8 @@ struct State<W = Arc<Worker>> {
 #[derive(Debug)]
 struct Replica<W> {
     worker: W,
-    /// The connection handed to it and not yet answered.
-    busy: Option<u64>,
+    /// Connections handed to it and not yet answered (at most [`WINDOW`]).
+    in_flight: usize,
     /// Its last reported count of open connections.
     open: u32,
 }
@@ -75,7 +92,9 @@ struct Replica<W> {
 #[derive(Debug)]
 struct Pending {
     id: u64,
-    fd: OwnedFd,
+    /// The connection, shared with its post until the post is written:
+    /// arbord's own hold on it until the ack (closed when both let go).
+    fd: Arc<OwnedFd>,
     refused_by: Vec<u64>,
     /// When every replica refused it: when it is offered again.
     retry_at: Option<Instant>,
@@ -87,7 +106,7 @@ impl Pending {
     fn new(id: u64, fd: OwnedFd) -> Self {
         Self {
             id,
-            fd,
+            fd: Arc::new(fd),
             refused_by: Vec::new(),
             retry_at: None,
             rounds: 0,
@@ -98,8 +117,9 @@ impl Pending {
 /// What the accept loop waits for when no queued connection can go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Idle {
-    /// A replica is free and nothing is queued: accept the next connection.
-    Accept,
+    /// A replica has room and nothing is queued: accept up to this many
+    /// connections (the room in the replicas' windows).
+    Accept(usize),
     /// Every free replica refused the connection at the head of the queue:
     /// offer it again at this instant.
     RetryAt(Instant),
@@ -125,7 +145,7 @@ impl<W> State<W> {
             id,
             Replica {
                 worker,
-                busy: None,
+                in_flight: 0,
                 open: 0,
             },
         );
@@ -159,22 +179,34 @@ impl<W> State<W> {
     }
 
     fn post_failed(&mut self, replica: u64, connection: u64) {
-        if let Some((owner, mut pending)) = self.in_flight.remove(&connection) {
-            if owner == replica {
+        match self.in_flight.remove(&connection) {
+            Some((owner, mut pending)) if owner == replica => {
                 pending.refused_by.push(replica);
                 self.requeue(pending);
-            } else {
-                self.in_flight.insert(connection, (owner, pending));
+                self.answered(replica);
             }
-        }
-        if let Some(r) = self.replicas.get_mut(&replica) {
-            r.busy = None;
+            Some(other) => {
+                self.in_flight.insert(connection, other);
+            }
+            None => {}
         }
     }
 
-    /// Whether the ack changed anything (it was for a connection that
-    /// replica was given).
-    fn ack(&mut self, replica: u64, connection: u64, accepted: bool, open: u32) -> bool {
+    /// One of `replica`'s connections was answered (or its post failed):
+    /// room in its window.
+    fn answered(&mut self, replica: u64) {
+        if let Some(r) = self.replicas.get_mut(&replica) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// `None` for an ack of a connection that replica was not given
+    /// (ignored); else whether the ack may let the accept loop go on where
+    /// it waits: a queued connection may go out now, or the replica's
+    /// window was full. (While some replica has room and nothing is queued
+    /// the loop waits in accept, not for acks: waking it for each would
+    /// cost a task wake-up per connection for nothing.)
+    fn ack(&mut self, replica: u64, connection: u64, accepted: bool, open: u32) -> Option<bool> {
         match self.in_flight.remove(&connection) {
             Some((owner, mut pending)) if owner == replica => {
                 if !accepted {
@@ -185,15 +217,19 @@ impl<W> State<W> {
             }
             Some(other) => {
                 self.in_flight.insert(connection, other);
-                return false;
+                return None;
             }
-            None => return false,
+            None => return None,
         }
+        let was_full = self
+            .replicas
+            .get(&replica)
+            .is_some_and(|r| r.in_flight >= WINDOW);
+        self.answered(replica);
         if let Some(r) = self.replicas.get_mut(&replica) {
-            r.busy = None;
             r.open = open;
         }
-        true
+        Some(was_full || !self.queue.is_empty())
     }
 
     fn load(&mut self, replica: u64, open: u32) {
@@ -207,24 +243,36 @@ impl<W> State<W> {
         self.queue.clear();
     }
 
-    /// A free replica for a connection `refused_by` these (or for any
-    /// connection), by the policy.
+    /// A replica with room in its window for a connection `refused_by`
+    /// these (or for any connection), by the policy.
     fn choose(&self, refused_by: &[u64]) -> Option<u64> {
         let free = self
             .replicas
             .iter()
-            .filter(|(id, r)| r.busy.is_none() && !refused_by.contains(id));
+            .filter(|(id, r)| r.in_flight < WINDOW && !refused_by.contains(id));
         match self.policy {
             HandoffPolicy::RoundRobin => {
                 let mut free = free.map(|(id, _)| *id).peekable();
                 let first = *free.peek()?;
                 Some(free.find(|id| *id > self.last).unwrap_or(first))
             }
-            // Ties go round-robin too: the first after the last one served.
+            // What it has open plus what is on its way to it; ties go
+            // round-robin too: the first after the last one served.
             HandoffPolicy::LeastBusy => free
-                .min_by_key(|(id, r)| (r.open, **id <= self.last, **id))
+                .min_by_key(|(id, r)| (r.open as usize + r.in_flight, **id <= self.last, **id))
                 .map(|(id, _)| *id),
         }
+    }
+
+    /// How many more connections the replicas' windows have room for,
+    /// beyond those already queued: how many to accept now.
+    fn room(&self) -> usize {
+        let free: usize = self
+            .replicas
+            .values()
+            .map(|r| WINDOW.saturating_sub(r.in_flight))
+            .sum();
+        free.saturating_sub(self.queue.len())
     }
 
     /// The connection at the head of the queue and a replica for it, if
@@ -237,7 +285,7 @@ impl<W> State<W> {
         self.queue.pop_front().map(|pending| (replica, pending))
     }
 
-    /// `pending` goes to `replica`, which is busy until it answers; the
+    /// `pending` goes to `replica`, in its window until it answers; the
     /// replica's handle to post to, or `None` (and the connection back in
     /// the queue) if the replica is no longer there.
     fn hand(&mut self, replica: u64, pending: Pending) -> Option<&W> {
@@ -249,7 +297,7 @@ impl<W> State<W> {
         self.last = replica;
         self.in_flight.insert(id, (replica, pending));
         let r = self.replicas.get_mut(&replica)?;
-        r.busy = Some(id);
+        r.in_flight += 1;
         Some(&r.worker)
     }
 
@@ -262,7 +310,7 @@ impl<W> State<W> {
         let free = self.choose(&[]).is_some();
         let refused = self.queue.front().is_some_and(|p| !p.refused_by.is_empty());
         match retry_at {
-            None if free => Idle::Accept,
+            None if free => Idle::Accept(self.room()),
             Some(at) if refused && free => Idle::RetryAt(at),
             _ => Idle::Wait,
         }
@@ -285,31 +333,42 @@ impl<W> State<W> {
     }
 }
 
-/// A listening socket the dispatcher accepts on.
+/// The listening socket the dispatcher accepts on (TCP or Unix alike).
+///
+/// Accepted sockets are never registered with arbord's reactor (they only
+/// pass through on their way to a replica), which a tokio listener would do
+/// and undo for each: two `epoll_ctl` calls a connection saved.
 #[derive(Debug)]
-enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
+struct Listener(AsyncFd<OwnedFd>);
 
 impl Listener {
     fn new(fd: OwnedFd) -> std::io::Result<Self> {
         let socket = socket2::Socket::from(fd);
         socket.set_nonblocking(true)?;
-        let is_unix = socket.local_addr()?.is_unix();
-        let fd = OwnedFd::from(socket);
-        Ok(if is_unix {
-            Listener::Unix(tokio::net::UnixListener::from_std(fd.into())?)
-        } else {
-            Listener::Tcp(tokio::net::TcpListener::from_std(fd.into())?)
-        })
+        Ok(Listener(crate::sys::async_readable(OwnedFd::from(socket))?))
     }
 
-    async fn accept(&self) -> std::io::Result<OwnedFd> {
-        Ok(match self {
-            Listener::Tcp(listener) => OwnedFd::from(listener.accept().await?.0.into_std()?),
-            Listener::Unix(listener) => OwnedFd::from(listener.accept().await?.0.into_std()?),
-        })
+    /// Waits for a connection, then takes it and every other one already
+    /// waiting, up to `max` (at least one): a burst costs one wake-up.
+    /// An error with nothing taken is returned; after one taken, it is left
+    /// for the next call to meet again.
+    async fn accept_batch(&self, max: usize) -> std::io::Result<Vec<OwnedFd>> {
+        let mut batch = Vec::new();
+        loop {
+            let mut guard = self.0.readable().await?;
+            while batch.len() < max.max(1) {
+                match guard.try_io(|fd| crate::sys::accept_nonblocking(fd.as_fd())) {
+                    Ok(Ok(fd)) => batch.push(fd),
+                    Ok(Err(e)) if batch.is_empty() => return Err(e),
+                    Ok(Err(_)) => break,
+                    // Would block: readiness cleared; nothing more waiting.
+                    Err(_would_block) => break,
+                }
+            }
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
     }
 }
 
@@ -364,16 +423,17 @@ impl Dispatcher {
     /// Replica `replica` answered connection `connection`. An ack for a
     /// connection that replica was not given is ignored.
     pub(crate) fn ack(&self, replica: u64, connection: u64, accepted: bool, open: u32) {
-        let changed = self.state().ack(replica, connection, accepted, open);
-        if changed {
+        let wake = self.state().ack(replica, connection, accepted, open);
+        if wake == Some(true) {
             self.changed.notify_one();
         }
     }
 
-    /// Replica `replica` reports `open` connections.
+    /// Replica `replica` reports `open` connections. Nothing waits for
+    /// this (it only orders the replicas that have room), so the accept
+    /// loop is not woken.
     pub(crate) fn load(&self, replica: u64, open: u32) {
         self.state().load(replica, open);
-        self.changed.notify_one();
     }
 
     /// Stops accepting; connections not yet handed out are closed (and so
@@ -385,26 +445,27 @@ impl Dispatcher {
 
     async fn run(self: Arc<Self>, listener: Listener) {
         loop {
-            if self.state().stopped {
-                // The listener closes here; what is still queued was closed by stop().
-                return;
-            }
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            // A queued connection and a replica for it?
-            let job = self.state().next_job();
-            if let Some((replica, pending)) = job {
-                self.hand_off(replica, pending).await;
-                continue;
-            }
-            let idle = self.state().idle(Instant::now());
+            let idle = match self.next_step() {
+                // The listener closes here; what is still queued was closed by stop().
+                Step::Stop => return,
+                Step::Hand(handed) => {
+                    self.post(handed).await;
+                    continue;
+                }
+                Step::Idle(idle) => idle,
+            };
             match idle {
-                Idle::Accept => tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(fd) => {
-                            let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-                            self.state().queue.push_back(Pending::new(id, fd));
+                Idle::Accept(room) => tokio::select! {
+                    accepted = listener.accept_batch(room) => match accepted {
+                        Ok(fds) => {
+                            let mut state = self.state();
+                            for fd in fds {
+                                let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+                                state.queue.push_back(Pending::new(id, fd));
+                            }
                         }
                         Err(e) => {
                             // EMFILE and the like: pause rather than spin.
@@ -431,33 +492,73 @@ impl Dispatcher {
         }
     }
 
-    /// Sends `pending` to `replica`, keeping arbord's copy until the ack.
-    /// The post runs in a task of its own: a replica slow to read its
-    /// channel holds up only itself (it is busy until it answers), and a
-    /// post is never cut off half-written.
-    async fn hand_off(self: &Arc<Self>, replica: u64, pending: Pending) {
-        let copy = match pending.fd.try_clone() {
-            Ok(copy) => copy,
-            Err(e) => {
-                // Out of fds: back to the queue, and a pause.
-                tracing::warn!(socket = %self.socket, "cannot duplicate a connection: {e}");
-                self.state().requeue(pending);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return;
+    /// What the accept loop does next, decided under one lock: stop, hand
+    /// the connection at the head of the queue to a replica (recorded as
+    /// in flight to it), or wait as [`State::idle`] says.
+    fn next_step(&self) -> Step {
+        let mut state = self.state();
+        if state.stopped {
+            return Step::Stop;
+        }
+        if let Some((replica, pending)) = state.next_job() {
+            let (id, connection) = (pending.id, Arc::clone(&pending.fd));
+            // The replica was just chosen under this lock: it is there.
+            if let Some(worker) = state.hand(replica, pending) {
+                return Step::Hand(Handed {
+                    replica,
+                    id,
+                    connection,
+                    worker: Arc::clone(worker),
+                });
             }
-        };
-        let id = pending.id;
-        let worker = match self.state().hand(replica, pending) {
-            Some(worker) => Arc::clone(worker),
-            None => return,
-        };
+        }
+        Step::Idle(state.idle(Instant::now()))
+    }
+
+    /// Sends a handed connection to its replica (arbord keeps its share of
+    /// the fd until the ack). The post is tried here once: it is usually
+    /// written at once (the worker's fast path, one `sendmsg`). One that
+    /// would wait goes on in a task of its own: a replica slow to read its
+    /// channel holds up only itself (its window fills), and a post is never
+    /// cut off half-written. No task per connection, so no wake-up of
+    /// another runtime thread for each, which cost more than the send.
+    async fn post(self: &Arc<Self>, handed: Handed) {
+        let Handed {
+            replica,
+            id,
+            connection,
+            worker,
+        } = handed;
         let dispatcher = Arc::clone(self);
-        tokio::spawn(async move {
-            if worker.hand_off(id, &dispatcher.socket, copy).await.is_err() {
+        let mut post = Box::pin(async move {
+            if worker
+                .hand_off(id, &dispatcher.socket, connection)
+                .await
+                .is_err()
+            {
                 dispatcher.post_failed(replica, id);
             }
         });
+        let tried = std::future::poll_fn(|cx| Poll::Ready(post.as_mut().poll(cx))).await;
+        if tried.is_pending() {
+            tokio::spawn(post);
+        }
     }
+}
+
+/// The accept loop's next step ([`Dispatcher::next_step`]).
+enum Step {
+    Stop,
+    Hand(Handed),
+    Idle(Idle),
+}
+
+/// A connection on its way to a replica.
+struct Handed {
+    replica: u64,
+    id: u64,
+    connection: Arc<OwnedFd>,
+    worker: Arc<Worker>,
 }
 
 #[cfg(test)]
@@ -487,6 +588,13 @@ mod tests {
         Some(replica)
     }
 
+    /// Hands `replica` connections (ids from `first`) until its window is full.
+    fn fill_window(state: &mut State<()>, replica: u64, first: u64) {
+        for id in first..first + WINDOW as u64 {
+            assert!(state.hand(replica, connection(id)).is_some());
+        }
+    }
+
     /// The next queued connection goes out; the replica it went to.
     fn redispatch(state: &mut State<()>) -> Option<u64> {
         let (replica, pending) = state.next_job()?;
@@ -500,35 +608,66 @@ mod tests {
         let mut served = Vec::new();
         for id in 10..17 {
             let replica = dispatch(&mut s, id).expect("a free replica");
-            assert!(s.ack(replica, id, true, 1));
+            assert!(s.ack(replica, id, true, 1).is_some());
             served.push(replica);
         }
         assert_eq!(served, [1, 2, 3, 1, 2, 3, 1]);
     }
 
     #[test]
-    fn round_robin_skips_a_busy_replica() {
-        let mut s = state(HandoffPolicy::RoundRobin, &[1, 2, 3]);
-        assert_eq!(dispatch(&mut s, 10), Some(1));
-        assert_eq!(dispatch(&mut s, 11), Some(2));
-        assert!(s.ack(2, 11, true, 1));
-        // 1 has not answered: after 2 comes 3, then 2 again, not 1.
-        assert_eq!(dispatch(&mut s, 12), Some(3));
-        assert_eq!(dispatch(&mut s, 13), Some(2));
+    fn a_replica_gets_connections_without_waiting_for_acks_until_its_window_is_full() {
+        let mut s = state(HandoffPolicy::RoundRobin, &[1]);
+        for id in 0..WINDOW as u64 {
+            assert_eq!(dispatch(&mut s, 100 + id), Some(1));
+        }
+        assert_eq!(dispatch(&mut s, 200), None);
+        // Any one ack makes room for the next.
+        assert!(s.ack(1, 103, true, 1).is_some());
+        assert_eq!(redispatch(&mut s), Some(1));
     }
 
     #[test]
-    fn with_every_replica_busy_a_connection_waits_in_the_queue() {
+    fn an_ack_wakes_the_accept_loop_only_when_it_may_be_waiting_for_one() {
         let mut s = state(HandoffPolicy::RoundRobin, &[1, 2]);
         assert_eq!(dispatch(&mut s, 10), Some(1));
-        assert_eq!(dispatch(&mut s, 11), Some(2));
+        // Room elsewhere and nothing queued: the loop waits in accept.
+        assert_eq!(s.ack(1, 10, true, 1), Some(false));
+        // A full window made room: the loop may be waiting for it.
+        fill_window(&mut s, 1, 100);
+        assert_eq!(s.ack(1, 100, true, 1), Some(true));
+        // Something queued can go out now.
+        s.queue.push_back(connection(20));
+        assert_eq!(s.ack(1, 101, true, 1), Some(true));
+        // Not that replica's connection: ignored.
+        assert_eq!(s.ack(2, 102, true, 1), None);
+    }
+
+    #[test]
+    fn round_robin_skips_a_replica_whose_window_is_full() {
+        let mut s = state(HandoffPolicy::RoundRobin, &[1, 2, 3]);
+        fill_window(&mut s, 1, 100);
+        s.last = 3;
+        // 1 has not answered any: after 3 comes 2, then 3, not 1.
+        assert_eq!(dispatch(&mut s, 10), Some(2));
+        assert_eq!(dispatch(&mut s, 11), Some(3));
+        assert_eq!(dispatch(&mut s, 12), Some(2));
+        assert!(s.ack(1, 100, true, 1).is_some());
+        assert_eq!(dispatch(&mut s, 13), Some(3));
+        assert_eq!(dispatch(&mut s, 14), Some(1));
+    }
+
+    #[test]
+    fn with_every_window_full_a_connection_waits_in_the_queue() {
+        let mut s = state(HandoffPolicy::RoundRobin, &[1, 2]);
+        fill_window(&mut s, 1, 100);
+        fill_window(&mut s, 2, 200);
         assert_eq!(dispatch(&mut s, 12), None);
         assert_eq!(s.queue.len(), 1);
-        // Nobody free: no accepting either, the kernel's backlog holds the rest.
+        // No room: no accepting either, the kernel's backlog holds the rest.
         assert_eq!(s.idle(Instant::now()), Idle::Wait);
-        // The first ack frees a replica for it.
-        assert!(s.ack(1, 10, true, 1));
-        assert_eq!(redispatch(&mut s), Some(1));
+        // The first ack makes room for it.
+        assert!(s.ack(2, 205, true, 1).is_some());
+        assert_eq!(redispatch(&mut s), Some(2));
         assert!(s.queue.is_empty());
     }
 
@@ -539,12 +678,15 @@ mod tests {
         s.load(2, 1);
         s.load(3, 3);
         assert_eq!(dispatch(&mut s, 10), Some(2));
-        // 2 is busy until it answers: the next fewest is 3.
-        assert_eq!(dispatch(&mut s, 11), Some(3));
-        // 2 answers with its new count, 2 open: it is the least busy again.
-        assert!(s.ack(2, 10, true, 2));
-        assert!(s.ack(3, 11, true, 4));
-        assert_eq!(dispatch(&mut s, 12), Some(2));
+        // What is on its way to 2 counts: 1 open + 1 in flight, still the
+        // fewest; then 1 + 2 ties with 3's 3, and the tie goes to the
+        // next after 2.
+        assert_eq!(dispatch(&mut s, 11), Some(2));
+        assert_eq!(dispatch(&mut s, 12), Some(3));
+        // 2 answers both with its new count, 1 open: the least busy again.
+        assert!(s.ack(2, 10, true, 2).is_some());
+        assert!(s.ack(2, 11, true, 1).is_some());
+        assert_eq!(dispatch(&mut s, 13), Some(2));
     }
 
     #[test]
@@ -554,7 +696,7 @@ mod tests {
         for id in 10..14 {
             let replica = dispatch(&mut s, id).expect("a free replica");
             // Every connection closes at once: all stay at 0 open.
-            assert!(s.ack(replica, id, true, 0));
+            assert!(s.ack(replica, id, true, 0).is_some());
             served.push(replica);
         }
         assert_eq!(served, [1, 2, 3, 1]);
@@ -567,7 +709,7 @@ mod tests {
             s.retire(1);
             for id in 10..13 {
                 assert_eq!(dispatch(&mut s, id), Some(2));
-                assert!(s.ack(2, id, true, 0));
+                assert!(s.ack(2, id, true, 0).is_some());
             }
             s.retire(2);
             assert_eq!(dispatch(&mut s, 13), None);
@@ -581,7 +723,7 @@ mod tests {
         assert_eq!(dispatch(&mut s, 10), Some(1));
         s.retire(1);
         // It refuses: the connection goes to the other replica.
-        assert!(s.ack(1, 10, false, 0));
+        assert!(s.ack(1, 10, false, 0).is_some());
         assert_eq!(redispatch(&mut s), Some(2));
     }
 
@@ -600,13 +742,13 @@ mod tests {
     fn a_refused_connection_goes_to_another_replica() {
         let mut s = state(HandoffPolicy::RoundRobin, &[1, 2, 3]);
         assert_eq!(dispatch(&mut s, 10), Some(1));
-        assert!(s.ack(1, 10, false, 0));
+        assert!(s.ack(1, 10, false, 0).is_some());
         // Back at the head of the queue, refused by 1 only.
         assert_eq!(s.queue.front().map(|p| p.refused_by.clone()), Some(vec![1]));
         assert_eq!(redispatch(&mut s), Some(2));
-        assert!(s.ack(2, 10, false, 0));
+        assert!(s.ack(2, 10, false, 0).is_some());
         assert_eq!(redispatch(&mut s), Some(3));
-        assert!(s.ack(3, 10, true, 1));
+        assert!(s.ack(3, 10, true, 1).is_some());
         assert!(s.queue.is_empty() && s.in_flight.is_empty());
     }
 
@@ -615,7 +757,7 @@ mod tests {
         let mut s = state(HandoffPolicy::RoundRobin, &[1, 2]);
         assert_eq!(dispatch(&mut s, 10), Some(1));
         s.queue.push_back(connection(11));
-        assert!(s.ack(1, 10, false, 0));
+        assert!(s.ack(1, 10, false, 0).is_some());
         let (replica, pending) = s.next_job().expect("a free replica");
         assert_eq!((replica, pending.id), (2, 10));
     }
@@ -625,9 +767,9 @@ mod tests {
         let t0 = Instant::now();
         let mut s = state(HandoffPolicy::RoundRobin, &[1, 2]);
         assert_eq!(dispatch(&mut s, 10), Some(1));
-        assert!(s.ack(1, 10, false, 0));
+        assert!(s.ack(1, 10, false, 0).is_some());
         assert_eq!(redispatch(&mut s), Some(2));
-        assert!(s.ack(2, 10, false, 0));
+        assert!(s.ack(2, 10, false, 0).is_some());
         // Both free, both refused it: no job, no accepting, a retry.
         assert!(s.next_job().is_none());
         assert_eq!(s.idle(t0), Idle::RetryAt(t0 + RETRY_REFUSED));
@@ -647,12 +789,12 @@ mod tests {
         s.queue.push_back(connection(10));
         for round in 1..=MAX_OFFERS {
             let replica = redispatch(&mut s).expect("the replica is free");
-            assert!(s.ack(replica, 10, false, 0));
+            assert!(s.ack(replica, 10, false, 0).is_some());
             assert!(matches!(s.idle(t0), Idle::RetryAt(_)));
             assert_eq!(s.offer_again(), round == MAX_OFFERS);
         }
         assert!(s.queue.is_empty());
-        assert_eq!(s.idle(t0), Idle::Accept);
+        assert_eq!(s.idle(t0), Idle::Accept(WINDOW));
     }
 
     #[test]
@@ -676,24 +818,32 @@ mod tests {
     fn an_ack_from_a_replica_that_was_not_given_the_connection_is_ignored() {
         let mut s = state(HandoffPolicy::RoundRobin, &[1, 2]);
         assert_eq!(dispatch(&mut s, 10), Some(1));
-        assert!(!s.ack(2, 10, false, 7));
-        assert!(!s.ack(1, 99, true, 7));
+        assert!(s.ack(2, 10, false, 7).is_none());
+        assert!(s.ack(1, 99, true, 7).is_none());
         assert_eq!(s.in_flight.get(&10).map(|(owner, _)| *owner), Some(1));
-        assert_eq!(s.replicas[&1].busy, Some(10));
+        assert_eq!(s.replicas[&1].in_flight, 1);
         assert_eq!(s.replicas[&2].open, 0);
     }
 
     #[test]
-    fn accepting_happens_only_with_a_free_replica_and_nothing_queued() {
+    fn accepting_takes_only_as_many_as_the_windows_have_room_for() {
         let t0 = Instant::now();
         let mut s = state(HandoffPolicy::RoundRobin, &[]);
         assert_eq!(s.idle(t0), Idle::Wait);
         s.add(1, ());
-        assert_eq!(s.idle(t0), Idle::Accept);
+        assert_eq!(s.idle(t0), Idle::Accept(WINDOW));
+        s.add(2, ());
+        assert_eq!(s.idle(t0), Idle::Accept(2 * WINDOW));
         assert_eq!(dispatch(&mut s, 10), Some(1));
+        assert_eq!(s.idle(t0), Idle::Accept(2 * WINDOW - 1));
+        fill_window(&mut s, 2, 200);
+        assert_eq!(s.idle(t0), Idle::Accept(WINDOW - 1));
+        for id in 11..11 + WINDOW as u64 - 1 {
+            assert_eq!(dispatch(&mut s, id), Some(1));
+        }
         assert_eq!(s.idle(t0), Idle::Wait);
-        assert!(s.ack(1, 10, true, 1));
-        assert_eq!(s.idle(t0), Idle::Accept);
+        assert!(s.ack(1, 10, true, 1).is_some());
+        assert_eq!(s.idle(t0), Idle::Accept(1));
     }
 
     #[test]
@@ -703,7 +853,7 @@ mod tests {
         s.queue.push_back(connection(11));
         s.stop();
         assert!(s.queue.is_empty());
-        assert!(s.ack(1, 10, false, 0));
+        assert!(s.ack(1, 10, false, 0).is_some());
         assert!(s.queue.is_empty() && s.in_flight.is_empty());
     }
 }

@@ -135,12 +135,16 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Registers a pidfd with tokio's reactor (readable when the process exits).
 pub(crate) fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    async_readable(pidfd)
+}
+
+/// Registers `fd` with tokio's reactor for readability (a pidfd, a
+/// listening socket).
+pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd stays open and returns the same number from
     // as_raw_fd until the AsyncFd that owns it is dropped.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| e.into_parts().1)
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft
@@ -151,4 +155,19 @@ pub(crate) fn raise_fd_limit() -> io::Result<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
     Ok(hard.max(soft))
+}
+
+/// Accepts one connection on the listening socket `listener`, without
+/// blocking: the new socket is close-on-exec and non-blocking (as a worker
+/// that serves it with an event loop expects), and is never registered with
+/// arbord's own reactor. `WouldBlock` when none is waiting.
+pub(crate) fn accept_nonblocking(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{accept4, SockFlag};
+    let fd = accept4(
+        listener.as_raw_fd(),
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    // SAFETY: accept4 just returned this fd, new in this process, and
+    // nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

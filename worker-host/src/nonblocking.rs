@@ -312,7 +312,14 @@ impl AsyncWorker {
                 .send(&Frame::Ready(ready), &[])
                 .await?;
         }
+        // Acks fed while more frames were already waiting, written with the
+        // last of them: one sendmsg for a burst of handed-off connections.
+        let mut unflushed = false;
         loop {
+            if unflushed && receiver.is_empty() {
+                poster.flush().await?;
+                unflushed = false;
+            }
             let received = tokio::select! {
                 received = next(&mut receiver) => received,
                 _ = closer.notify.notified() => break,
@@ -345,7 +352,9 @@ impl AsyncWorker {
                 Ok((Frame::Connection(connection), fds)) => {
                     let id = connection.id;
                     let taken = serve_connection(on_connection.as_ref(), connection, fds, &load);
-                    acknowledge(&poster, id, taken, &load).await?;
+                    let more = !receiver.is_empty();
+                    acknowledge(&poster, id, taken, &load, more).await?;
+                    unflushed = more;
                 }
                 Ok((Frame::Port(open), fds)) => serve_port(on_connect.as_ref(), open, fds),
                 Ok((Frame::Close, _)) => break,
@@ -427,7 +436,7 @@ async fn run_on_close(
             done = &mut closing => return done,
             received = next(receiver), if reading => match received {
                 Ok((Frame::Connection(connection), _fds)) => {
-                    acknowledge(poster, connection.id, false, load).await?;
+                    acknowledge(poster, connection.id, false, load, false).await?;
                 }
                 Ok((Frame::Ping(nonce), _)) => poster.send(&Frame::Pong(nonce)).await?,
                 Ok(_) => {}
@@ -488,11 +497,22 @@ async fn read_link(mut link: AsyncReceiver, tree: Arc<TreeState>) {
     tree.link_closed();
 }
 
-async fn acknowledge(poster: &Poster, id: u64, accepted: bool, load: &LoadCounter) -> Result<()> {
-    let ack = ConnectionAck {
+/// Answers a Connection; with `more` frames already waiting the ack is only
+/// queued, to go out with a later one (the caller flushes before it waits).
+async fn acknowledge(
+    poster: &Poster,
+    id: u64,
+    accepted: bool,
+    load: &LoadCounter,
+    more: bool,
+) -> Result<()> {
+    let ack = Frame::ConnectionAck(ConnectionAck {
         id,
         accepted,
         open: load.open.load(Ordering::SeqCst),
-    };
-    poster.send(&Frame::ConnectionAck(ack)).await
+    });
+    match more {
+        true => poster.feed(&ack).await,
+        false => poster.send(&ack).await,
+    }
 }

@@ -63,6 +63,11 @@ impl Poster {
         Ok(self.sender.lock().await.send(frame, &[]).await?)
     }
 
+    /// Queues `frame` to go out with the next send or flush.
+    pub(crate) async fn feed(&self, frame: &Frame) -> Result<()> {
+        Ok(self.sender.lock().await.feed(frame, &[]).await?)
+    }
+
     /// Writes out whatever is buffered.
     pub(crate) async fn flush(&self) -> Result<()> {
         Ok(self.sender.lock().await.flush().await?)

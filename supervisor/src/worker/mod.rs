@@ -51,7 +51,7 @@ use crate::link::Control;
 use crate::signal::Signal;
 use crate::spec::WhenFull;
 use crate::tree::Tree;
-use outbox::{OutKind, Outbound, Outbox, PostError};
+use outbox::{OutFd, OutKind, Outbound, Outbox, PostError};
 use requests::Pending;
 
 pub(crate) use launch::{launch, Launch, Wiring};
@@ -223,6 +223,7 @@ impl Worker {
         data: Vec<u8>,
         fds: Vec<OwnedFd>,
     ) -> impl std::future::Future<Output = Result<()>> + 'a {
+        let fds = fds.into_iter().map(OutFd::Owned).collect();
         let item = Outbound { kind, data, fds };
         self.post_item(item)
     }
@@ -262,16 +263,21 @@ impl Worker {
 
     /// Hands an accepted connection to the worker in a Connection frame
     /// (pool `handoff` mode); the answer comes as
-    /// [`WorkerEvent::ConnectionAck`] with the same `id`. Pass a duplicate
-    /// and keep the original until then: a refusal, or the worker's exit
-    /// before it answers, leaves the connection with the caller.
-    pub(crate) async fn hand_off(&self, id: u64, socket: &str, connection: OwnedFd) -> Result<()> {
-        self.post(
-            OutKind::Connection(id),
-            socket.as_bytes().to_vec(),
-            vec![connection],
-        )
-        .await
+    /// [`WorkerEvent::ConnectionAck`] with the same `id`. The caller keeps
+    /// its share of the connection until then: a refusal, or the worker's
+    /// exit before it answers, leaves the connection with the caller.
+    pub(crate) async fn hand_off(
+        &self,
+        id: u64,
+        socket: &str,
+        connection: Arc<OwnedFd>,
+    ) -> Result<()> {
+        let item = Outbound {
+            kind: OutKind::Connection(id),
+            data: socket.as_bytes().to_vec(),
+            fds: vec![OutFd::Shared(connection)],
+        };
+        self.post_item(item).await
     }
 
     /// Hands the worker one end of a new port from a client (a shared

@@ -42,11 +42,30 @@ pub(crate) enum OutKind {
     Port(u64),
 }
 
+/// An fd a post sends: given to the post, or shared with a caller that
+/// keeps it open after the send (a handed-off connection, which arbord holds
+/// until the worker's ack: shared, not duplicated, it costs no `dup` and no
+/// second `close`).
+#[derive(Debug)]
+pub(crate) enum OutFd {
+    Owned(OwnedFd),
+    Shared(Arc<OwnedFd>),
+}
+
+impl AsFd for OutFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            OutFd::Owned(fd) => fd.as_fd(),
+            OutFd::Shared(fd) => fd.as_fd(),
+        }
+    }
+}
+
 /// One posted message.
 pub(crate) struct Outbound {
     pub(crate) kind: OutKind,
     pub(crate) data: Vec<u8>,
-    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds: Vec<OutFd>,
 }
 
 impl Outbound {

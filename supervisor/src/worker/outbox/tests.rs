@@ -153,7 +153,7 @@ async fn a_message_goes_out_with_its_fds_and_its_kind() {
     h.make_ready().await;
     let fd = OwnedFd::from(std::fs::File::open("/dev/null").expect("open /dev/null"));
     let posts = [
-        (OutKind::Message, vec![fd]),
+        (OutKind::Message, vec![OutFd::Owned(fd)]),
         (OutKind::Request(7), Vec::new()),
         (OutKind::Reply(8), Vec::new()),
     ];
@@ -301,7 +301,7 @@ async fn the_end_drops_what_was_queued_and_closes_its_fds() {
     let item = Outbound {
         kind: OutKind::Message,
         data: b"never sent".to_vec(),
-        fds: vec![OwnedFd::from(writer)],
+        fds: vec![OutFd::Owned(OwnedFd::from(writer))],
     };
     h.outbox.post(item, WhenFull::Wait).await.expect("queued");
     h.outbox.end();
