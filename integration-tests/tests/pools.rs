@@ -3,6 +3,7 @@
 //! connections, and rolling reloads and scaling under constant load fail no
 //! request. All on loopback, every wait bounded.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,6 +254,75 @@ fn a_refused_connection_goes_to_another_replica() {
 }
 
 #[test]
+fn a_replica_that_never_answers_holds_at_most_eight_connections_and_loses_none_when_killed() {
+    // Replicas alternate between http-hello and a worker that takes every
+    // handed-off connection and never answers it (no ack, never served).
+    let (addr, target) = tcp(free_port());
+    let dir = arbor_integration_tests::TempDir::new("pool-hoard");
+    let held_file = dir.0.join("held");
+    let script = format!(
+        "if [ $((ARBOR_WORKER_ID % 2)) = 0 ]; then exec {:?} hoard {:?}; else exec {:?}; fi",
+        test_worker().display().to_string(),
+        held_file.display().to_string(),
+        binary("http-hello").display().to_string()
+    );
+    // Not restarted: once killed, what it held can only go to http-hello.
+    let config = pool_running(
+        "mixed",
+        "handoff",
+        &addr,
+        2,
+        Path::new("/bin/sh"),
+        &["-c".into(), script],
+    )
+    .replace("restart = \"on-failure\"", "restart = \"never\"");
+    let daemon = Daemon::start(&config);
+    let pids = wait_running(&daemon, "mixed", 2);
+    let _turn = load_turn();
+    const CONNECTIONS: usize = 30;
+    let (answers, answered) = std::sync::mpsc::channel();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (target, answers) = (target.clone(), answers.clone());
+            std::thread::spawn(move || answers.send(Client::new(target).get()))
+        })
+        .collect();
+    // Every connection accounted for: the hoarding replica holds its
+    // window's worth, and every other one was served by http-hello.
+    let mut replies = Vec::new();
+    let held = || std::fs::read_to_string(&held_file).unwrap_or_default();
+    wait_until(
+        "the hoard's window full and every other connection served",
+        || {
+            replies.extend(answered.try_iter());
+            replies.len() == CONNECTIONS - 8 && held() == "8"
+        },
+    );
+    let served_by: BTreeSet<u32> = replies
+        .iter()
+        .map(|r| r.as_ref().expect("a request served by http-hello").pid)
+        .collect();
+    assert_eq!(served_by.len(), 1, "{replies:?}");
+    // arbord kept its share of each held connection: killed, the hoard's
+    // eight go to http-hello and are served too.
+    let hoard = *pids.difference(&served_by).next().expect("the hoard's pid");
+    assert_eq!(kill_process(hoard), 0);
+    for client in clients {
+        client
+            .join()
+            .expect("a client thread")
+            .expect("answers open");
+    }
+    replies.extend(answered.try_iter());
+    assert_eq!(replies.len(), CONNECTIONS);
+    for reply in &replies {
+        let pid = reply.as_ref().expect("every request served").pid;
+        assert!(served_by.contains(&pid), "{replies:?}");
+    }
+    assert_eq!(held(), "8", "the hoard got more than its window");
+}
+
+#[test]
 fn socket_activation_serves_the_pool_on_the_passed_socket() {
     let dir = arbor_integration_tests::TempDir::new("pool-activation");
     let (addr, target) = tcp(free_port());
@@ -323,9 +393,9 @@ fn least_busy_sends_new_connections_to_the_replica_with_fewest_open() {
     );
     let daemon = Daemon::start(&config);
     let pids = wait_running(&daemon, "web", 2);
-    // One handoff is in flight per replica until its ack, and a busy
-    // replica is skipped: after each connection, ps's count of it (and the
-    // time an arborctl round trip takes) lets the ack arrive first.
+    // What is on its way to a replica counts with what it has open: after
+    // each connection, ps's count of it (and the time an arborctl round
+    // trip takes) lets the ack arrive first, so the counts are settled.
     let connect = |held: &mut Vec<(Client, u32)>| {
         let mut client = Client::new(target.clone());
         let pid = client.get().unwrap().pid;

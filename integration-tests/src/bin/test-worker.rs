@@ -10,6 +10,9 @@
 //!   message; with `nocore` its RLIMIT_CORE is 0 (no core dump), with
 //!   `core` as high as the hard limit allows.
 //! - `stubborn`: ignores SIGTERM and the Close frame; only SIGKILL ends it.
+//! - `hoard PATH`: sends Ready, then takes every handed-off connection and
+//!   never answers (no ConnectionAck, the socket kept open, unserved);
+//!   writes how many it holds to PATH after each.
 //! - `onclose-file PATH`: on close, waits 200 ms, then writes "closed" to PATH.
 //! - `list-fds`: replies to any message with the fds it inherited and its LISTEN_* variables.
 //! - `garbage`: writes bytes that are not a frame on its channel, then waits.
@@ -78,6 +81,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             loop {
                 std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+        "hoard" => {
+            let fd: i32 = std::env::var("ARBOR_CHANNEL_FD")?.parse()?;
+            let id: u64 = std::env::var("ARBOR_WORKER_ID")?.parse()?;
+            // SAFETY: the supervisor left our channel at ARBOR_CHANNEL_FD,
+            // and nothing else in this process takes it.
+            let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut channel = arbor_protocol::blocking::Channel::new(
+                std::os::unix::net::UnixStream::from(channel),
+            )?;
+            let ready = arbor_protocol::Ready::new(id, "hoard", std::process::id());
+            channel.send(&arbor_protocol::Frame::Ready(ready), &[])?;
+            let mut held = Vec::new();
+            loop {
+                match channel.recv() {
+                    Ok((arbor_protocol::Frame::Connection(_), fds)) => {
+                        held.extend(fds);
+                        std::fs::write(&arg, held.len().to_string())?;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Ok(()),
+                }
             }
         }
         "stubborn" => {
