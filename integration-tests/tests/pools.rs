@@ -226,24 +226,35 @@ fn scaling_down_closes_a_replica_in_restart_backoff_before_a_serving_one() {
     assert_eq!(reply.pid, serving.1);
 }
 
+/// A handoff pool `mixed` of two replicas on `addr`, alternating by worker
+/// id between `test-worker MODE_ARGS` and http-hello.
+fn mixed_handoff_pool(addr: &str, mode_args: &[&str]) -> String {
+    let script = format!(
+        "if [ $((ARBOR_WORKER_ID % 2)) = 0 ]; then exec {:?} {}; else exec {:?}; fi",
+        test_worker().display().to_string(),
+        mode_args
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        binary("http-hello").display().to_string()
+    );
+    pool_running(
+        "mixed",
+        "handoff",
+        addr,
+        2,
+        Path::new("/bin/sh"),
+        &["-c".into(), script],
+    )
+}
+
 #[test]
 fn a_refused_connection_goes_to_another_replica() {
     // Replicas alternate between http-hello and a worker that refuses every
     // handed-off connection (the blocking worker API has no handler).
     let (addr, target) = tcp(free_port());
-    let script = format!(
-        "if [ $((ARBOR_WORKER_ID % 2)) = 0 ]; then exec {:?} echo; else exec {:?}; fi",
-        test_worker().display().to_string(),
-        binary("http-hello").display().to_string()
-    );
-    let config = pool_running(
-        "mixed",
-        "handoff",
-        &addr,
-        2,
-        Path::new("/bin/sh"),
-        &["-c".into(), script],
-    );
+    let config = mixed_handoff_pool(&addr, &["echo"]);
     let daemon = Daemon::start(&config);
     wait_running(&daemon, "mixed", 2);
     let load = Load::start(target, 4);
@@ -260,22 +271,10 @@ fn a_replica_that_never_answers_holds_at_most_eight_connections_and_loses_none_w
     let (addr, target) = tcp(free_port());
     let dir = arbor_integration_tests::TempDir::new("pool-hoard");
     let held_file = dir.0.join("held");
-    let script = format!(
-        "if [ $((ARBOR_WORKER_ID % 2)) = 0 ]; then exec {:?} hoard {:?}; else exec {:?}; fi",
-        test_worker().display().to_string(),
-        held_file.display().to_string(),
-        binary("http-hello").display().to_string()
-    );
+    let held_path = held_file.display().to_string();
     // Not restarted: once killed, what it held can only go to http-hello.
-    let config = pool_running(
-        "mixed",
-        "handoff",
-        &addr,
-        2,
-        Path::new("/bin/sh"),
-        &["-c".into(), script],
-    )
-    .replace("restart = \"on-failure\"", "restart = \"never\"");
+    let config = mixed_handoff_pool(&addr, &["hoard", &held_path])
+        .replace("restart = \"on-failure\"", "restart = \"never\"");
     let daemon = Daemon::start(&config);
     let pids = wait_running(&daemon, "mixed", 2);
     let _turn = load_turn();

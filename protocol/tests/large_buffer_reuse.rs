@@ -55,10 +55,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-#[test]
-fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_message() {
-    let (mut receiver, mut sender) = Channel::pair().expect("a channel pair");
-    let peer = thread::spawn(move || {
+/// The other side of the ping-pong: sends MESSAGES large messages, each
+/// after the answer to the one before.
+fn large_message_sender(mut sender: Channel) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
         let data = vec![5u8; MESSAGE];
         for _ in 0..MESSAGES {
             sender.send_bytes(&data, &[]).expect("send a large message");
@@ -67,7 +67,13 @@ fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_messa
                 (other, _) => panic!("not the answer: {other:?}"),
             }
         }
-    });
+    })
+}
+
+#[test]
+fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_message() {
+    let (mut receiver, sender) = Channel::pair().expect("a channel pair");
+    let peer = large_message_sender(sender);
     let mut sizes = Vec::new();
     for i in 0..MESSAGES {
         // The first message grows the buffer; the rest are counted.
@@ -97,17 +103,7 @@ fn an_async_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_firs
         .build()
         .expect("a runtime");
     let (stream, peer_stream) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
-    let peer = thread::spawn(move || {
-        let mut sender = Channel::new(peer_stream).expect("the peer's channel");
-        let data = vec![5u8; MESSAGE];
-        for _ in 0..MESSAGES {
-            sender.send_bytes(&data, &[]).expect("send a large message");
-            match sender.recv_ref().expect("the answer") {
-                (FrameRef::Message(b"next"), _) => {}
-                (other, _) => panic!("not the answer: {other:?}"),
-            }
-        }
-    });
+    let peer = large_message_sender(Channel::new(peer_stream).expect("the peer's channel"));
     let sizes = runtime.block_on(async move {
         stream.set_nonblocking(true).expect("nonblocking");
         let mut receiver =
