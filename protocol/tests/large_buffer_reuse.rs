@@ -85,13 +85,7 @@ fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_messa
         receiver.send_bytes(b"next", &[]).expect("answer");
     }
     COUNTING.with(|c| c.set(false));
-    peer.join().expect("the sending thread");
-    assert_eq!(sizes, vec![MESSAGE; MESSAGES]);
-    let large = LARGE_ALLOCATIONS.with(Cell::get);
-    assert_eq!(
-        large, 0,
-        "large allocations for the messages after the first"
-    );
+    assert_every_message_came_without_a_large_allocation(peer, sizes);
 }
 
 /// The same through the tokio transport, whose receive learns that the
@@ -121,6 +115,15 @@ fn an_async_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_firs
         COUNTING.with(|c| c.set(false));
         sizes
     });
+    assert_every_message_came_without_a_large_allocation(peer, sizes);
+}
+
+/// Joins the sender, then checks that every message came whole and that
+/// the receiving thread made no large allocation after the first.
+fn assert_every_message_came_without_a_large_allocation(
+    peer: thread::JoinHandle<()>,
+    sizes: Vec<usize>,
+) {
     peer.join().expect("the sending thread");
     assert_eq!(sizes, vec![MESSAGE; MESSAGES]);
     let large = LARGE_ALLOCATIONS.with(Cell::get);
