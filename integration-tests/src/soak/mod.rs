@@ -596,16 +596,31 @@ fn config(turn: bool, load: &Load, tree_dir: &TempDir) -> String {
 }
 
 /// Writes to `path` each of process `pid`'s threads: its state and kernel
-/// wait channel from /proc; then each of its child processes' state (a
-/// worker a stop waits on shows whether it still runs, is stopped, or is a
-/// zombie nobody reaped); then every thread's stack from gdb when gdb is
+/// wait channel from /proc; then each of its child processes' state, wait
+/// channel and kernel stack (a worker a stop waits on shows whether it
+/// still runs, is stopped, is stuck in the kernel, or is a zombie nobody
+/// reaped); then every thread's stack from gdb when gdb is
 /// installed (bounded: gdb is killed after 60 s).
 fn dump_threads(pid: u32, path: &std::path::Path) -> Result<(), String> {
     use std::fmt::Write as _;
     let mut text = String::new();
     for child in children_of(pid) {
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        let _ = writeln!(text, "child {child}: {}", stat.trim());
+        // A child in D state (uninterruptible: not even SIGKILL ends it
+        // until its kernel wait does) is named with where it waits: its
+        // wait channel, and its kernel stack where this process may read it.
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/{child}/{name}")).unwrap_or_default()
+        };
+        let _ = writeln!(
+            text,
+            "child {child}: {} wchan={}",
+            read("stat").trim(),
+            read("wchan").trim()
+        );
+        let stack = read("stack");
+        if !stack.is_empty() {
+            let _ = writeln!(text, "{}", stack.trim_end());
+        }
     }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|e| format!("/proc/{pid}/task: {e}"))?;
