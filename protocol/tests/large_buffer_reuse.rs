@@ -55,6 +55,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The spare buffers are process-wide: the two tests here take turns, so
+/// that neither finds the spares in the other's hands.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The other side of the ping-pong: sends MESSAGES large messages, each
 /// after the answer to the one before.
 fn large_message_sender(mut sender: Channel) -> thread::JoinHandle<()> {
@@ -72,6 +80,7 @@ fn large_message_sender(mut sender: Channel) -> thread::JoinHandle<()> {
 
 #[test]
 fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_message() {
+    let _turn = turn();
     let (mut receiver, sender) = Channel::pair().expect("a channel pair");
     let peer = large_message_sender(sender);
     let mut sizes = Vec::new();
@@ -92,6 +101,7 @@ fn a_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_messa
 /// channel is idle from a read that emptied the socket, not from EAGAIN.
 #[test]
 fn an_async_ping_pong_of_large_messages_allocates_no_large_buffer_after_the_first_message() {
+    let _turn = turn();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
