@@ -276,21 +276,18 @@ async fn fill(socket: &UnixStream, half: &mut RecvHalf) -> io::Result<Result<()>
         socket.readable().await?;
         let mut filled = None;
         let attempt = socket.try_io(Interest::READABLE, || {
-            let result = half.fill(socket.as_fd())?;
-            let drained = result.is_ok() && half.drained();
-            filled = Some(result);
-            match drained {
+            filled = Some(half.fill(socket.as_fd())?);
+            match half.drained() {
                 // Read, and nothing more is there: cleared as for EAGAIN.
                 true => Err(io::ErrorKind::WouldBlock.into()),
                 false => Ok(()),
             }
         });
-        match (attempt, filled) {
-            (_, Some(result)) => return Ok(result),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            (Err(e), None) => return Err(e),
-            // try_io returns Ok only after the closure filled.
-            (Ok(()), None) => continue,
+        match (filled, attempt) {
+            (Some(result), _) => return Ok(result),
+            // Nothing read: not ready after all (readiness now cleared).
+            (None, Err(e)) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            (None, _) => continue,
         }
     }
 }

@@ -133,13 +133,8 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
-/// Registers a pidfd with tokio's reactor (readable when the process exits).
-pub(crate) fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    async_readable(pidfd)
-}
-
-/// Registers `fd` with tokio's reactor for readability (a pidfd, a
-/// listening socket).
+/// Registers `fd` with tokio's reactor for readability (a pidfd, readable
+/// when its process exits; a listening socket).
 pub(crate) fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd stays open and returns the same number from
     // as_raw_fd until the AsyncFd that owns it is dropped.

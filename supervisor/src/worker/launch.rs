@@ -105,7 +105,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Worker> {
             source,
         }
     };
-    let pidfd = sys::async_pidfd(launch.pidfd).map_err(lost)?;
+    let pidfd = sys::async_readable(launch.pidfd).map_err(lost)?;
     let (events_tx, events) = mpsc::channel(EVENTS);
     let captures = output::capture(launch.captured, &events_tx).map_err(lost)?;
     let (sender, receiver) = launch.socket.map(AsyncChannel::into_split).unzip();
